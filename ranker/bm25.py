@@ -1,0 +1,142 @@
+"""BM25 first stage over a Lucene index built in-process with Anserini (through Pyserini).
+
+The index stores each document's raw JSON (``id``, ``contents``) so later stages fetch passage text by id.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ._jvm import start_jvm
+from .errors import MissingInputError, RankerError
+from .io import write_json
+from .pipeline import Stage
+from .types import Doc, Query, Ranking, ScoredDoc
+
+INDEX_META = "ranker_index.json"
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    documents: int
+    seconds: float
+
+
+def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2, source: str = "") -> IndexStats:
+    """Index documents (contents = title + " " + text) into ``index_dir``, storing raw text.
+
+    The documents are streamed to a Pyserini JSONL file, indexed by Anserini's ``IndexCollection`` into a
+    temporary folder, which replaces ``index_dir`` only when indexing succeeded.
+    """
+    index_dir = Path(index_dir)
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f".{index_dir.name}.", dir=index_dir.parent) as tmp:
+        corpus_dir, lucene_dir = Path(tmp, "corpus"), Path(tmp, "index")
+        corpus_dir.mkdir()
+        count = 0
+        with open(corpus_dir / "docs.jsonl", "w", encoding="utf-8") as f:
+            for doc in tqdm(docs, desc="collection", unit=" docs", mininterval=1.0):
+                f.write(json.dumps({"id": doc.docno, "contents": doc.contents}, ensure_ascii=False) + "\n")
+                count += 1
+        if count == 0:
+            raise RankerError(f"{source or 'collection'}: no documents to index")
+        start_jvm()
+        from jnius import autoclass
+
+        args = ["-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
+                "-input", str(corpus_dir), "-index", str(lucene_dir), "-threads", str(threads),
+                "-storePositions", "-storeDocvectors", "-storeRaw", "-quiet"]
+        autoclass("io.anserini.index.IndexCollection").main(args)
+        indexed = Bm25Retriever(lucene_dir).num_docs
+        if indexed != count:
+            raise RankerError(f"Anserini indexed {indexed} of {count} documents from {source or 'the collection'}")
+        seconds = time.perf_counter() - start
+        write_json(lucene_dir / INDEX_META, {"source": source, "documents": count, "seconds": round(seconds, 2),
+                                             "contents": "title + ' ' + text", "java": start_jvm()})
+        if index_dir.exists():
+            shutil.rmtree(index_dir)
+        lucene_dir.rename(index_dir)
+    return IndexStats(count, seconds)
+
+
+@dataclass(frozen=True)
+class Bm25Params:
+    """BM25 settings; the defaults are Anserini's (not Lucene's)."""
+
+    k1: float = 0.9
+    b: float = 0.4
+    k: int = 1000
+    threads: int = 2
+    remove_query_id: bool = False
+    """Drop a hit whose docid equals the query id (BEIR's convention for corpora that contain the queries)."""
+
+
+class Bm25Retriever(Stage):
+    """BM25 retrieval over a Lucene index (a first stage), with access to the stored document text."""
+
+    name = "bm25"
+
+    def __init__(self, index_dir: str | Path, params: Bm25Params = Bm25Params()):
+        index_dir = Path(index_dir)
+        if not index_dir.is_dir():
+            raise MissingInputError(f"{index_dir}: no such index folder (build one with 'rank index')")
+        start_jvm()
+        from pyserini.search.lucene import LuceneSearcher
+
+        try:
+            self._searcher = LuceneSearcher(str(index_dir))
+        except Exception as e:  # jnius raises JavaException for a folder that is not a Lucene index
+            raise MissingInputError(f"{index_dir}: not a Lucene index ({str(e).splitlines()[0]})") from None
+        self._searcher.set_bm25(params.k1, params.b)
+        self.index_dir = index_dir
+        self.params = params
+
+    @property
+    def num_docs(self) -> int:
+        return int(self._searcher.num_docs)
+
+    def search(self, queries: Mapping[str, Query], *, batch_size: int = 64, progress: bool = True) -> Ranking:
+        """Top ``k`` per query, scores as Lucene returns them (float32 BM25)."""
+        p = self.params
+        extra = 1 if p.remove_query_id else 0
+        qids = list(queries)
+        ranking: Ranking = {}
+        with tqdm(total=len(qids), desc="BM25", unit=" queries", disable=not progress) as bar:
+            for i in range(0, len(qids), batch_size):
+                batch = qids[i : i + batch_size]
+                hits = self._searcher.batch_search([queries[q].text for q in batch], batch, k=p.k + extra,
+                                                   threads=p.threads)
+                for qid in batch:
+                    docs = [ScoredDoc(qid, h.docid, float(h.score)) for h in hits[qid]
+                            if not (p.remove_query_id and h.docid == qid)]
+                    ranking[qid] = docs[: p.k]
+                bar.update(len(batch))
+        return ranking
+
+    def transform(self, queries: Mapping[str, Query], candidates: Ranking | None) -> Ranking:
+        if candidates is not None:
+            raise RankerError("BM25 is a first stage: it retrieves, it does not rerank candidates")
+        return self.search(queries)
+
+    def text(self, docno: str) -> str:
+        """Stored contents of a document; an unknown docno is an error."""
+        doc = self._searcher.doc(docno)
+        if doc is None:
+            raise RankerError(f"{self.index_dir}: document {docno!r} is not in the index")
+        return json.loads(doc.raw())["contents"]
+
+    def texts(self, docnos: Sequence[str]) -> dict[str, str]:
+        """Stored contents of several documents."""
+        return {d: self.text(d) for d in docnos}
+
+    def config(self) -> dict:
+        return {"stage": self.name, "index": str(self.index_dir), **asdict(self.params)}

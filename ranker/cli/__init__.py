@@ -1,0 +1,28 @@
+"""The ``rank`` command: a thin layer over the library, one module per sub-command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import RankerError
+from . import evaluate, index, run
+
+EXIT_CODES = {"ok": 0, "bad_input": 2}
+"""Exit codes: 2 for anything the user can fix (bad file, missing index, wrong option), as click does."""
+
+app = typer.Typer(help="Neural reranking made cheap: BM25, cross-encoder teacher, TwinBERT student.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.command("index")(index.index)
+app.command("run")(run.run)
+app.command("evaluate")(evaluate.evaluate)
+
+
+def main() -> None:
+    """Entry point: a :class:`RankerError` becomes one line on stderr and exit code 2."""
+    try:
+        app()
+    except RankerError as e:
+        print(f"rank: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_CODES["bad_input"])

@@ -1,0 +1,87 @@
+"""``rank evaluate``: a table of measures for several runs, with significance against a baseline."""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from pathlib import Path
+
+import typer
+from typing_extensions import Annotated
+
+from ..evaluate import ALPHA, DEFAULT_MEASURES
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def evaluate(
+    runs: Annotated[list[Path], typer.Argument(help="TREC run files.")],
+    qrels: Annotated[str, typer.Option(help="Qrels: TREC or BEIR TSV file, or irds:<id>.")],
+    measures: Annotated[list[str], typer.Option(help="ir-measures names, e.g. 'nDCG@10 RR@10 R@100'.")] = list(
+        DEFAULT_MEASURES),
+    rel_level: Annotated[int | None, typer.Option(help="Minimum grade counted relevant by RR, R, P, AP (DL: 2).")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="Run to test against (paired t-test, Holm-corrected).")] = None,
+    per_query: Annotated[Path | None, typer.Option(help="Write per-query values to this CSV.")] = None,
+    format: Annotated[Format, typer.Option(help="Output format.")] = Format.table,
+) -> None:
+    """Evaluate runs with ir-measures; '†' marks a significant difference from --baseline (p < 0.05, Holm)."""
+    from .. import evaluate as ev
+    from ..formats import read_run
+    from ..io import atomic_open
+    from ..sources import load_qrels
+
+    parsed = ev.parse_measures([m for spec in measures for m in re.split(r"[\s,]+", spec) if m], rel_level)
+    judged = load_qrels(qrels)
+    paths = list(dict.fromkeys([*runs, *([baseline] if baseline else [])]))
+    names = _names(paths)
+    result = ev.evaluate(judged, {names[p]: read_run(p) for p in paths}, parsed,
+                         baseline=names[baseline] if baseline else None)
+    if per_query is not None:
+        with atomic_open(per_query) as f:
+            result.long_per_query().to_csv(f, index=False, float_format="%.4f")
+    counts = {name: len(t) for name, t in result.queries.items()}
+    if format is Format.json:
+        typer.echo(json.dumps({
+            "qrels": qrels, "providers": ev.providers(parsed), "baseline": result.baseline, "alpha": ALPHA,
+            "systems": {name: {"queries": counts[name], **row} for name, row in result.means.to_dict("index").items()},
+            "pvalues_holm": None if result.pvalues is None else result.pvalues.to_dict("index"),
+        }, indent=2))
+    elif format is Format.csv:
+        table = result.means.copy()
+        table.insert(0, "queries", [counts[n] for n in table.index])
+        if result.pvalues is not None:
+            table = table.join(result.pvalues.add_prefix("p_holm:"))
+        typer.echo(table.to_csv(index_label="system", float_format="%.4f"), nl=False)
+    else:
+        _print_table(result, counts)
+
+
+def _names(paths: list[Path]) -> dict[Path, str]:
+    """Short names for runs: the file name without .trec, or the whole path where two names collide."""
+    stems = {p: p.name.removesuffix(".trec").removesuffix(".txt") for p in paths}
+    clash = {s for s in stems.values() if list(stems.values()).count(s) > 1}
+    return {p: str(p) if s in clash else s for p, s in stems.items()}
+
+
+def _print_table(result, counts: dict[str, int]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("system")
+    table.add_column("queries", justify="right")
+    for m in result.means.columns:
+        table.add_column(m, justify="right")
+    for name, row in result.means.iterrows():
+        cells = [f"{v:.4f}{'†' if result.significant(name, m) else ' '}" for m, v in row.items()]
+        label = f"{name} (baseline)" if name == result.baseline else name
+        table.add_row(label, str(counts[name]), *cells)
+    console = Console(width=200)
+    console.print(table)
+    if result.baseline:
+        console.print(f"† p < {ALPHA} against {result.baseline} (paired t-test, Holm-corrected per measure)")

@@ -1,0 +1,122 @@
+"""Evaluation through ir-measures, with significance tests.
+
+Each measure is computed by the first ir-measures provider that supports it (``ir_measures.DefaultPipeline``):
+pytrec_eval, i.e. trec_eval's definitions, for nDCG@k and R@k; the MS MARCO evaluation script's definition for
+RR@k, which trec_eval's ``recip_rank`` cannot cut off. :func:`providers` records which one served each measure.
+Per-query values come from the provider's ``iter_calc``; a system's figure is their mean over the
+queries it was evaluated on (trec_eval without ``-c``). Against a baseline, each measure gets a paired t-test
+per system over the queries both were evaluated on, Holm-corrected across the systems compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import ir_measures
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .errors import RankerError
+from .types import Qrel, Ranking
+
+DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")
+ALPHA = 0.05
+
+
+def parse_measures(names: Sequence[str], rel_level: int | None = None) -> list:
+    """Parse ir-measures strings; ``rel_level`` sets ``rel`` on every measure that takes it (RR, R, P, AP…)."""
+    parsed = []
+    for name in names:
+        try:
+            measure = ir_measures.parse_measure(name)
+        except (ValueError, NameError, SyntaxError) as e:
+            raise RankerError(f"bad measure {name!r}: {e}") from None
+        if rel_level is not None and "rel" in measure.SUPPORTED_PARAMS:
+            measure = measure(rel=rel_level)
+        parsed.append(measure)
+    return parsed
+
+
+def provider(measure):
+    """The ir-measures provider that computes ``measure`` (the default pipeline's first that supports it)."""
+    for candidate in ir_measures.DefaultPipeline.providers:
+        if candidate.supports(measure):
+            return candidate
+    raise RankerError(f"no installed ir-measures provider computes {measure}")
+
+
+def providers(measures: Sequence) -> dict[str, str]:
+    """Measure -> name of the provider that computes it, for run metadata."""
+    return {str(m): provider(m).NAME for m in measures}
+
+
+def per_query(qrels: Sequence[Qrel], run: Ranking, measures: Sequence) -> pd.DataFrame:
+    """One row per query, one column per measure (named as ir-measures prints it)."""
+    judged = [ir_measures.Qrel(q.qid, q.docno, q.relevance) for q in qrels]
+    scored = [ir_measures.ScoredDoc(d.qid, d.docno, d.score) for docs in run.values() for d in docs]
+    rows = [(m.query_id, str(m.measure), m.value)
+            for measure in measures for m in provider(measure).iter_calc([measure], judged, scored)]
+    frame = pd.DataFrame(rows, columns=["qid", "measure", "value"])
+    table = frame.pivot(index="qid", columns="measure", values="value")
+    return table.reindex(columns=[str(m) for m in measures])
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone)."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for i, idx in enumerate(order):
+        running = max(running, min(1.0, (len(p) - i) * p[idx]))
+        adjusted[idx] = running
+    return adjusted
+
+
+@dataclass
+class Evaluation:
+    """Mean scores per system, per-query values, and p-values against a baseline when one was given."""
+
+    means: pd.DataFrame  # index: system, columns: measures
+    queries: dict[str, pd.DataFrame]  # system -> per-query table
+    pvalues: pd.DataFrame | None  # Holm-adjusted, index: system (baseline excluded), columns: measures
+    baseline: str | None
+
+    def significant(self, system: str, measure: str) -> bool:
+        return (self.pvalues is not None and system in self.pvalues.index
+                and bool(self.pvalues.loc[system, measure] < ALPHA))
+
+    def long_per_query(self) -> pd.DataFrame:
+        """Per-query values of every system: columns system, qid, then the measures."""
+        frames = [t.reset_index().assign(system=name) for name, t in self.queries.items()]
+        table = pd.concat(frames, ignore_index=True)
+        return table[["system", "qid", *self.means.columns]]
+
+
+def evaluate(qrels: Sequence[Qrel], runs: Mapping[str, Ranking], measures: Sequence,
+             baseline: str | None = None) -> Evaluation:
+    """Evaluate several runs on the same qrels; ``baseline`` names one of ``runs``."""
+    if not qrels:
+        raise RankerError("no judgements to evaluate against")
+    if baseline is not None and baseline not in runs:
+        raise RankerError(f"baseline {baseline!r} is not among the runs: {', '.join(runs)}")
+    queries = {name: per_query(qrels, run, measures) for name, run in runs.items()}
+    means = pd.DataFrame({name: t.mean() for name, t in queries.items()}).T
+    pvalues = None
+    if baseline is not None:
+        others = [name for name in runs if name != baseline]
+        raw = pd.DataFrame(index=others, columns=means.columns, dtype=float)
+        for name in others:
+            for col in means.columns:
+                a, b = queries[name][col].align(queries[baseline][col], join="inner")
+                raw.loc[name, col] = _paired_t(a.to_numpy(), b.to_numpy())
+        pvalues = raw.apply(lambda col: pd.Series(holm(col.to_numpy()), index=col.index)) if others else raw
+    return Evaluation(means, queries, pvalues, baseline)
+
+
+def _paired_t(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.allclose(a, b):
+        return 1.0
+    return float(stats.ttest_rel(a, b).pvalue)
