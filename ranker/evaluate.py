@@ -21,7 +21,6 @@ from scipy import stats
 from .errors import RankerError
 from .types import Qrel, Ranking
 
-DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")
 ALPHA = 0.05
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import typer
 from typing_extensions import Annotated
 
-from ..evaluate import ALPHA, DEFAULT_MEASURES
+
+
+DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100"]  # kept here so `rank --help` need not import pandas and scipy
 
 
 class Format(str, Enum):
@@ -22,8 +24,7 @@ class Format(str, Enum):
 def evaluate(
     runs: Annotated[list[Path], typer.Argument(help="TREC run files.")],
     qrels: Annotated[str, typer.Option(help="Qrels: TREC or BEIR TSV file, or irds:<id>.")],
-    measures: Annotated[list[str], typer.Option(help="ir-measures names, e.g. 'nDCG@10 RR@10 R@100'.")] = list(
-        DEFAULT_MEASURES),
+    measures: Annotated[list[str], typer.Option(help="ir-measures names, e.g. 'nDCG@10 RR@10 R@100'.")] = DEFAULT_MEASURES,
     rel_level: Annotated[int | None, typer.Option(help="Minimum grade counted relevant by RR, R, P, AP (DL: 2).")] = None,
     baseline: Annotated[Path | None, typer.Option(help="Run to test against (paired t-test, Holm-corrected).")] = None,
     per_query: Annotated[Path | None, typer.Option(help="Write per-query values to this CSV.")] = None,
@@ -47,7 +48,7 @@ def evaluate(
     counts = {name: len(t) for name, t in result.queries.items()}
     if format is Format.json:
         typer.echo(json.dumps({
-            "qrels": qrels, "providers": ev.providers(parsed), "baseline": result.baseline, "alpha": ALPHA,
+            "qrels": qrels, "providers": ev.providers(parsed), "baseline": result.baseline, "alpha": ev.ALPHA,
             "systems": {name: {"queries": counts[name], **row} for name, row in result.means.to_dict("index").items()},
             "pvalues_holm": None if result.pvalues is None else result.pvalues.to_dict("index"),
         }, indent=2))
@@ -69,6 +70,7 @@ def _names(paths: list[Path]) -> dict[Path, str]:
 
 
 def _print_table(result, counts: dict[str, int]) -> None:
+    from ..evaluate import ALPHA
     from rich.console import Console
     from rich.table import Table
 

@@ -1,0 +1,5 @@
+"""``python -m ranker`` is the ``rank`` command."""
+
+from .cli import main
+
+main()

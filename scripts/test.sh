@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install, then run the test suite. Extra arguments go to pytest (e.g. --data DIR, -m "not java").
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+.venv/bin/python -m pytest "$@"
+status=$?
+# pytest exits 5 when it collected no test: that is a failure of the suite, say so
+[ "$status" -eq 5 ] && echo "pytest collected no tests" >&2
+exit "$status"

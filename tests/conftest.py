@@ -1,0 +1,35 @@
+"""Shared fixtures: the data folder (``--data`` or $RANKER_DATA, default ../shared/data) and a SciFact index."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--data", default=os.environ.get("RANKER_DATA", str(ROOT.parent / "shared" / "data")),
+                     help="folder holding msmarco-passage/ and beir-scifact/")
+
+
+@pytest.fixture(scope="session")
+def data(request) -> Path:
+    path = Path(request.config.getoption("--data"))
+    if not (path / "msmarco-passage").is_dir():
+        pytest.fail(f"shared data not found at {path}: pass --data or set RANKER_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def scifact_index(data, tmp_path_factory) -> Path:
+    """SciFact indexed once per session through the library (title + ' ' + text)."""
+    from ranker.bm25 import build_index
+    from ranker.sources import iter_docs
+
+    index = tmp_path_factory.mktemp("indexes") / "scifact"
+    build_index(iter_docs(data / "beir-scifact" / "corpus.jsonl"), index, source="scifact")
+    return index
