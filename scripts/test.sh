@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install, then run the test suite. Extra arguments go to pytest (e.g. --data DIR, -m "not java").
+# Install, then run the test suite. Extra arguments go to pytest (e.g. --data=DIR, -m "not java").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
