@@ -14,7 +14,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from .errors import FormatError, MissingInputError, RankerError
 from .formats import iter_collection, read_collection, read_qrels, read_run, read_topics, write_run
-from .pipeline import RERANKERS, Cutoff, Identity, Reranker, Stage, make_reranker
+from .pipeline import Cutoff, Identity, Reranker, Stage
+from .rerankers import RERANKERS, RerankerOptions, make_reranker
 from .sources import iter_docs, load_qrels, load_topics
 from .types import FIRST_RANK, Doc, Qrel, Query, Ranking, ScoredDoc, sort_ranking
 
@@ -33,6 +34,7 @@ def __getattr__(name: str):
 
 __all__ = [*_LAZY,
     "FIRST_RANK", "RERANKERS", "Cutoff", "Doc", "FormatError", "Identity", "MissingInputError", "Qrel", "Query",
+    "RerankerOptions",
     "RankerError", "Ranking", "Reranker", "ScoredDoc", "Stage", "__version__", "iter_collection", "iter_docs",
     "load_qrels", "load_topics", "make_reranker", "read_collection", "read_qrels", "read_run", "read_topics",
     "sort_ranking", "write_run",

@@ -9,7 +9,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -134,9 +134,25 @@ class Bm25Retriever(Stage):
             raise RankerError(f"{self.index_dir}: document {docno!r} is not in the index")
         return json.loads(doc.raw())["contents"]
 
-    def texts(self, docnos: Sequence[str]) -> dict[str, str]:
-        """Stored contents of several documents."""
-        return {d: self.text(d) for d in docnos}
+    def texts(self) -> Mapping[str, str]:
+        """A read-only ``docno -> contents`` view of the stored text, for rerankers."""
+        return IndexTexts(self)
 
     def config(self) -> dict:
         return {"stage": self.name, "index": str(self.index_dir), **asdict(self.params)}
+
+
+class IndexTexts(Mapping[str, str]):
+    """``docno -> contents`` read from a Lucene index's stored raw JSON, one lookup at a time."""
+
+    def __init__(self, retriever: Bm25Retriever):
+        self._retriever = retriever
+
+    def __getitem__(self, docno: str) -> str:
+        return self._retriever.text(docno)
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("an index's documents are looked up by id, not listed")
+
+    def __len__(self) -> int:
+        return self._retriever.num_docs

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from .errors import RankerError
 from .types import Query, Ranking, cutoff, sort_ranking
@@ -86,15 +86,3 @@ def _require(candidates: Ranking | None, stage: Stage) -> Ranking:
     if candidates is None:
         raise RankerError(f"stage {stage.name!r} needs candidates from an earlier stage")
     return candidates
-
-
-RERANKERS: dict[str, Callable[..., Reranker]] = {"identity": Identity}
-"""Rerankers by the name ``rank run --reranker`` takes; later stages register here."""
-
-
-def make_reranker(name: str, **options) -> Reranker:
-    try:
-        factory = RERANKERS[name]
-    except KeyError:
-        raise RankerError(f"unknown reranker {name!r}; available: {', '.join(sorted(RERANKERS))}") from None
-    return factory(**options)
