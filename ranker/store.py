@@ -1,0 +1,382 @@
+"""Embedding store: one model's passage vectors, computed once and memory-mapped at query time.
+
+A store is a folder:
+
+* ``meta.json``: ``dim``, ``dtype`` (``float16`` or ``int8``), ``count``, ``quantization`` (the rule's name)
+  and ``quantization_rule`` (how to dequantize), ``model_fingerprint`` (the encoder it needs), the
+  ``batch_size`` it was encoded with, ``ranker_version``;
+* ``embeddings.npy``: ``(count, dim)`` codes, one row per passage;
+* ``scales.npy``: ``(count,)`` float32, for the ``int8-absmax`` rule only;
+* ``docnos.txt``: one docno per line, line ``i`` naming row ``i``.
+
+Quantization rules (:data:`QUANTIZATION`): ``float16`` is a cast. ``int8`` picks ``int8-tanh256`` when the
+model's vectors lie in [-1, 1] (a tanh projection: TwinBERT's production 256 levels) and ``int8-absmax``
+(a float32 scale per vector) otherwise.
+
+Building is resumable: rows are appended to a ``<name>.partial`` folder in chunks, and ``progress.json`` there
+records how many are committed (written and fsynced). After a crash (even ``kill -9``) the next
+:func:`build_store` with the same model, settings and documents drops anything past the committed rows, skips
+the documents already stored (checking their docnos) and goes on. Chunks end on batch boundaries, so every
+passage is encoded in the same batch as in an uninterrupted build and the result is byte-for-byte the same
+(on the same hardware and thread count). The complete folder is renamed to ``<name>`` only at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import itertools
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import MissingInputError, RankerError
+from .io import write_json
+from .types import Doc
+
+META, EMBEDDINGS, SCALES, DOCNOS, PROGRESS = "meta.json", "embeddings.npy", "scales.npy", "docnos.txt", "progress.json"
+FORMAT = "ranker-embedding-store"
+
+QUANTIZATION = {
+    "float16": "code = float16(v); dequantize: float32(code)",
+    "int8-absmax": "per vector: scale = max|v| / 127 (scales.npy, float32; 1 for a zero vector), "
+                   "code = round(v / scale) in [-127, 127]; dequantize: code * scale",
+    "int8-tanh256": "256 uniform levels over [-1, 1] (tanh outputs): code = round((v + 1) * 127.5) - 128 "
+                    "in [-128, 127]; dequantize: (code + 128) / 127.5 - 1",
+}
+"""Quantization rules by name: how codes are made and read back (recorded in ``meta.json``)."""
+
+
+class StoreMismatchError(RankerError):
+    """The store's vectors come from another model than the one given."""
+
+
+class DocEncoder(Protocol):
+    """What a store needs from a model (:class:`ranker.twinbert.TwinBert` provides it)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def bounded(self) -> bool: ...
+
+    def fingerprint(self) -> str: ...
+
+    def encode_docs(self, texts: Sequence[str], batch_size: int = ...) -> Any: ...
+
+
+def quantization_rule(dtype: str, bounded: bool) -> str:
+    """The rule for a stored ``dtype``: ``float16``, or for ``int8`` the tanh levels when vectors are bounded."""
+    if dtype == "float16":
+        return "float16"
+    if dtype == "int8":
+        return "int8-tanh256" if bounded else "int8-absmax"
+    raise RankerError(f"store dtype must be 'float16' or 'int8', got {dtype!r}")
+
+
+def quantize(vectors: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Codes (and per-vector scales for ``int8-absmax``) of float vectors ``(n, dim)``."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if rule == "float16":
+        return vectors.astype(np.float16), None
+    if rule == "int8-tanh256":
+        return (np.rint((vectors + 1) * np.float32(127.5)) - 128).clip(-128, 127).astype(np.int8), None
+    scales = np.abs(vectors).max(axis=1) / np.float32(127)
+    scales[scales == 0] = 1
+    return np.rint(vectors / scales[:, None]).clip(-127, 127).astype(np.int8), scales
+
+
+def dequantize(codes: np.ndarray, scales: np.ndarray | None, rule: str) -> np.ndarray:
+    """Float32 vectors back from codes (inverse of :func:`quantize` up to rounding)."""
+    values = np.asarray(codes, dtype=np.float32)
+    if rule == "float16":
+        return values
+    if rule == "int8-tanh256":
+        return (values + 128) / np.float32(127.5) - 1
+    return values * np.asarray(scales, dtype=np.float32)[:, None]
+
+
+def partial_path(path: str | Path) -> Path:
+    """Folder of an unfinished build of the store at ``path``."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.partial")
+
+
+class EmbeddingStore:
+    """A built store, memory-mapped; open one with :meth:`load`.
+
+    Attributes:
+        path: The store folder.
+        meta: Its ``meta.json``.
+        embeddings: ``(count, dim)`` codes (memory-mapped).
+        scales: ``(count,)`` scales for ``int8-absmax``, else ``None``.
+        docnos: Docno of each row.
+    """
+
+    def __init__(self, path: Path, meta: dict, embeddings: np.ndarray, scales: np.ndarray | None,
+                 docnos: list[str]):
+        self.path, self.meta, self.embeddings, self.scales, self.docnos = path, meta, embeddings, scales, docnos
+
+    @classmethod
+    def load(cls, path: str | Path, model: DocEncoder | None = None) -> EmbeddingStore:
+        """Open a store; with ``model``, check that the store was built by it.
+
+        Raises:
+            MissingInputError: No store at ``path``.
+            RankerError: The files disagree with ``meta.json``.
+            StoreMismatchError: ``model``'s fingerprint differs from the store's.
+        """
+        path = Path(path)
+        if not (path / META).is_file():
+            hint = (f"; an unfinished build is in {partial_path(path)}: run build_store again to resume"
+                    if partial_path(path).is_dir() else "")
+            raise MissingInputError(f"{path}: no embedding store here{hint}")
+        meta = json.loads((path / META).read_text())
+        embeddings = np.lib.format.open_memmap(path / EMBEDDINGS, mode="r")
+        scales = np.lib.format.open_memmap(path / SCALES, mode="r") if meta["quantization"] == "int8-absmax" else None
+        docnos = _read_docnos(path / DOCNOS)
+        count, dim = meta["count"], meta["dim"]
+        if (embeddings.shape != (count, dim) or embeddings.dtype != np.dtype(meta["dtype"]) or len(docnos) != count
+                or (scales is not None and scales.shape != (count,))):
+            raise RankerError(f"{path}: files do not match meta.json ({count} rows of {dim} {meta['dtype']}): "
+                              f"embeddings {embeddings.shape} {embeddings.dtype}, {len(docnos)} docnos")
+        store = cls(path, meta, embeddings, scales, docnos)
+        if model is not None:
+            store.check_model(model)
+        return store
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the model that encoded the passages."""
+        return self.meta["model_fingerprint"]
+
+    @property
+    def dtype(self) -> str:
+        return self.meta["dtype"]
+
+    @property
+    def dim(self) -> int:
+        return self.meta["dim"]
+
+    def check_model(self, model: DocEncoder) -> None:
+        """Raise :class:`StoreMismatchError` unless ``model`` is the one that built this store."""
+        found = model.fingerprint()
+        if found != self.fingerprint:
+            raise StoreMismatchError(f"{self.path} was built by the model with fingerprint {self.fingerprint}, "
+                                     f"but this model's fingerprint is {found}: rebuild the store for this model")
+
+    @functools.cached_property
+    def _rows(self) -> dict[str, int]:
+        rows = {docno: i for i, docno in enumerate(self.docnos)}
+        if len(rows) != len(self.docnos):
+            raise RankerError(f"{self.path / DOCNOS}: repeated docnos")
+        return rows
+
+    def lookup(self, docnos: Sequence[str]) -> np.ndarray:
+        """Dequantized float32 vectors ``(len(docnos), dim)``, in the order given.
+
+        Raises:
+            RankerError: A docno is not in the store (the first few are named).
+        """
+        missing = [d for d in docnos if d not in self._rows]
+        if missing:
+            raise RankerError(f"{len(missing)} docno(s) not in the embedding store {self.path}: "
+                              f"{', '.join(missing[:5])}")
+        rows = np.fromiter((self._rows[d] for d in docnos), dtype=np.intp, count=len(docnos))
+        return dequantize(self.embeddings[rows], None if self.scales is None else self.scales[rows],
+                          self.meta["quantization"])
+
+    def requantize(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` as this store would give them back: quantized by its rule, then dequantized."""
+        return dequantize(*quantize(vectors, self.meta["quantization"]), self.meta["quantization"])
+
+    def __contains__(self, docno: object) -> bool:
+        return docno in self._rows
+
+    def __len__(self) -> int:
+        return len(self.docnos)
+
+    def size_bytes(self) -> int:
+        """Bytes the vectors take: embeddings plus scales (what grows with the collection, docnos aside)."""
+        return self.embeddings.nbytes + (0 if self.scales is None else self.scales.nbytes)
+
+
+def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: str | Path,
+                dtype: Literal["float16", "int8"] = "float16", batch_size: int = 64, chunk_size: int = 4096,
+                progress: bool = True) -> EmbeddingStore:
+    """Encode passages into a store at ``path``, resuming an interrupted build of the same store.
+
+    Args:
+        model: The passage encoder (a :class:`ranker.twinbert.TwinBert`).
+        docs: :class:`Doc` records (encoded as ``contents``) or ``(docno, text)`` pairs; on resume, the same
+            sequence again.
+        path: The store folder; must not exist yet.
+        dtype: ``float16`` or ``int8`` (rule chosen by :func:`quantization_rule`).
+        batch_size: Passages per forward pass; a resumed build must use the same.
+        chunk_size: Rows committed to disk at a time (rounded up to whole batches).
+        progress: Show a tqdm bar.
+
+    Raises:
+        RankerError: ``path`` exists, or the unfinished build there differs (model, settings or documents).
+    """
+    final = Path(path)
+    if final.exists():
+        raise RankerError(f"{final} already exists; remove it to rebuild")
+    plan = {"dim": model.dim, "dtype": dtype, "quantization": quantization_rule(dtype, model.bounded),
+            "model_fingerprint": model.fingerprint(), "batch_size": batch_size}
+    folder = partial_path(final)
+    if (folder / META).is_file():  # finished, but stopped before the rename
+        _check_plan(json.loads((folder / META).read_text()), plan, folder)
+    else:
+        build = _PartialBuild(folder, plan)
+        _encode_into(build, model, docs, chunk_size, progress)
+        build.finish()
+    folder.rename(final)
+    return EmbeddingStore.load(final)
+
+
+def _encode_into(build: _PartialBuild, model: DocEncoder, docs: Iterable[Doc | tuple[str, str]],
+                 chunk_size: int, progress: bool) -> None:
+    """Encode what ``build`` lacks, committing a chunk whenever ``chunk_size`` rows are pending."""
+    items = map(_docno_text, docs)
+    _skip_committed(items, build)
+    pending: list[tuple[list[str], np.ndarray, np.ndarray | None]] = []
+    with tqdm(total=len(docs) if isinstance(docs, Sized) else None, initial=build.rows, desc="store",
+              unit="doc", disable=not progress) as bar:
+        for batch in _batches(items, build.plan["batch_size"]):
+            docnos, texts = [d for d, _ in batch], [t for _, t in batch]
+            vectors = np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32)
+            pending.append((docnos, *quantize(vectors, build.plan["quantization"])))
+            if sum(len(p[0]) for p in pending) >= chunk_size:
+                build.append(pending)
+                pending = []
+            bar.update(len(batch))
+        build.append(pending)
+
+
+def _skip_committed(items: Iterator[tuple[str, str]], build: _PartialBuild) -> None:
+    """Advance ``items`` past the rows already stored, checking that their docnos are the stored ones."""
+    for row, stored in enumerate(build.committed_docnos()):
+        item = next(items, None)
+        if item is None or item[0] != stored:
+            found = "the end of the documents" if item is None else f"docno {item[0]!r}"
+            raise RankerError(f"{build.folder}: row {row} holds docno {stored!r} but the documents give {found}: "
+                              "they are not the documents of the interrupted build; delete it to start over")
+
+
+def _batches(items: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def _docno_text(item: Doc | tuple[str, str]) -> tuple[str, str]:
+    docno, text = (item.docno, item.contents) if isinstance(item, Doc) else item
+    if not isinstance(docno, str) or not docno or "\n" in docno or "\r" in docno:
+        raise RankerError(f"docno must be a non-empty string without line breaks, got {docno!r}")
+    return docno, text
+
+
+def _read_docnos(path: Path) -> list[str]:
+    text = path.read_bytes().decode("utf-8")
+    return text.split("\n")[:-1] if text else []
+
+
+def _check_plan(found: dict, plan: dict, folder: Path) -> None:
+    differing = {k: (found.get(k), v) for k, v in plan.items() if found.get(k) != v}
+    if differing:
+        details = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in differing.items())
+        raise RankerError(f"{folder}: an unfinished build with other settings ({details}); delete it to start over")
+
+
+def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """An ``.npy`` header; numpy pads it so that growing ``shape[0]`` keeps its length."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                  "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+class _PartialBuild:
+    """A build in progress: ``.npy`` files with a provisional header, grown by appending committed chunks.
+
+    ``progress.json`` holds the plan (model fingerprint and settings), the committed row count and the committed
+    length of ``docnos.txt``; bytes past those are a chunk that was being written when the build stopped.
+    """
+
+    def __init__(self, folder: Path, plan: dict):
+        self.folder, self.plan = folder, plan
+        self.arrays = {EMBEDDINGS: (plan["dtype"], (plan["dim"],))}
+        if plan["quantization"] == "int8-absmax":
+            self.arrays[SCALES] = ("float32", ())
+        if (folder / PROGRESS).is_file():
+            self.progress = json.loads((folder / PROGRESS).read_text())
+            _check_plan(self.progress, plan, folder)
+            self._truncate()
+        else:
+            self._start()
+
+    @property
+    def rows(self) -> int:
+        return self.progress["rows"]
+
+    def _start(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        for name, (dtype, row_shape) in self.arrays.items():
+            (self.folder / name).write_bytes(_npy_header(dtype, (0, *row_shape)))
+        (self.folder / DOCNOS).write_bytes(b"")
+        self.progress = {**self.plan, "rows": 0, "docnos_bytes": 0}
+        write_json(self.folder / PROGRESS, self.progress)
+
+    def _truncate(self) -> None:
+        """Drop bytes past the committed rows."""
+        for name, (dtype, row_shape) in self.arrays.items():
+            row_bytes = np.dtype(dtype).itemsize * int(np.prod(row_shape))
+            os.truncate(self.folder / name, len(_npy_header(dtype, (0, *row_shape))) + self.rows * row_bytes)
+        os.truncate(self.folder / DOCNOS, self.progress["docnos_bytes"])
+
+    def committed_docnos(self) -> list[str]:
+        return _read_docnos(self.folder / DOCNOS)
+
+    def append(self, chunk: list[tuple[list[str], np.ndarray, np.ndarray | None]]) -> None:
+        """Write and fsync a chunk of batches ``(docnos, codes, scales)``, then commit it in ``progress.json``."""
+        if not chunk:
+            return
+        parts = {EMBEDDINGS: [codes for _, codes, _ in chunk], SCALES: [scales for _, _, scales in chunk]}
+        for name in self.arrays:
+            _append_bytes(self.folder / name, b"".join(np.ascontiguousarray(a).tobytes() for a in parts[name]))
+        docnos = [d for batch, _, _ in chunk for d in batch]
+        _append_bytes(self.folder / DOCNOS, "".join(f"{d}\n" for d in docnos).encode("utf-8"))
+        self.progress["rows"] += len(docnos)
+        self.progress["docnos_bytes"] = (self.folder / DOCNOS).stat().st_size
+        write_json(self.folder / PROGRESS, self.progress)
+
+    def finish(self) -> None:
+        """Give the ``.npy`` files their final shapes, write ``meta.json`` and drop ``progress.json``."""
+        for name, (dtype, row_shape) in self.arrays.items():
+            header = _npy_header(dtype, (self.rows, *row_shape))
+            if len(header) != len(_npy_header(dtype, (0, *row_shape))):
+                raise RankerError(f"{self.folder / name}: {self.rows} rows do not fit the .npy header")
+            with open(self.folder / name, "r+b") as f:
+                f.write(header)
+                f.flush()
+                os.fsync(f.fileno())
+        write_json(self.folder / META, {
+            "format": FORMAT, "count": self.rows, **self.plan,
+            "quantization_rule": QUANTIZATION[self.plan["quantization"]], "normalisation": "none",
+            "ranker_version": __version__})
+        (self.folder / PROGRESS).unlink()
+
+
+def _append_bytes(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
