@@ -1,0 +1,55 @@
+"""``rank bench``: p50/p95 ms per query of each reranker on the same candidates, and their ratios."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from typing_extensions import Annotated
+
+
+def bench(
+    topics: Annotated[str, typer.Option(help="Topics file or irds:<id>.")],
+    candidates: Annotated[Path, typer.Option(help="TREC run whose candidates every reranker rescores.")],
+    collection: Annotated[list[Path], typer.Option(help="Passage text (repeatable).")],
+    reranker: Annotated[list[str], typer.Option(help="NAME or NAME=MODEL, repeatable, e.g. teacher, twinbert.")],
+    store: Annotated[str | None, typer.Option(help="Embedding store for twinbert.")] = None,
+    k: Annotated[int, typer.Option(min=1, help="Candidates per query.")] = 100,
+    queries: Annotated[int | None, typer.Option(min=1, help="Benchmark only the first N queries.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed passes over the queries.")] = 3,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed queries first.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Reranker batch size.")] = 128,
+    output: Annotated[Path | None, typer.Option(help="Also write the results as JSON.")] = None,
+) -> None:
+    """Time rerankers one query at a time in one process (same machine, same run) and print the ratios."""
+    import torch
+
+    from ..bench import time_reranker
+    from ..formats import read_run
+    from ..io import write_json
+    from ..rerankers import RerankerOptions, make_reranker
+    from ..sources import load_topics
+    from ..textsource import texts_for
+    from ..types import cutoff
+
+    torch.set_num_threads(threads)
+    topics = load_topics(topics)
+    given = cutoff(read_run(candidates, known_qids=topics), k)
+    if queries:
+        given = dict(list(given.items())[:queries])
+    texts = texts_for(collection, {d.docno for docs in given.values() for d in docs})
+    results = []
+    for spec in reranker:
+        name, _, model = spec.partition("=")
+        stage = make_reranker(name, RerankerOptions(model=model or None, texts=texts, store=store,
+                                                    batch_size=batch_size))
+        results.append(time_reranker(spec, stage, topics, given, repeats, warmup))
+    fastest = min(r.p50_ms for r in results)
+    for r in results:
+        typer.echo(f"{r.name:<40} p50 {r.p50_ms:9.2f} ms  p95 {r.p95_ms:9.2f} ms  "
+                   f"x{r.p50_ms / fastest:8.1f} the fastest's p50  ({r.queries} queries x {r.repeats}, "
+                   f"{r.candidates_per_query:.0f} candidates)")
+    if output is not None:
+        write_json(output, {"threads": threads, "k": k, "results": [r.as_dict() for r in results]})

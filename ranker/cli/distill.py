@@ -1,0 +1,60 @@
+"""``rank distill``: teacher scores over every unlabeled candidate (cached), then the TwinBERT student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from typing_extensions import Annotated
+
+
+def distill(
+    output: Annotated[Path, typer.Option(help="Run folder: log, checkpoint/, best/, model/ (fp16).")],
+    scores: Annotated[Path, typer.Option(help="Teacher-score cache (Parquet parts; resumable).")],
+    teacher: Annotated[str | None, typer.Option(help="Teacher model folder (default: models/teacher).")] = None,
+    data: Annotated[Path, typer.Option(help="Shared data folder.")] = Path("../shared/data"),
+    sets: Annotated[list[str], typer.Option(help="Query sets distilled on.")] = [
+        "dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train"],
+    scifact_candidates: Annotated[Path, typer.Option(help="BM25 run over SciFact train queries.")] = Path(
+        "runs/bm25.scifact-train.trec"),
+    score_only: Annotated[bool, typer.Option(help="Only compute the teacher scores.")] = False,
+    loss: Annotated[str, typer.Option(help="margin-mse, kl or bce.")] = "margin-mse",
+    temperature: Annotated[float, typer.Option(help="Temperature of kl and bce.")] = 1.0,
+    num_layers: Annotated[int, typer.Option(min=1, help="Student encoder layers.")] = 6,
+    pooling: Annotated[str, typer.Option(help="weighted or cls.")] = "weighted",
+    crossing: Annotated[str, typer.Option(help="res or cos.")] = "res",
+    proj_dim: Annotated[int | None, typer.Option(help="tanh down-projection size.")] = None,
+    shared_encoder: Annotated[bool, typer.Option(help="One encoder for queries and passages.")] = True,
+    lr: Annotated[float, typer.Option(help="Encoder learning rate.")] = 5e-5,
+    max_steps: Annotated[int, typer.Option(min=1)] = 2000,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop training after this long.")] = None,
+    eval_every: Annotated[int, typer.Option(min=1)] = 200,
+    group_size: Annotated[int, typer.Option(min=2)] = 8,
+    queries_per_step: Annotated[int, typer.Option(min=1)] = 8,
+    seed: Annotated[int, typer.Option()] = 13,
+    batch_size: Annotated[int, typer.Option(min=1, help="Teacher scoring batch size.")] = 32,
+) -> None:
+    """Distil the teacher into a TwinBERT student; rerun the same command to resume."""
+    from ..distill import DistillConfig, distill as train, distill_data, score_with_teacher
+    from ..rerankers import MODELS
+    from ..teacher import CrossEncoder
+    from ..training import LoopSettings
+    from ..trainset import build_trainset
+
+    validation = set(build_trainset(data / "msmarco-passage", seed=seed).validation.queries)
+    pairs = distill_data(data, sets, exclude=validation, scifact_candidates=scifact_candidates)
+    teacher_path = teacher or str(MODELS / "teacher")
+    model = CrossEncoder.from_pretrained(teacher_path)
+    frame = score_with_teacher(lambda p: model.score_pairs(p, batch_size), pairs, scores, teacher_path)
+    typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
+    if score_only:
+        return
+    del model
+    student = {"num_layers": num_layers, "pooling": pooling, "crossing": crossing, "proj_dim": proj_dim,
+               "shared_encoder": shared_encoder}
+    final = train(DistillConfig(
+        output=str(output), scores=str(scores), student=student, loss=loss, temperature=temperature, lr=lr,
+        group_size=group_size, queries_per_step=queries_per_step, data=str(data),
+        loop=LoopSettings(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
+                          checkpoint_every=eval_every, seed=seed)))
+    typer.echo(f"student -> {final}")

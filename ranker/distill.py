@@ -1,0 +1,332 @@
+"""Distillation: the TwinBERT student learns to reproduce the cross-encoder teacher's scores.
+
+Distillation needs no labels, so every query with candidates is training data (:func:`distill_data`): DL20–DL22
+with the union of every first-stage run of those years, DL23's judged pools, dev600's BM25 top-20 and SciFact
+train with the project's BM25 candidates. DL19 and SciFact test are never used; the teacher's validation
+queries (a quarter of DL20/DL21) are left out here too and pick the student's checkpoint.
+
+Teacher scores are raw logits (``score_type: logit``), computed once and cached as Parquet parts
+(:func:`score_with_teacher`, resumable: a part holds whole queries and is written atomically).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import RankerError
+from .formats import read_qrels, read_run, read_topics
+from .io import atomic_open, write_json
+from .textsource import TextSource
+from .training import LoopSettings, TrainingRun
+from .types import Query, Ranking, ScoredDoc, cutoff
+
+DISTILL_SETS = ("dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train")
+SCORES_META = "meta.json"
+SCORE_COLUMNS = ["qid", "query", "docno", "text", "score"]
+
+
+@dataclass
+class DistillData:
+    """Queries, their candidates (no labels needed) and the candidates' text; ``source`` names each query's set."""
+
+    queries: dict[str, Query] = field(default_factory=dict)
+    candidates: Ranking = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, topics: Mapping[str, Query], candidates: Mapping[str, Sequence[str]],
+            texts: Mapping[str, str], exclude: set[str], prefix: str = "") -> None:
+        """Add one set's queries (minus ``exclude``), keeping the candidates that have text.
+
+        ``prefix`` goes before the set's query and document ids where they could collide with another
+        collection's (SciFact's numeric ids against MS MARCO's).
+        """
+        for qid, docnos in candidates.items():
+            kept = list(dict.fromkeys(d for d in docnos if d in texts))
+            if qid in exclude or qid not in topics or not kept:
+                continue
+            key = prefix + qid
+            self.queries[key] = Query(key, topics[qid].text)
+            self.candidates[key] = [ScoredDoc(key, prefix + d, 0.0) for d in kept]
+            self.texts |= {prefix + d: texts[d] for d in kept}
+            self.source[key] = name
+
+    def summary(self) -> dict:
+        per: dict[str, dict[str, int]] = {}
+        for qid, name in self.source.items():
+            s = per.setdefault(name, {"queries": 0, "pairs": 0})
+            s["queries"] += 1
+            s["pairs"] += len(self.candidates[qid])
+        return per
+
+
+def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: set[str] = frozenset(),
+                 scifact_candidates: str | Path | None = None) -> DistillData:
+    """Every query of ``sets`` with its candidates, minus ``exclude`` (the validation queries).
+
+    Args:
+        data: The shared data folder (holding ``msmarco-passage/`` and ``beir-scifact/``).
+        sets: Any of :data:`DISTILL_SETS`.
+        exclude: Query ids never to train on.
+        scifact_candidates: The project's BM25 run over SciFact train queries (needed for ``scifact-train``).
+    """
+    data = Path(data)
+    msmarco, out = data / "msmarco-passage", DistillData()
+    for name in sets:
+        if name in ("dl20", "dl21", "dl22"):
+            runs = sorted((msmarco / "runs").glob(f"*.{name}.top100.trec"))
+            union: dict[str, list[str]] = {}
+            for run in runs:
+                for qid, docs in read_run(run).items():
+                    union.setdefault(qid, []).extend(d.docno for d in docs)
+            out.add(name, read_topics(msmarco / "topics" / f"{name}.tsv"), union,
+                    TextSource([msmarco / "passages" / f"{name}.tsv"]), exclude)
+        elif name == "dl23":
+            pools: dict[str, list[str]] = {}
+            for q in read_qrels(msmarco / "qrels" / "dl23.txt"):
+                pools.setdefault(q.qid, []).append(q.docno)
+            out.add(name, read_topics(msmarco / "topics" / "dl23.tsv"), pools,
+                    TextSource([msmarco / "passages" / "dl23.tsv"]), exclude)
+        elif name == "dev600":
+            dev = msmarco / "dev600"
+            run = {qid: [d.docno for d in docs] for qid, docs in read_run(dev / "candidates.trec").items()}
+            out.add(name, read_topics(dev / "topics.tsv"), run, TextSource([dev / "passages.tsv"]), exclude)
+        elif name == "scifact-train":
+            if scifact_candidates is None:
+                raise RankerError("scifact-train needs the project's BM25 run over SciFact train queries")
+            scifact = data / "beir-scifact"
+            train = {q.qid for q in read_qrels(scifact / "qrels" / "train.tsv")}
+            test = {q.qid for q in read_qrels(scifact / "qrels" / "test.tsv")}
+            run = {qid: [d.docno for d in docs] for qid, docs in read_run(scifact_candidates).items()
+                   if qid in train and qid not in test}
+            out.add(name, read_topics(scifact / "queries.jsonl"), run, TextSource([scifact / "corpus.jsonl"]),
+                    exclude, prefix="scifact:")
+        else:
+            raise RankerError(f"unknown distillation set {name!r}; known: {', '.join(DISTILL_SETS)}")
+    return out
+
+
+# ---------------------------------------------------------------- teacher scores
+
+
+def score_with_teacher(score_pairs: Callable[[list[tuple[str, str]]], np.ndarray], data: DistillData,
+                       folder: str | Path, teacher: str, queries_per_part: int = 50) -> pd.DataFrame:
+    """Teacher logits for every (query, candidate) of ``data``, cached in ``folder`` as Parquet parts.
+
+    A part holds whole queries (with query and passage text, so training needs nothing else) and appears
+    atomically, so an interrupted run resumes at the first query without scores. ``meta.json`` records the teacher and the score type; a folder made by another teacher is
+    refused.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"teacher": teacher, "score_type": "logit"}
+    meta_path = folder / SCORES_META
+    if meta_path.is_file():
+        found = json.loads(meta_path.read_text())
+        if found != meta:
+            raise RankerError(f"{folder}: scores of teacher {found.get('teacher')!r}, not {teacher!r}")
+    else:
+        write_json(meta_path, meta)
+    parts = sorted(folder.glob("part-*.parquet"))
+    done = set(pd.concat([pd.read_parquet(p, columns=["qid"]) for p in parts])["qid"]) if parts else set()
+    todo = [qid for qid in data.queries if qid not in done]
+    with tqdm(total=sum(len(data.candidates[q]) for q in todo), desc="teacher", unit=" pairs") as bar:
+        for start in range(0, len(todo), queries_per_part):
+            chunk = todo[start:start + queries_per_part]
+            rows = [(qid, data.queries[qid].text, d.docno, data.texts[d.docno]) for qid in chunk
+                    for d in data.candidates[qid]]
+            scores = score_pairs([(query, text) for _, query, _, text in rows])
+            frame = pd.DataFrame(rows, columns=SCORE_COLUMNS[:-1]).assign(score=np.asarray(scores, dtype=np.float32))
+            with atomic_open(folder / f"part-{len(parts) + start // queries_per_part:05d}.parquet", "wb") as f:
+                frame.to_parquet(f, index=False)
+            bar.update(len(rows))
+    return read_scores(folder)
+
+
+def read_scores(folder: str | Path) -> pd.DataFrame:
+    """Cached teacher scores: one row per pair, columns :data:`SCORE_COLUMNS`."""
+    parts = sorted(Path(folder).glob("part-*.parquet"))
+    if not parts:
+        raise RankerError(f"{folder}: no teacher scores (run 'rank distill --score-only' first)")
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def margin_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Margin-MSE over every pair of a group: ``mean(((s_i - s_j) - (t_i - t_j))²)``."""
+    s = student.unsqueeze(-1) - student.unsqueeze(-2)
+    t = teacher.unsqueeze(-1) - teacher.unsqueeze(-2)
+    return ((s - t) ** 2).mean()
+
+
+def listwise_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(t/T) ‖ softmax(s/T)) per group, times T², averaged."""
+    target = (teacher / temperature).softmax(-1)
+    log_p = (student / temperature).log_softmax(-1)
+    return (target * (target.clamp_min(1e-12).log() - log_p)).sum(-1).mean() * temperature**2
+
+
+def soft_bce(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The paper's loss: cross-entropy of σ(s) against the teacher's soft probability σ(t/T)."""
+    return nn.functional.binary_cross_entropy_with_logits(student, (teacher / temperature).sigmoid())
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"margin-mse": margin_mse, "kl": listwise_kl, "bce": soft_bce}
+
+
+# ---------------------------------------------------------------- student training
+
+
+@dataclass
+class DistillConfig:
+    """What :func:`distill` trains, from which teacher scores, for how long.
+
+    Attributes:
+        output: Run folder (see :mod:`ranker.training`); the final fp16 student is ``output/model``.
+        scores: Folder of cached teacher scores (:func:`score_with_teacher`).
+        student: The student's architecture (:class:`ranker.twinbert.TwinBertConfig` fields).
+        loss: ``margin-mse``, ``kl`` (listwise, at ``temperature``) or ``bce`` (the paper's soft cross-entropy).
+        temperature: For ``kl`` and ``bce``.
+        group_size: Candidates per query per step: half from the teacher's top ``top_pool``, half from the rest.
+        top_pool: Teacher-ranked head that half of each group is drawn from.
+        queries_per_step: Queries per step.
+        lr: AdamW learning rate of the encoders; the pooling and crossing layers train at ``head_lr``.
+        head_lr: Learning rate of pooling, projection and crossing.
+        loop: Steps, warm-up, time budget, validation and checkpoint cadence, seed.
+        data: The shared data folder; validation uses the teacher's held-out DL20/DL21 queries.
+        val_fraction: As the teacher's (same seed, same queries).
+        val_depth: BM25 candidates reranked per validation query.
+        threads: torch CPU threads.
+    """
+
+    output: str
+    scores: str
+    student: dict = field(default_factory=dict)
+    loss: str = "margin-mse"
+    temperature: float = 1.0
+    group_size: int = 8
+    top_pool: int = 10
+    queries_per_step: int = 8
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    loop: LoopSettings = field(default_factory=LoopSettings)
+    data: str = "../shared/data"
+    val_fraction: float = 0.25
+    val_depth: int = 100
+    threads: int | None = 2
+
+
+def sample_groups(scores: Mapping[str, tuple[list[str], np.ndarray]], qids: Sequence[str], config: DistillConfig,
+                  step: int) -> tuple[list[str], list[list[str]], torch.Tensor]:
+    """One step's queries, their candidate groups and the teacher's logits for them, seeded by ``(seed, step)``."""
+    rng = random.Random(config.loop.step_seed(step))
+    chosen, groups, targets = [], [], []
+    for qid in rng.sample(list(qids), min(config.queries_per_step, len(qids))):
+        docnos, logits = scores[qid]
+        order = np.argsort(-logits, kind="stable")
+        head, tail = list(order[:config.top_pool]), list(order[config.top_pool:]) or list(order)
+        half = config.group_size // 2
+        picks = [*(rng.sample(head, half) if len(head) >= half else rng.choices(head, k=half)),
+                 *(rng.sample(tail, config.group_size - half) if len(tail) >= config.group_size - half
+                   else rng.choices(tail, k=config.group_size - half))]
+        chosen.append(qid)
+        groups.append([docnos[i] for i in picks])
+        targets.append([float(logits[i]) for i in picks])
+    return chosen, groups, torch.tensor(targets)
+
+
+def student_ranking(model, queries: Mapping[str, Query], candidates: Ranking, texts: Mapping[str, str],
+                    batch_size: int = 64) -> Ranking:
+    """Rerank with a TwinBERT encoding passages on the fly (no store): for validation and small sets."""
+    qids = [q for q in candidates if q in queries]
+    docnos = list(dict.fromkeys(d.docno for q in qids for d in candidates[q]))
+    q_vecs = model.encode_queries([queries[q].text for q in qids], batch_size)
+    d_vecs = model.encode_docs([texts[d] for d in docnos], batch_size)
+    row = {d: i for i, d in enumerate(docnos)}
+    ranking: Ranking = {}
+    with torch.inference_mode():
+        for i, qid in enumerate(qids):
+            idx = torch.tensor([row[d.docno] for d in candidates[qid]])
+            logits = model.cross(q_vecs[i].to(model.device), d_vecs[idx].to(model.device)).cpu().tolist()
+            ranking[qid] = [ScoredDoc(qid, d.docno, float(s)) for d, s in zip(candidates[qid], logits)]
+    return ranking
+
+
+def distill(config: DistillConfig) -> Path:
+    """Train a TwinBERT student on cached teacher scores; resumes from ``output/checkpoint``. Returns the fp16 folder.
+
+    The shipped model (``output/model``) is the checkpoint with the best validation nDCG@10.
+    """
+    from .evaluate import evaluate, parse_measures
+    from .trainset import build_trainset
+    from .twinbert import TwinBert, TwinBertConfig
+
+    if config.loss not in LOSSES:
+        raise RankerError(f"unknown loss {config.loss!r}; known: {', '.join(LOSSES)}")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    run = TrainingRun(config.output, config.loop)
+    validation = build_trainset(Path(config.data) / "msmarco-passage", val_fraction=config.val_fraction,
+                                seed=config.loop.seed).validation
+    val_texts = TextSource([Path(config.data) / "msmarco-passage" / "passages" / f"{s}.tsv" for s in ("dl20", "dl21")],
+                           only={d.docno for docs in validation.candidates.values() for d in docs})
+    frame = read_scores(config.scores)
+    frame = frame[~frame["qid"].isin(validation.queries)]
+    texts = dict(zip(frame["docno"], frame["text"]))
+    queries = dict(zip(frame["qid"], frame["query"]))
+    scores = {qid: (list(g["docno"]), g["score"].to_numpy()) for qid, g in frame.groupby("qid", sort=True)}
+    qids = sorted(scores)
+
+    torch.manual_seed(config.loop.seed)
+    model = TwinBert.load(run.checkpoint) if run.resuming else TwinBert(TwinBertConfig(**config.student))
+    head = [p for n, p in model.named_parameters() if ".encoder." not in n]
+    body = [p for n, p in model.named_parameters() if ".encoder." in n]
+    optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
+                                  weight_decay=0.01)
+    loss_fn = LOSSES[config.loss]
+    kwargs = {} if config.loss == "margin-mse" else {"temperature": config.temperature}
+
+    def step(n: int) -> dict:
+        chosen, groups, targets = sample_groups(scores, qids, config, n)
+        logits = model([queries[q] for q in chosen], [[texts[d] for d in g] for g in groups])
+        loss = loss_fn(logits, targets.to(logits.device), **kwargs)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return {"loss": round(loss.item(), 4)}
+
+    def validate() -> float:
+        ranking = student_ranking(model, validation.queries, cutoff(validation.candidates, config.val_depth),
+                                  val_texts)
+        return float(evaluate(validation.qrels, {"s": ranking}, parse_measures(["nDCG@10"])).means.iloc[0, 0])
+
+    def metadata(state: dict) -> dict:
+        return {"config": dataclasses.asdict(config), "curve": state["curve"], "best": state["best"],
+                "pairs_seen": state["step"] * config.queries_per_step * config.group_size,
+                "wall_seconds": round(state["elapsed"], 1), "training_queries": len(qids)}
+
+    def save(path: Path, dtype: torch.dtype, meta: dict) -> None:
+        model.save(path, dtype)
+        write_json(path / "training.json", meta)
+
+    if not run.resuming:
+        run.log({"event": "start", "queries": len(qids), "pairs": len(frame)})
+    state = run.fit(model, optimizer, step, validate, save, metadata, config.queries_per_step * config.group_size)
+    best = TwinBert.load(run.best)
+    final = best.save(Path(config.output) / "model", torch.float16)
+    write_json(final / "training.json", metadata(state))
+    return final

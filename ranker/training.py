@@ -1,0 +1,140 @@
+"""The training loop both trainers share: log, validation curve, best model, checkpoints, resume, time budget.
+
+A run lives in one folder: ``log.jsonl`` (one JSON record per event), ``checkpoint/`` (the last model and
+``trainer.pt`` with optimizer, schedule and loop state, for resuming), ``best/`` (the model with the best
+validation score so far). Steps are seeded by ``(seed, step)`` alone, so a resumed run draws what an
+uninterrupted one would have drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+TRAINER_STATE = "trainer.pt"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How long and how often.
+
+    Attributes:
+        max_steps: Last step (the learning rate decays linearly to 0 there).
+        warmup_steps: Linear warm-up steps.
+        max_minutes: Stop earlier once training (validation excluded) has run this long, across resumes.
+        eval_every: Validate every this many steps (and at step 0 and the last step).
+        checkpoint_every: Save ``checkpoint/`` every this many steps (and at the last step).
+        seed: Seed of every step's draws (``seed * 1_000_003 + step``).
+    """
+
+    max_steps: int = 400
+    warmup_steps: int = 20
+    max_minutes: float | None = None
+    eval_every: int = 50
+    checkpoint_every: int = 50
+    seed: int = 13
+
+    def step_seed(self, step: int) -> int:
+        return self.seed * 1_000_003 + step
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, settings: LoopSettings) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the optimizer's learning rates, then linear decay to 0 at ``max_steps``."""
+    warm, total = max(settings.warmup_steps, 1), settings.max_steps
+
+    def factor(step: int) -> float:
+        return min((step + 1) / warm, max(0.0, (total - step) / max(total - settings.warmup_steps, 1)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class TrainingRun:
+    """One resumable training run in ``folder``; :meth:`fit` drives the steps the trainer supplies."""
+
+    def __init__(self, folder: str | Path, settings: LoopSettings):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.log_path = self.folder / "log.jsonl"
+        self.checkpoint = self.folder / "checkpoint"
+        self.best = self.folder / "best"
+        self.state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "curve": [], "best": None}
+
+    @property
+    def resuming(self) -> bool:
+        """Whether a checkpoint exists to resume from (load the model from :attr:`checkpoint` then)."""
+        return (self.checkpoint / TRAINER_STATE).is_file()
+
+    def log(self, record: dict) -> None:
+        """Append a record to ``log.jsonl`` and print it as ``key=value`` pairs."""
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
+
+    def fit(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: Callable[[int], dict],
+            validate: Callable[[], float], save: Callable[[Path, torch.dtype, dict], None],
+            metadata: Callable[[dict], dict], pairs_per_step: int) -> dict:
+        """Train until ``max_steps`` or the time budget; returns the loop state (curve, best point).
+
+        Args:
+            model: Put in train mode for steps, eval mode for validation.
+            optimizer: Restored from the checkpoint when resuming.
+            step: Does one optimisation step (forward, backward, ``optimizer.step()``) for a step number and
+                returns what to log (e.g. the loss).
+            validate: The validation score (higher is better); it picks ``best/``.
+            save: Writes a model folder: ``save(path, dtype, metadata)``.
+            metadata: Training metadata to store with the model, given the loop state.
+            pairs_per_step: Training pairs one step sees, for the curve.
+        """
+        s = self.settings
+        schedule = linear_schedule(optimizer, s)
+        if self.resuming:
+            saved = torch.load(self.checkpoint / TRAINER_STATE, weights_only=False)
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+            self.state = saved["state"]
+            self.log({"event": "resume", "step": self.state["step"]})
+        state = self.state
+
+        def evaluate_now() -> None:
+            started = time.perf_counter()
+            model.eval()
+            score = validate()
+            point = {"step": state["step"], "pairs": state["step"] * pairs_per_step, "val_ndcg10": round(score, 4),
+                     "train_seconds": round(state["elapsed"], 1), "eval_seconds": round(time.perf_counter() - started, 1)}
+            state["curve"].append(point)
+            self.log({"event": "eval", **point})
+            if state["best"] is None or score > state["best"]["val_ndcg10"]:
+                state["best"] = point
+                save(self.best, torch.float32, metadata(state))
+
+        if not state["curve"]:
+            evaluate_now()
+        budget = s.max_minutes * 60 if s.max_minutes else math.inf
+        while state["step"] < s.max_steps and state["elapsed"] < budget:
+            started = time.perf_counter()
+            torch.manual_seed(s.step_seed(state["step"]))
+            model.train()
+            record = step(state["step"])
+            schedule.step()
+            state["step"] += 1
+            state["elapsed"] += time.perf_counter() - started
+            self.log({"event": "step", "step": state["step"], **record,
+                      "lr": f"{schedule.get_last_lr()[0]:.2e}", "train_seconds": round(state["elapsed"], 1)})
+            last = state["step"] >= s.max_steps or state["elapsed"] >= budget
+            if state["step"] % s.eval_every == 0 or last:
+                evaluate_now()
+            if state["step"] % s.checkpoint_every == 0 or last:
+                save(self.checkpoint, torch.float32, metadata(state))
+                torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "state": state},
+                           self.checkpoint / TRAINER_STATE)
+        self.log({"event": "done", **(state["best"] or {})})
+        return state

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ranker.distill import (DistillConfig, distill, distill_data, listwise_kl, margin_mse, read_scores,
+                            score_with_teacher, soft_bce)
+from ranker.errors import RankerError
+from ranker.training import LoopSettings
+
+
+def test_losses_vanish_where_the_student_matches_the_teacher():
+    teacher = torch.tensor([[3.0, 1.0, -2.0], [0.5, 0.0, 0.2]])
+    assert margin_mse(teacher + 7.0, teacher).item() == pytest.approx(0.0)  # margins ignore a shift
+    assert listwise_kl(teacher + 7.0, teacher, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert margin_mse(teacher.flip(-1), teacher).item() > 0
+    assert listwise_kl(teacher.flip(-1), teacher).item() > 0
+
+
+def test_soft_bce_pulls_towards_the_teacher_probability():
+    student = torch.zeros(1, 2, requires_grad=True)
+    soft_bce(student, torch.tensor([[4.0, -4.0]])).backward()
+    assert student.grad[0, 0] < 0 < student.grad[0, 1]  # descent raises the first logit, lowers the second
+
+
+@pytest.fixture(scope="module")
+def small_data(data):
+    return distill_data(data, sets=("dl23", "dev600"), exclude={"9083"})
+
+
+def test_distill_data_uses_every_candidate_and_respects_exclusions(small_data, data):
+    summary = small_data.summary()
+    assert summary["dev600"] == {"queries": 599, "pairs": 599 * 20}
+    assert summary["dl23"]["queries"] == 73
+    assert "9083" not in small_data.queries
+    dl19 = {line.split("\t")[0] for line in (data / "msmarco-passage/topics/dl19.tsv").read_text().splitlines()}
+    assert not dl19 & set(small_data.queries)
+    assert all(d.docno in small_data.texts for docs in small_data.candidates.values() for d in docs)
+
+
+def test_scifact_ids_are_prefixed(data, tmp_path):
+    run = tmp_path / "bm25.scifact-train.trec"
+    run.write_text("0 Q0 4983 1 9.0 t\n1 Q0 4983 1 9.0 t\n")  # query 1 is a test query: left out
+    d = distill_data(data, sets=("scifact-train",), scifact_candidates=run)
+    assert list(d.queries) == ["scifact:0"] and d.texts["scifact:4983"].startswith("Microstructural")
+
+
+def test_teacher_scores_resume_after_an_interruption(small_data, tmp_path):
+    def lengths(pairs):
+        return np.array([len(q) - len(p) / 100 for q, p in pairs])
+
+    calls = []
+
+    def breaks_after_one_part(pairs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(len(pairs))
+        return lengths(pairs)
+
+    folder = tmp_path / "scores"
+    with pytest.raises(KeyboardInterrupt):
+        score_with_teacher(breaks_after_one_part, small_data, folder, "len-teacher", queries_per_part=100)
+    assert len(read_scores(folder)) == calls[0]
+    resumed = score_with_teacher(lengths, small_data, folder, "len-teacher", queries_per_part=100)
+    whole = score_with_teacher(lengths, small_data, tmp_path / "whole", "len-teacher", queries_per_part=100)
+    key = ["qid", "docno"]
+    assert resumed.sort_values(key).reset_index(drop=True).equals(whole.sort_values(key).reset_index(drop=True))
+    assert json.loads((folder / "meta.json").read_text())["score_type"] == "logit"
+    with pytest.raises(RankerError, match="scores of teacher 'len-teacher'"):
+        score_with_teacher(lengths, small_data, folder, "another-teacher")
+
+
+def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
+    def lengths(pairs):
+        return np.array([float(len(set(q.split()) & set(p.lower().split()))) for q, p in pairs])
+
+    scores = tmp_path / "scores"
+    score_with_teacher(lengths, small_data, scores, "overlap-teacher")
+    config = DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data=str(data), val_depth=5,
+                           student={"num_layers": 1, "doc_max_length": 64}, group_size=4, queries_per_step=2,
+                           loop=LoopSettings(max_steps=3, warmup_steps=1, eval_every=3, checkpoint_every=3))
+    model = distill(config)
+    meta = json.loads((model / "training.json").read_text())
+    assert [p["step"] for p in meta["curve"]] == [0, 3] and meta["pairs_seen"] == 3 * 2 * 4
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in log if r["event"] == "step")
+    assert json.loads((model / "ranker_config.json").read_text())["dtype"] == "float16"

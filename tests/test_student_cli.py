@@ -1,0 +1,61 @@
+"""TwinBERT serving through the CLI: encode a store, rerank from it, benchmark (a 1-layer model, real passages)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ranker.formats import read_run
+
+from .test_cli import assert_input_error, rank
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, data):
+    from ranker.twinbert import TwinBert, TwinBertConfig
+
+    root = tmp_path_factory.mktemp("student")
+    model = TwinBert(TwinBertConfig(num_layers=1, doc_max_length=64)).save(root / "model")
+    msmarco = data / "msmarco-passage"
+    run = read_run(msmarco / "runs" / "bm25.dl19.top100.trec")
+    qids = sorted(run)[:2]
+    wanted = {d.docno for q in qids for d in run[q][:10]}
+    lines = [line for line in (msmarco / "passages" / "dl19.tsv").read_text().splitlines()
+             if line.split("\t", 1)[0] in wanted]
+    (root / "passages.tsv").write_text("\n".join(lines) + "\n")
+    (root / "cands.trec").write_text("".join(f"{q} Q0 {d.docno} {i + 1} {d.score} bm25\n"
+                                             for q in qids for i, d in enumerate(run[q][:10])))
+    return root, model
+
+
+def test_encode_then_rerank_from_the_store(tiny, data):
+    root, model = tiny
+    store = root / "store"
+    printed = rank("encode", "--collection", root / "passages.tsv", "--store", store, "--model", model).stdout
+    assert "20 vectors" in printed
+    out = root / "twinbert.trec"
+    rank("run", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
+         "--reranker", "twinbert", "--model", model, "--store", store, "--output", out)
+    assert sum(len(d) for d in read_run(out).values()) == 20
+    split = json.loads((root / "twinbert.trec.json").read_text())["timing"]["reranker_ms_per_query"]
+    assert {"query_encoding", "lookup", "crossing"} <= set(split) and split["query_encoding"] > 0
+    bench = root / "bench.json"
+    rank("bench", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
+         "--collection", root / "passages.tsv", "--reranker", "identity", "--reranker", f"twinbert={model}",
+         "--store", store, "--repeats", 1, "--warmup", 0, "--output", bench)
+    results = {r["name"]: r for r in json.loads(bench.read_text())["results"]}
+    assert results[f"twinbert={model}"]["queries"] == 2 and results["identity"]["p50_ms"] >= 0
+
+
+def test_candidate_missing_from_the_store(tiny, data):
+    root, model = tiny
+    store = root / "store-missing"
+    rank("encode", "--collection", root / "passages.tsv", "--store", store, "--model", model)
+    cands = root / "cands-extra.trec"
+    cands.write_text((root / "cands.trec").read_text() + "1037798 Q0 not-a-passage 11 0.1 bm25\n")
+    out = root / "bad.trec"
+    result = rank("run", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", cands,
+                  "--reranker", "twinbert", "--model", model, "--store", store, "--output", out, check=False)
+    assert_input_error(result, "not-a-passage", "not in the embedding store")
+    assert not out.exists()
