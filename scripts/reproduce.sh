@@ -12,6 +12,9 @@ MSMARCO=$DATA/msmarco-passage
 rank index --collection "$SCIFACT/corpus.jsonl" --index indexes/scifact
 rank run --topics "$SCIFACT/queries.jsonl" --judged-only "$SCIFACT/qrels/test.tsv" --index indexes/scifact \
     --k 100 --k1 0.9 --b 0.4 --remove-query-id --output runs/bm25.scifact-test.trec
+# the train queries' candidates: negatives for the teacher, unlabeled pairs for distillation
+rank run --topics "$SCIFACT/queries.jsonl" --judged-only "$SCIFACT/qrels/train.tsv" --index indexes/scifact \
+    --k 100 --k1 0.9 --b 0.4 --remove-query-id --output runs/bm25.scifact-train.trec
 
 echo "== SciFact test (300 queries)"
 rank evaluate --qrels "$SCIFACT/qrels/test.tsv" runs/bm25.scifact-test.trec
