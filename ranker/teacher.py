@@ -28,10 +28,8 @@ import math
 import os
 import random
 import shutil
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from .biencoder import auto_device, bundled_minilm, length_order, mean_pool
 from .errors import RankerError
 from .io import write_json
 from .pipeline import Reranker
+from .training import LoopSettings, TrainingRun
 from .trainset import DEFAULT_DATA, SPARSE_SETS, TRAIN_SETS, QueryExamples, TrainSet, ValidationSet, build_trainset
 from .types import Query, Ranking, ScoredDoc, cutoff
 
@@ -223,6 +222,8 @@ class CrossEncoder(nn.Module):
         write_json(tmp / RANKER_CONFIG, {"model_type": "cross-encoder", "score_type": "logit",
                                          **dataclasses.asdict(self.spec), "dtype": str(dtype).removeprefix("torch."),
                                          "training": metadata if metadata is not None else self.metadata})
+        for file in tmp.iterdir():
+            file.chmod(0o644)  # temporary files are created private; the model folder is for everyone
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
         return path
@@ -365,92 +366,48 @@ def _warmup_then_decay(config: TrainConfig, step: int) -> float:
     return min((step + 1) / warmup, max(0.0, (config.max_steps - step) / max(config.max_steps - warmup, 1)))
 
 
-def _log(path: Path, record: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-    print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
-
-
 def train_teacher(config: TrainConfig) -> Path:
     """Train a cross-encoder teacher; resumes from ``output/checkpoint`` if present. Returns the fp16 model folder.
 
     The shipped model (``output/model``) is the checkpoint with the best validation nDCG@10, saved in fp16,
     with the configuration, the training-set counts, the validation curve, pairs seen and wall time as metadata.
+    The loop (log, checkpoints, resume, time budget) is :class:`ranker.training.TrainingRun`.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    log, ckpt, best_dir = out / "log.jsonl", out / "checkpoint", out / "best"
+    loop = LoopSettings(max_steps=config.max_steps, warmup_steps=config.warmup_steps, max_minutes=config.max_minutes,
+                        eval_every=config.eval_every, checkpoint_every=config.checkpoint_every, seed=config.seed)
+    run = TrainingRun(config.output, loop)
     trainset = build_trainset(config.data, config.sets, config.val_fraction, config.seed, config.sparse)
-
-    state: dict[str, Any] = {"step": 0, "elapsed": 0.0, "curve": [], "best": None}
-    resume = (ckpt / "trainer.pt").is_file()
     torch.manual_seed(config.seed)
-    model = CrossEncoder.from_pretrained(ckpt if resume else config.init, config.spec)
-    head = model.head_parameters()
+    model = CrossEncoder.from_pretrained(run.checkpoint if run.resuming else config.init, config.spec)
     body = [p for n, p in model.named_parameters() if n.startswith("model.")]
-    optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
-                                  weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_warmup_then_decay, config))
-    if resume:
-        saved = torch.load(ckpt / "trainer.pt", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        state = saved["state"]
-        _log(log, {"event": "resume", "step": state["step"]})
-    else:
-        _log(log, {"event": "start", "config": json.dumps(dataclasses.asdict(config)),
-                   "data": json.dumps(trainset.summary()["train"])})
+    optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr},
+                                   {"params": model.head_parameters(), "lr": config.head_lr}], weight_decay=0.01)
+    pairs_per_step = config.queries_per_step * config.group_size
 
-    def metadata() -> dict:
-        return {"config": dataclasses.asdict(config), "trainset": trainset.summary(), "curve": state["curve"],
-                "pairs_seen": state["step"] * config.queries_per_step * config.group_size,
-                "wall_seconds": round(state["elapsed"], 1), "best": state["best"]}
-
-    def evaluate_now() -> None:
-        started = time.perf_counter()
-        ndcg = validate(model, trainset.validation, trainset.texts, config.val_depth)
-        point = {"step": state["step"], "pairs": state["step"] * config.queries_per_step * config.group_size,
-                 "val_ndcg10": round(ndcg, 4), "train_seconds": round(state["elapsed"], 1),
-                 "eval_seconds": round(time.perf_counter() - started, 1)}
-        state["curve"].append(point)
-        _log(log, {"event": "eval", **point})
-        if state["best"] is None or ndcg > state["best"]["val_ndcg10"]:
-            state["best"] = point
-            model.save(best_dir, torch.float32, metadata())
-
-    if not state["curve"]:
-        evaluate_now()
-    model.train()
-    budget = config.max_minutes * 60 if config.max_minutes else math.inf
-    while state["step"] < config.max_steps and state["elapsed"] < budget:
-        started = time.perf_counter()
-        torch.manual_seed(config.seed * 1_000_003 + state["step"])
-        pairs, targets = sample_batch(trainset, config, state["step"])
+    def step(n: int) -> dict:
+        pairs, targets = sample_batch(trainset, config, n)
         loss = group_loss(model.logits(pairs, config.micro_batch), targets)
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
-        state["step"] += 1
-        state["elapsed"] += time.perf_counter() - started
-        record = {"event": "step", "step": state["step"], "loss": round(loss.item(), 4),
-                  "lr": f"{schedule.get_last_lr()[0]:.2e}", "train_seconds": round(state["elapsed"], 1)}
+        record = {"loss": round(loss.item(), 4)}
         if model.spec.head == "span-cos":
             record["scale"] = round(model.log_scale.exp().item(), 2)
         if model.spec.layout == "gated":
             record["segment_bias"] = round(model.segment_bias.mean().item(), 3)
-        _log(log, record)
-        last = state["step"] >= config.max_steps or state["elapsed"] >= budget
-        if state["step"] % config.eval_every == 0 or last:
-            evaluate_now()
-            model.train()
-        if state["step"] % config.checkpoint_every == 0 or last:
-            model.save(ckpt, torch.float32, metadata())
-            torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "state": state},
-                       ckpt / "trainer.pt")
-    final = CrossEncoder.from_pretrained(best_dir)
-    _log(log, {"event": "done", **state["best"]})
-    return final.save(out / "model", torch.float16, metadata())
+        return record
+
+    def metadata(state: dict) -> dict:
+        return {"config": dataclasses.asdict(config), "trainset": trainset.summary(), "curve": state["curve"],
+                "pairs_seen": state["step"] * pairs_per_step, "wall_seconds": round(state["elapsed"], 1),
+                "best": state["best"], "device": str(model.device)}
+
+    if not run.resuming:
+        run.log({"event": "start", "config": json.dumps(dataclasses.asdict(config)),
+                 "data": json.dumps(trainset.summary()["train"])})
+    state = run.fit(model, optimizer, step, lambda: validate(model, trainset.validation, trainset.texts, config.val_depth),
+                    lambda path, dtype, meta: model.save(path, dtype, meta), metadata, pairs_per_step)
+    return CrossEncoder.from_pretrained(run.best).save(Path(config.output) / "model", torch.float16, metadata(state))

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from ..errors import RankerError
-from . import bench, distill, encode, evaluate, index, run
+from . import bench, distill, encode, evaluate, index, run, train
 
 EXIT_CODES = {"ok": 0, "bad_input": 2}
 """Exit codes: 2 for anything the user can fix (bad file, missing index, wrong option), as click does."""
@@ -17,6 +17,7 @@ app = typer.Typer(help="Neural reranking made cheap: BM25, cross-encoder teacher
 app.command("index")(index.index)
 app.command("run")(run.run)
 app.command("evaluate")(evaluate.evaluate)
+app.command("train-teacher")(train.train_teacher)
 app.command("encode")(encode.encode)
 app.command("distill")(distill.distill)
 app.command("bench")(bench.bench)

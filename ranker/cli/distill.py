@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -44,12 +45,12 @@ def distill(
     validation = set(build_trainset(data / "msmarco-passage", seed=seed).validation.queries)
     pairs = distill_data(data, sets, exclude=validation, scifact_candidates=scifact_candidates)
     teacher_path = teacher or str(MODELS / "teacher")
-    model = CrossEncoder.from_pretrained(teacher_path)
-    frame = score_with_teacher(lambda p: model.score_pairs(p, batch_size), pairs, scores, teacher_path)
+    scorer = CrossEncoder.from_pretrained(teacher_path)
+    frame = score_with_teacher(partial(scorer.score_pairs, batch_size=batch_size), pairs, scores, teacher_path)
     typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
     if score_only:
         return
-    del model
+    del scorer  # free the teacher's memory before the student trains
     student = {"num_layers": num_layers, "pooling": pooling, "crossing": crossing, "proj_dim": proj_dim,
                "shared_encoder": shared_encoder}
     final = train(DistillConfig(
