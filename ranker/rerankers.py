@@ -61,11 +61,23 @@ def _twinbert(options: RerankerOptions) -> Reranker:
                             options.encode_missing, options.batch_size)
 
 
+def _ensemble(options: RerankerOptions) -> Reranker:
+    import dataclasses
+
+    from .fusion import load_ensemble
+
+    if options.model is None:
+        raise RankerError("reranker 'ensemble' needs --model FILE.json (components and weights; see ranker.fusion)")
+    return load_ensemble(options.model, lambda name, model: make_reranker(
+        name, dataclasses.replace(options, model=model)))
+
+
 RERANKERS: dict[str, Callable[[RerankerOptions], Reranker]] = {
     "identity": lambda options: Identity(),
     "teacher": _teacher,
     "biencoder": _biencoder,
     "twinbert": _twinbert,
+    "ensemble": _ensemble,
 }
 
 
