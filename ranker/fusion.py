@@ -53,7 +53,7 @@ def pick_weights(rankings: Sequence[Ranking], qrels: Sequence[Qrel], step: float
     for rest in itertools.product(grid, repeat=len(rankings) - 1):
         if sum(rest) > 1 + 1e-9:
             continue
-        weights = (round(1 - sum(rest), 10), *map(float, rest))
+        weights = (float(round(1 - sum(rest), 10)), *map(float, rest))
         score = float(evaluate(qrels, {"f": fuse(rankings, weights)}, measures).means.iloc[0, 0])
         if best is None or score > best[1] + 1e-12:
             best = (weights, score)
