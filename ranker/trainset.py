@@ -9,6 +9,10 @@
 * grade 1 passages are used as neither;
 * a passage with no text is dropped, and a query with no positive or no negative is dropped.
 
+**SciFact train** (``scifact-train``): the binary BEIR judgements (1 -> grade 2), negatives from the project's
+BM25 run over the train queries (``runs/bm25.scifact-train.trec``, made by ``scripts/reproduce.sh``); its query
+and document ids get the prefix ``scifact:`` (they are numbers, like MS MARCO's). SciFact test plays no part.
+
 **Grade mapping.** DL20, DL21, DL23: the qrels grade as is. dev600: the human grade ``h`` (0–4, where judged)
 maps to ``{0: 0, 1: 1, 2: 2, 3: 3, 4: 3}``; the official MS MARCO positive is raised to at least 2, so it is
 always a positive (its human grade, where there is one, can only make it 3).
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from .formats import read_qrels, read_run, read_topics
 from .textsource import TextSource
-from .types import Qrel, Query, Ranking
+from .types import Qrel, Query, Ranking, ScoredDoc
 
 DEFAULT_DATA = Path("../shared/data/msmarco-passage")
 """MS MARCO passage data, relative to the project root (see ``../shared/data/README.md``)."""
@@ -37,6 +41,8 @@ DEV600_HUMAN_TO_DL = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3}
 TRAIN_SETS = ("dl20", "dl21", "dl23", "dev600")
 VALIDATION_SETS = ("dl20", "dl21")
 SPARSE_SETS = ("dev600",)
+SCIFACT_PREFIX = "scifact:"
+SCIFACT_CANDIDATES = Path("runs/bm25.scifact-train.trec")
 """Sets whose unjudged candidates are not negatives by default (one official positive per query)."""
 
 
@@ -81,7 +87,10 @@ class TrainSet:
 
 
 def _graded_qrels(data: Path, name: str) -> list[Qrel]:
-    """Judgements of one set on the DL 0–3 scale (dev600 mapped as the module docstring says)."""
+    """Judgements of one set on the DL 0–3 scale (dev600 and SciFact mapped as the module docstring says)."""
+    if name == "scifact-train":
+        return [Qrel(SCIFACT_PREFIX + q.qid, SCIFACT_PREFIX + q.docno, POSITIVE_GRADE if q.relevance > 0 else 0)
+                for q in read_qrels(data.parent / "beir-scifact" / "qrels" / "train.tsv")]
     if name != "dev600":
         return read_qrels(data / "qrels" / f"{name}.txt")
     grades = {(q.qid, q.docno): DEV600_HUMAN_TO_DL[q.relevance]
@@ -92,8 +101,22 @@ def _graded_qrels(data: Path, name: str) -> list[Qrel]:
     return [Qrel(qid, docno, g) for (qid, docno), g in grades.items()]
 
 
-def _paths(data: Path, name: str) -> tuple[Path, Path, Path | None]:
+def _prefixed(name: str, topics: dict[str, Query], candidates: Ranking, source: Mapping[str, str]
+              ) -> tuple[dict[str, Query], Ranking, Mapping[str, str]]:
+    """SciFact's topics, candidates and texts under the ``scifact:`` prefix; other sets as they are."""
+    if name != "scifact-train":
+        return topics, candidates, source
+    p = SCIFACT_PREFIX
+    return ({p + q: Query(p + q, t.text) for q, t in topics.items()},
+            {p + q: [ScoredDoc(p + q, p + d.docno, d.score) for d in ds] for q, ds in candidates.items()},
+            {p + d: text for d, text in source.items()})
+
+
+def _paths(data: Path, name: str, scifact_candidates: Path) -> tuple[Path, Path, Path | None]:
     """Topics, passages and BM25 candidates (``None`` where there is no run) of one set."""
+    if name == "scifact-train":
+        scifact = data.parent / "beir-scifact"
+        return scifact / "queries.jsonl", scifact / "corpus.jsonl", scifact_candidates
     if name == "dev600":
         return data / "dev600" / "topics.tsv", data / "dev600" / "passages.tsv", data / "dev600" / "candidates.trec"
     run = data / "runs" / f"bm25.{name}.top100.trec"
@@ -107,26 +130,27 @@ def validation_qids(qids: list[str], fraction: float, seed: int) -> set[str]:
 
 
 def build_trainset(data: str | Path = DEFAULT_DATA, sets: tuple[str, ...] = TRAIN_SETS,
-                   val_fraction: float = 0.25, seed: int = 13, sparse: tuple[str, ...] = SPARSE_SETS) -> TrainSet:
+                   val_fraction: float = 0.25, seed: int = 13, sparse: tuple[str, ...] = SPARSE_SETS,
+                   scifact_candidates: str | Path = SCIFACT_CANDIDATES) -> TrainSet:
     """Examples from ``sets`` by the module's rule, minus the validation queries of DL20/DL21.
 
     Args:
         data: The ``msmarco-passage`` data folder.
-        sets: Labelled sets to use (any of ``dl20``, ``dl21``, ``dl23``, ``dev600``).
+        sets: Labelled sets to use (any of ``dl20``, ``dl21``, ``dl23``, ``dev600``, ``scifact-train``).
         val_fraction: Share of each of DL20's and DL21's judged queries held out for validation.
         seed: Seed of the validation split.
         sparse: Sets whose unjudged candidates are not used as negatives.
+        scifact_candidates: The project's BM25 run over SciFact train queries (for ``scifact-train``).
     """
     data = Path(data)
     examples: list[QueryExamples] = []
     texts: dict[str, str] = {}
     validation = ValidationSet()
     for name in sets:
-        topics_path, passages_path, run_path = _paths(data, name)
-        topics = read_topics(topics_path)
+        topics_path, passages_path, run_path = _paths(data, name, Path(scifact_candidates))
         qrels = _graded_qrels(data, name)
-        candidates = read_run(run_path) if run_path else {}
-        source = TextSource([passages_path])
+        topics, candidates, source = _prefixed(name, read_topics(topics_path), read_run(run_path) if run_path else {},
+                                               TextSource([passages_path]))
         judged: dict[str, dict[str, int]] = {}
         for q in qrels:
             judged.setdefault(q.qid, {})[q.docno] = q.relevance
