@@ -24,7 +24,7 @@ def train_teacher(
     eval_every: Annotated[int, typer.Option(min=1, help="Validate (and checkpoint) every N steps.")] = 75,
     group_size: Annotated[int, typer.Option(min=2)] = 8,
     queries_per_step: Annotated[int, typer.Option(min=1)] = 4,
-    sets: Annotated[list[str], typer.Option(help="Labelled sets: dl20, dl21, dl23, dev600.")] = [
+    sets: Annotated[list[str], typer.Option(help="Labelled sets: dl20, dl21, dl23, dev600, scifact-train.")] = [
         "dl20", "dl21", "dl23", "dev600"],
     sparse: Annotated[list[str], typer.Option(help="Sets whose unjudged candidates are not negatives.")] = ["dev600"],
     data: Annotated[Path, typer.Option(help="The msmarco-passage data folder.")] = Path("../shared/data/msmarco-passage"),
