@@ -275,14 +275,10 @@ class TrainConfig:
         group_size: Passages per query per step.
         queries_per_step: Queries per step; each set in ``sets`` is drawn equally often.
         micro_batch: Pairs per forward pass within a step (grouped by length to save padding).
-        lr: Encoder learning rate (AdamW, linear warm-up then linear decay to 0 at ``max_steps``).
+        lr: Encoder learning rate (AdamW, linear warm-up then linear decay to 0 at ``loop.max_steps``).
         head_lr: Learning rate of the ``span-cos`` scale and segment bias.
-        warmup_steps: Warm-up steps.
-        max_steps: Last step.
-        max_minutes: Stop earlier once training has run this long (across resumes).
-        eval_every: Validation nDCG@10 every this many steps (and at steps 0 and the last).
-        checkpoint_every: Save ``checkpoint/`` every this many steps.
-        seed: Seeds the validation split, sampling and dropout (each step's draws depend on seed and step only).
+        loop: Steps, warm-up, time budget, validation and checkpoint cadence; its seed also seeds the
+            validation split, sampling and dropout (each step's draws depend on seed and step only).
         data: The ``msmarco-passage`` folder.
         sets: Labelled sets trained on.
         sparse: Sets whose unjudged candidates are not negatives (see :mod:`ranker.trainset`).
@@ -300,12 +296,7 @@ class TrainConfig:
     micro_batch: int = 8
     lr: float = 2e-5
     head_lr: float = 1e-2
-    warmup_steps: int = 20
-    max_steps: int = 400
-    max_minutes: float | None = None
-    eval_every: int = 50
-    checkpoint_every: int = 50
-    seed: int = 13
+    loop: LoopSettings = field(default_factory=LoopSettings)
     data: str = str(DEFAULT_DATA)
     sets: tuple[str, ...] = TRAIN_SETS
     sparse: tuple[str, ...] = SPARSE_SETS
@@ -343,7 +334,7 @@ def sample_batch(trainset: TrainSet, config: TrainConfig, step: int) -> tuple[li
     by_source: dict[str, list[QueryExamples]] = {}
     for ex in trainset.examples:
         by_source.setdefault(ex.source, []).append(ex)
-    rng = random.Random(config.seed * 1_000_003 + step)
+    rng = random.Random(config.loop.step_seed(step))
     pairs: list[tuple[str, str]] = []
     targets: list[list[float]] = []
     for _ in range(config.queries_per_step):
@@ -360,12 +351,6 @@ def group_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -(targets.to(log_p.device) * log_p).sum(-1).mean()
 
 
-def _warmup_then_decay(config: TrainConfig, step: int) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup_steps``, then linear decay to 0 at ``max_steps``."""
-    warmup = max(config.warmup_steps, 1)
-    return min((step + 1) / warmup, max(0.0, (config.max_steps - step) / max(config.max_steps - warmup, 1)))
-
-
 def train_teacher(config: TrainConfig) -> Path:
     """Train a cross-encoder teacher; resumes from ``output/checkpoint`` if present. Returns the fp16 model folder.
 
@@ -375,11 +360,9 @@ def train_teacher(config: TrainConfig) -> Path:
     """
     if config.threads:
         torch.set_num_threads(config.threads)
-    loop = LoopSettings(max_steps=config.max_steps, warmup_steps=config.warmup_steps, max_minutes=config.max_minutes,
-                        eval_every=config.eval_every, checkpoint_every=config.checkpoint_every, seed=config.seed)
-    run = TrainingRun(config.output, loop)
-    trainset = build_trainset(config.data, config.sets, config.val_fraction, config.seed, config.sparse)
-    torch.manual_seed(config.seed)
+    run = TrainingRun(config.output, config.loop)
+    trainset = build_trainset(config.data, config.sets, config.val_fraction, config.loop.seed, config.sparse)
+    torch.manual_seed(config.loop.seed)
     model = CrossEncoder.from_pretrained(run.checkpoint if run.resuming else config.init, config.spec)
     body = [p for n, p in model.named_parameters() if n.startswith("model.")]
     optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr},

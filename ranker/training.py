@@ -1,8 +1,8 @@
 """The training loop both trainers share: log, validation curve, best model, checkpoints, resume, time budget.
 
-A run lives in one folder: ``log.jsonl`` (one JSON record per event), ``checkpoint/`` (the last model and
-``trainer.pt`` with optimizer, schedule and loop state, for resuming), ``best/`` (the model with the best
-validation score so far). Steps are seeded by ``(seed, step)`` alone, so a resumed run draws what an
+A run lives in one folder: ``log.jsonl`` (one JSON record per event), ``checkpoint/`` (the last model),
+``trainer.pt`` (optimizer, schedule and loop state, replaced atomically after each checkpoint), ``best/`` (the model
+with the best validation score so far). Resuming needs both the checkpoint and ``trainer.pt``. Steps are seeded by ``(seed, step)`` alone, so a resumed run draws what an
 uninterrupted one would have drawn.
 """
 
@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .io import atomic_open
 
 TRAINER_STATE = "trainer.pt"
 
@@ -71,7 +73,7 @@ class TrainingRun:
     @property
     def resuming(self) -> bool:
         """Whether a checkpoint exists to resume from (load the model from :attr:`checkpoint` then)."""
-        return (self.checkpoint / TRAINER_STATE).is_file()
+        return (self.folder / TRAINER_STATE).is_file() and self.checkpoint.is_dir()
 
     def log(self, record: dict) -> None:
         """Append a record to ``log.jsonl`` and print it as ``key=value`` pairs."""
@@ -97,7 +99,7 @@ class TrainingRun:
         s = self.settings
         schedule = linear_schedule(optimizer, s)
         if self.resuming:
-            saved = torch.load(self.checkpoint / TRAINER_STATE, weights_only=False)
+            saved = torch.load(self.folder / TRAINER_STATE, weights_only=False)
             optimizer.load_state_dict(saved["optimizer"])
             schedule.load_state_dict(saved["schedule"])
             self.state = saved["state"]
@@ -134,7 +136,8 @@ class TrainingRun:
                 evaluate_now()
             if state["step"] % s.checkpoint_every == 0 or last:
                 save(self.checkpoint, torch.float32, metadata(state))
-                torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "state": state},
-                           self.checkpoint / TRAINER_STATE)
+                with atomic_open(self.folder / TRAINER_STATE, "wb") as f:
+                    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                                "state": state}, f)
         self.log({"event": "done", **(state["best"] or {})})
         return state

@@ -3,6 +3,7 @@ HF sequence-classification cross-encoders load through the same code, and traini
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -25,6 +26,7 @@ from ranker.teacher import (  # noqa: E402
     train_teacher,
 )
 from ranker.textsource import TextSource  # noqa: E402
+from ranker.training import LoopSettings  # noqa: E402
 from ranker.trainset import DEFAULT_DATA, build_trainset  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402
 
@@ -125,9 +127,9 @@ def test_hf_sequence_classification_folder_loads_with_cls_head(tmp_path):
 
 def test_train_teacher_checkpoints_and_resumes(tmp_path):
     config = TrainConfig(output=str(tmp_path), sets=("dl20",), val_fraction=0.04, val_depth=5, queries_per_step=1,
-                         group_size=4, max_steps=2, eval_every=1, checkpoint_every=1, warmup_steps=1)
+                         group_size=4, loop=LoopSettings(max_steps=2, eval_every=1, checkpoint_every=1, warmup_steps=1))
     train_teacher(config)
-    config.max_steps = 3
+    config.loop = dataclasses.replace(config.loop, max_steps=3)
     shipped = train_teacher(config)
     events = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events].count("resume") == 1

@@ -34,11 +34,13 @@ def train_teacher(
     """Fine-tune the teacher on every labelled set; validation (a quarter of DL20/DL21) picks the checkpoint."""
     from ..teacher import CrossEncoderSpec, TrainConfig
     from ..teacher import train_teacher as train
+    from ..training import LoopSettings
 
     spec = CrossEncoderSpec(head=head, layout=layout, max_length=max_length, segment_bias=segment_bias)
     final = train(TrainConfig(
-        output=str(output), init=init, spec=spec, loss=loss, lr=lr, head_lr=head_lr, max_steps=max_steps,
-        warmup_steps=warmup_steps, max_minutes=max_minutes, eval_every=eval_every, checkpoint_every=eval_every,
+        output=str(output), init=init, spec=spec, loss=loss, lr=lr, head_lr=head_lr,
+        loop=LoopSettings(max_steps=max_steps, warmup_steps=warmup_steps, max_minutes=max_minutes,
+                          eval_every=eval_every, checkpoint_every=eval_every, seed=seed),
         group_size=group_size, queries_per_step=queries_per_step, sets=tuple(sets), sparse=tuple(sparse),
-        data=str(data), seed=seed, threads=threads))
+        data=str(data), threads=threads))
     typer.echo(f"teacher -> {final}")
