@@ -3,8 +3,8 @@
 Each measure is computed by the first ir-measures provider that supports it (``ir_measures.DefaultPipeline``):
 pytrec_eval, i.e. trec_eval's definitions, for nDCG@k and R@k; the MS MARCO evaluation script's definition for
 RR@k, which trec_eval's ``recip_rank`` cannot cut off. :func:`providers` records which one served each measure.
-Per-query values come from the provider's ``iter_calc``; a system's figure is their mean over the
-queries it was evaluated on (trec_eval without ``-c``). Against a baseline, each measure gets a paired t-test
+Per-query values come from the provider's ``iter_calc``; a system's figure is their mean over every query
+the qrels judge, a judged query missing from the run counting 0 (trec_eval's ``-c``). Against a baseline, each measure gets a paired t-test
 per system over the queries both were evaluated on, Holm-corrected across the systems compared.
 """
 

@@ -89,3 +89,11 @@ def test_significance_against_baseline(data):
 def test_unknown_baseline():
     with pytest.raises(RankerError, match="baseline 'x'"):
         evaluate(QRELS, {"sys": RUN}, parse_measures(["nDCG@10"]), baseline="x")
+
+
+def test_a_judged_query_missing_from_the_run_counts_zero():
+    only_q1 = {"q1": RUN["q1"]}
+    result = evaluate(QRELS, {"sys": only_q1}, parse_measures(["nDCG@10", "RR@10", "R@100"]))
+    table = result.queries["sys"]
+    assert sorted(table.index) == ["q1", "q2"] and (table.loc["q2"] == 0).all()
+    assert result.means.loc["sys", "RR@10"] == pytest.approx(0.25)
