@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .pipeline import Reranker
-from .types import Query, Ranking, ScoredDoc
+from .pipeline import Reranker, pending, rescored
+from .types import Query, Ranking
 
 DEFAULT_MAX_LENGTH = 256
 """all-MiniLM-L6-v2's ``max_seq_length`` (sentence_bert_config.json)."""
@@ -109,12 +109,9 @@ class BiEncoderReranker(Reranker):
         self.encoder = encoder or BiEncoder()
 
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
-        docs = [d for qid, ds in candidates.items() if qid in queries for d in ds]
+        docs = pending(queries, candidates)
         scores = self.encoder.score_pairs([(queries[d.qid].text, self.texts[d.docno]) for d in docs])
-        ranking: Ranking = {}
-        for d, s in zip(docs, scores):
-            ranking.setdefault(d.qid, []).append(ScoredDoc(d.qid, d.docno, float(s)))
-        return ranking
+        return rescored(docs, scores)
 
     def config(self) -> dict:
         return {"stage": self.name, **self.encoder.config()}

@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import RankerError
-from .types import Query, Ranking, cutoff, sort_ranking
+from .types import Query, Ranking, ScoredDoc, cutoff, sort_ranking
 
 
 class Stage:
@@ -80,6 +80,19 @@ class Identity(Reranker):
 
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
         return {qid: list(docs) for qid, docs in candidates.items() if qid in queries}
+
+
+def pending(queries: Mapping[str, Query], candidates: Ranking) -> list[ScoredDoc]:
+    """Every candidate of the given queries, in order: what a reranker scores."""
+    return [d for qid, docs in candidates.items() if qid in queries for d in docs]
+
+
+def rescored(docs: Sequence[ScoredDoc], scores: Iterable[float]) -> Ranking:
+    """A ranking of ``docs`` with new ``scores`` (one per document, same order)."""
+    ranking: Ranking = {}
+    for d, s in zip(docs, scores, strict=True):
+        ranking.setdefault(d.qid, []).append(ScoredDoc(d.qid, d.docno, float(s)))
+    return ranking
 
 
 def _require(candidates: Ranking | None, stage: Stage) -> Ranking:

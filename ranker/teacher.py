@@ -42,10 +42,10 @@ from tqdm.auto import tqdm
 from .biencoder import auto_device, bundled_minilm, length_order, mean_pool
 from .errors import RankerError
 from .io import write_json
-from .pipeline import Reranker
+from .pipeline import Reranker, pending, rescored
 from .training import LoopSettings, TrainingRun
 from .trainset import DEFAULT_DATA, SPARSE_SETS, TRAIN_SETS, QueryExamples, TrainSet, ValidationSet, build_trainset
-from .types import Query, Ranking, ScoredDoc, cutoff
+from .types import Query, Ranking, cutoff
 
 RANKER_CONFIG = "ranker_config.json"
 HEAD_WEIGHTS = "head.safetensors"
@@ -247,13 +247,10 @@ class CrossEncoderReranker(Reranker):
         self.model = model if isinstance(model, CrossEncoder) else CrossEncoder.from_pretrained(model)
 
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
-        docs = [d for qid, ds in candidates.items() if qid in queries for d in ds]
+        docs = pending(queries, candidates)
         pairs = [(queries[d.qid].text, self.texts[d.docno]) for d in docs]
         scores = self.model.score_pairs(pairs, self.batch_size, self.progress)
-        ranking: Ranking = {}
-        for d, s in zip(docs, scores):
-            ranking.setdefault(d.qid, []).append(ScoredDoc(d.qid, d.docno, float(s)))
-        return ranking
+        return rescored(docs, scores)
 
     def config(self) -> dict:
         return {"stage": self.name, **dataclasses.asdict(self.model.spec)}

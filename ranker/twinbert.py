@@ -50,9 +50,9 @@ from . import __version__
 from .biencoder import auto_device, bundled_minilm, length_order
 from .errors import MissingInputError, RankerError
 from .io import write_json
-from .pipeline import Reranker
+from .pipeline import Reranker, rescored
 from .store import EmbeddingStore
-from .types import Query, Ranking, ScoredDoc
+from .types import Query, Ranking
 
 RANKER_CONFIG = "ranker_config.json"
 HEAD_WEIGHTS = "head.safetensors"
@@ -383,10 +383,7 @@ class TwinBertReranker(Reranker):
             rows = torch.tensor([i for i, qid in enumerate(qids) for _ in candidates[qid]], dtype=torch.long)
             device = self.model.device
             scores = self.model.cross(q_vecs[rows].to(device), torch.from_numpy(d_vecs).to(device)).cpu().tolist()
-        ranking: Ranking = {}
-        for d, s in zip(docs, scores):
-            ranking.setdefault(d.qid, []).append(ScoredDoc(d.qid, d.docno, float(s)))
-        return ranking
+        return rescored(docs, scores)
 
     def _doc_vectors(self, docnos: list[str]) -> np.ndarray:
         """One float32 row per docno: from the store, or encoded when missing and allowed."""
