@@ -270,7 +270,6 @@ def distill(config: DistillConfig) -> Path:
 
     The shipped model (``output/model``) is the checkpoint with the best validation nDCG@10.
     """
-    from .evaluate import evaluate, parse_measures
     from .trainset import build_trainset
     from .twinbert import TwinBert, TwinBertConfig
 
@@ -309,10 +308,9 @@ def distill(config: DistillConfig) -> Path:
         optimizer.step()
         return {"loss": round(loss.item(), 4)}
 
-    def validate() -> float:
-        ranking = student_ranking(model, validation.queries, cutoff(validation.candidates, config.val_depth),
-                                  val_texts)
-        return float(evaluate(validation.qrels, {"s": ranking}, parse_measures(["nDCG@10"])).means.iloc[0, 0])
+    def validate() -> dict[str, float]:
+        return validation.scores(student_ranking(model, validation.queries,
+                                                 cutoff(validation.candidates, config.val_depth), val_texts))
 
     def metadata(state: dict) -> dict:
         return {"config": dataclasses.asdict(config), "curve": state["curve"], "best": state["best"],

@@ -2,11 +2,13 @@
 
 The ensemble reranker scores the candidates with each of its components (the candidates' own first-stage
 scores count as the ``identity`` component), normalises each per query, and sums them with the weights.
-An ensemble is described by a small JSON file::
+An ensemble is described by a small JSON file (``rank ensemble`` writes one from validation runs)::
 
-    {"components": [{"reranker": "teacher", "model": "models/teacher"}, {"reranker": "biencoder"},
+    {"components": [{"reranker": "teacher", "model": "teacher"}, {"reranker": "biencoder"},
                     {"reranker": "identity"}],
      "weights": [0.75, 0.10, 0.15], "validation": {...}}
+
+A relative ``model`` path is taken from the JSON file's folder (so ``models/ensemble.json`` names ``teacher``).
 """
 
 from __future__ import annotations
@@ -79,12 +81,30 @@ class EnsembleReranker(Reranker):
                 **self.description}
 
 
+def ensemble_spec(components: Sequence[str], rankings: Sequence[Ranking], qrels: Sequence[Qrel],
+                  step: float = 0.05, measure: str = "nDCG@10") -> dict:
+    """An ensemble description: ``components`` (``NAME`` or ``NAME=MODEL``, one per ranking of the same
+    validation queries) with the weights :func:`pick_weights` finds on ``qrels``."""
+    from .evaluate import evaluate, parse_measures
+
+    weights, score = pick_weights(rankings, qrels, step, measure)
+    alone = evaluate(qrels, {str(i): r for i, r in enumerate(rankings)}, parse_measures([measure])).means.iloc[:, 0]
+    parsed = [dict(zip(("reranker", "model"), c.split("=", 1))) for c in components]
+    return {"components": parsed, "weights": list(weights),
+            "validation": {"measure": measure, "fused": round(score, 4), "grid_step": step,
+                           "components": [round(float(v), 4) for v in alone], "queries": len(rankings[0])}}
+
+
 def load_ensemble(path: str | Path, make) -> EnsembleReranker:
     """An :class:`EnsembleReranker` from its JSON file; ``make(name, model)`` builds each component."""
     path = Path(path)
+
+    def located(model: str | None) -> str | None:
+        return str(path.parent / model) if model and (path.parent / model).exists() else model
+
     try:
         spec = json.loads(path.read_text())
-        components = [make(c["reranker"], c.get("model")) for c in spec["components"]]
+        components = [make(c["reranker"], located(c.get("model"))) for c in spec["components"]]
         return EnsembleReranker(components, spec["weights"], {"ensemble": str(path)})
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise RankerError(f"{path}: not an ensemble description ({e})") from None

@@ -44,7 +44,16 @@ from .errors import RankerError
 from .io import write_json
 from .pipeline import Reranker, pending, rescored
 from .training import LoopSettings, TrainingRun
-from .trainset import DEFAULT_DATA, SPARSE_SETS, TRAIN_SETS, QueryExamples, TrainSet, ValidationSet, build_trainset
+from .trainset import (
+    DEFAULT_DATA,
+    SCIFACT_VAL_QUERIES,
+    SPARSE_SETS,
+    TRAIN_SETS,
+    QueryExamples,
+    TrainSet,
+    ValidationSet,
+    build_trainset,
+)
 from .types import Query, Ranking, cutoff
 
 RANKER_CONFIG = "ranker_config.json"
@@ -109,7 +118,12 @@ class CrossEncoder(nn.Module):
             max_length: Override the tokens kept per pair.
             device: Default: CUDA when available.
         """
-        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoModel,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = str(path or bundled_minilm())
@@ -280,6 +294,7 @@ class TrainConfig:
         sets: Labelled sets trained on.
         sparse: Sets whose unjudged candidates are not negatives (see :mod:`ranker.trainset`).
         val_fraction: Share of DL20/DL21 queries held out for validation.
+        scifact_val: SciFact train queries held out for validation (when ``scifact-train`` is in ``sets``).
         val_depth: Candidates reranked per validation query (BM25 top-k).
         threads: torch CPU threads.
     """
@@ -298,17 +313,16 @@ class TrainConfig:
     sets: tuple[str, ...] = TRAIN_SETS
     sparse: tuple[str, ...] = SPARSE_SETS
     val_fraction: float = 0.25
+    scifact_val: int = SCIFACT_VAL_QUERIES
     val_depth: int = 100
     threads: int | None = 2
 
 
-def validate(model: CrossEncoder, validation: ValidationSet, texts: Mapping[str, str], depth: int = 100) -> float:
-    """nDCG@10 of reranking the validation queries' top-``depth`` candidates, computed by :mod:`ranker.evaluate`."""
-    from .evaluate import evaluate, parse_measures
-
+def validate(model: CrossEncoder, validation: ValidationSet, texts: Mapping[str, str],
+             depth: int = 100) -> dict[str, float]:
+    """nDCG@10 per collection of reranking the validation queries' top-``depth`` candidates."""
     reranker = CrossEncoderReranker(texts, model, progress=False)
-    ranking = reranker(validation.queries, cutoff(validation.candidates, depth))
-    return float(evaluate(validation.qrels, {"model": ranking}, parse_measures(["nDCG@10"])).means.iloc[0, 0])
+    return validation.scores(reranker(validation.queries, cutoff(validation.candidates, depth)))
 
 
 def _group(ex: QueryExamples, loss: str, size: int, rng: random.Random) -> tuple[list[str], list[float]]:
@@ -358,7 +372,8 @@ def train_teacher(config: TrainConfig) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     run = TrainingRun(config.output, config.loop)
-    trainset = build_trainset(config.data, config.sets, config.val_fraction, config.loop.seed, config.sparse)
+    trainset = build_trainset(config.data, config.sets, config.val_fraction, config.loop.seed, config.sparse,
+                              scifact_val=config.scifact_val)
     torch.manual_seed(config.loop.seed)
     model = CrossEncoder.from_pretrained(run.checkpoint if run.resuming else config.init, config.spec)
     body = [p for n, p in model.named_parameters() if n.startswith("model.")]
@@ -386,6 +401,7 @@ def train_teacher(config: TrainConfig) -> Path:
                 "best": state["best"], "device": str(model.device)}
 
     if not run.resuming:
+        trainset.validation.write(Path(config.output) / "validation")
         run.log({"event": "start", "config": json.dumps(dataclasses.asdict(config)),
                  "data": json.dumps(trainset.summary()["train"])})
     state = run.fit(model, optimizer, step, lambda: validate(model, trainset.validation, trainset.texts, config.val_depth),

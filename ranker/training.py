@@ -82,7 +82,7 @@ class TrainingRun:
         print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
 
     def fit(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: Callable[[int], dict],
-            validate: Callable[[], float], save: Callable[[Path, torch.dtype, dict], None],
+            validate: Callable[[], dict[str, float]], save: Callable[[Path, torch.dtype, dict], None],
             metadata: Callable[[dict], dict], pairs_per_step: int) -> dict:
         """Train until ``max_steps`` or the time budget; returns the loop state (curve, best point).
 
@@ -91,7 +91,7 @@ class TrainingRun:
             optimizer: Restored from the checkpoint when resuming.
             step: Does one optimisation step (forward, backward, ``optimizer.step()``) for a step number and
                 returns what to log (e.g. the loss).
-            validate: The validation score (higher is better); it picks ``best/``.
+            validate: Validation nDCG@10 per collection; their mean (higher is better) picks ``best/``.
             save: Writes a model folder: ``save(path, dtype, metadata)``.
             metadata: Training metadata to store with the model, given the loop state.
             pairs_per_step: Training pairs one step sees, for the curve.
@@ -109,8 +109,10 @@ class TrainingRun:
         def evaluate_now() -> None:
             started = time.perf_counter()
             model.eval()
-            score = validate()
+            per_collection = validate()
+            score = sum(per_collection.values()) / len(per_collection)
             point = {"step": state["step"], "pairs": state["step"] * pairs_per_step, "val_ndcg10": round(score, 4),
+                     "val": per_collection,
                      "train_seconds": round(state["elapsed"], 1), "eval_seconds": round(time.perf_counter() - started, 1)}
             state["curve"].append(point)
             self.log({"event": "eval", **point})

@@ -18,8 +18,10 @@ maps to ``{0: 0, 1: 1, 2: 2, 3: 3, 4: 3}``; the official MS MARCO positive is ra
 always a positive (its human grade, where there is one, can only make it 3).
 
 **Validation.** A fixed, seeded ``val_fraction`` of the judged DL20 and DL21 queries is held out entirely:
-it gives no training examples, and the teacher is selected on nDCG@10 of reranking its BM25 top-100.
-DL19 (and any test collection) plays no part here.
+it gives no training examples, and the teacher is selected on nDCG@10 of reranking its BM25 top-100. When
+SciFact train is used, a seeded ``scifact_val`` of its queries is held out the same way, and the selection
+score is the mean of the two collections' nDCG@10 (each collection counts once, whatever its query count).
+DL19 and SciFact test play no part here.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .formats import read_qrels, read_run, read_topics
+from .formats import (
+    read_qrels,
+    read_run,
+    read_topics,
+    write_qrels,
+    write_run,
+    write_topics,
+)
 from .textsource import TextSource
 from .types import Qrel, Query, Ranking, ScoredDoc
 
@@ -40,6 +49,7 @@ POSITIVE_GRADE = 2
 DEV600_HUMAN_TO_DL = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3}
 TRAIN_SETS = ("dl20", "dl21", "dl23", "dev600")
 VALIDATION_SETS = ("dl20", "dl21")
+SCIFACT_VAL_QUERIES = 50
 SPARSE_SETS = ("dev600",)
 SCIFACT_PREFIX = "scifact:"
 SCIFACT_CANDIDATES = Path("runs/bm25.scifact-train.trec")
@@ -64,6 +74,29 @@ class ValidationSet:
     queries: dict[str, Query] = field(default_factory=dict)
     candidates: Ranking = field(default_factory=dict)
     qrels: list[Qrel] = field(default_factory=list)
+
+    def scores(self, ranking: Ranking) -> dict[str, float]:
+        """nDCG@10 of ``ranking`` per collection (``msmarco``, ``scifact``), by :mod:`ranker.evaluate`."""
+        from .evaluate import evaluate, parse_measures
+
+        values = evaluate(self.qrels, {"r": ranking}, parse_measures(["nDCG@10"])).queries["r"]["nDCG@10"]
+        return {c: round(float(v), 4) for c, v in values.groupby(collection_of).mean().items()}
+
+    def write(self, folder: str | Path) -> None:
+        """Per collection ``NAME.topics.tsv``, ``NAME.qrels.txt``, ``NAME.bm25.trec`` with the collection's own ids.
+
+        They let ``rank run`` / ``rank evaluate`` (and fusion weights) work on exactly the held-out queries.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        strip = lambda x: x.removeprefix(SCIFACT_PREFIX)  # noqa: E731
+        for name in sorted({collection_of(q) for q in self.queries}):
+            qids = sorted(q for q in self.queries if collection_of(q) == name)
+            write_topics([Query(strip(q), self.queries[q].text) for q in qids], folder / f"{name}.topics.tsv")
+            write_qrels([Qrel(strip(r.qid), strip(r.docno), r.relevance) for r in self.qrels
+                         if collection_of(r.qid) == name], folder / f"{name}.qrels.txt")
+            write_run({strip(q): [ScoredDoc(strip(q), strip(d.docno), d.score) for d in self.candidates[q]]
+                       for q in qids}, folder / f"{name}.bm25.trec", "bm25")
 
 
 @dataclass
@@ -123,6 +156,11 @@ def _paths(data: Path, name: str, scifact_candidates: Path) -> tuple[Path, Path,
     return data / "topics" / f"{name}.tsv", data / "passages" / f"{name}.tsv", run if run.is_file() else None
 
 
+def collection_of(qid: str) -> str:
+    """``scifact`` for a ``scifact:`` id, else ``msmarco``."""
+    return "scifact" if qid.startswith(SCIFACT_PREFIX) else "msmarco"
+
+
 def validation_qids(qids: list[str], fraction: float, seed: int) -> set[str]:
     """A seeded ``fraction`` of ``qids`` (rounded), independent of their order."""
     ordered = sorted(qids)
@@ -131,7 +169,8 @@ def validation_qids(qids: list[str], fraction: float, seed: int) -> set[str]:
 
 def build_trainset(data: str | Path = DEFAULT_DATA, sets: tuple[str, ...] = TRAIN_SETS,
                    val_fraction: float = 0.25, seed: int = 13, sparse: tuple[str, ...] = SPARSE_SETS,
-                   scifact_candidates: str | Path = SCIFACT_CANDIDATES) -> TrainSet:
+                   scifact_candidates: str | Path = SCIFACT_CANDIDATES,
+                   scifact_val: int = SCIFACT_VAL_QUERIES) -> TrainSet:
     """Examples from ``sets`` by the module's rule, minus the validation queries of DL20/DL21.
 
     Args:
@@ -141,6 +180,7 @@ def build_trainset(data: str | Path = DEFAULT_DATA, sets: tuple[str, ...] = TRAI
         seed: Seed of the validation split.
         sparse: Sets whose unjudged candidates are not used as negatives.
         scifact_candidates: The project's BM25 run over SciFact train queries (for ``scifact-train``).
+        scifact_val: SciFact train queries held out for validation (seeded like the DL split).
     """
     data = Path(data)
     examples: list[QueryExamples] = []
@@ -154,7 +194,11 @@ def build_trainset(data: str | Path = DEFAULT_DATA, sets: tuple[str, ...] = TRAI
         judged: dict[str, dict[str, int]] = {}
         for q in qrels:
             judged.setdefault(q.qid, {})[q.docno] = q.relevance
-        held = validation_qids(list(judged), val_fraction, seed) if name in VALIDATION_SETS else set()
+        held = set()
+        if name in VALIDATION_SETS:
+            held = validation_qids(list(judged), val_fraction, seed)
+        elif name == "scifact-train" and judged:
+            held = validation_qids(list(judged), scifact_val / len(judged), seed)
         for qid in sorted(held):
             validation.queries[qid] = topics[qid]
             validation.candidates[qid] = candidates[qid]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ranker.errors import RankerError
-from ranker.fusion import fuse, pick_weights, znorm
+from ranker.fusion import fuse, load_ensemble, pick_weights, znorm
 from ranker.rerankers import RerankerOptions, make_reranker
 from ranker.types import Qrel, Query, ScoredDoc
 
@@ -38,3 +38,39 @@ def test_ensemble_from_a_description(tmp_path):
     spec.write_text("{}")
     with pytest.raises(RankerError, match="not an ensemble description"):
         make_reranker("ensemble", RerankerOptions(model=str(spec)))
+
+
+def test_ensemble_and_fuse_commands(tmp_path):
+    from ranker.formats import read_run, write_qrels, write_run
+
+    from .test_cli import rank
+
+    write_run(A, tmp_path / "a.trec", "a")
+    b = {"q": [ScoredDoc("q", "d1", -5.0), ScoredDoc("q", "d2", 0.0), ScoredDoc("q", "d3", 1.0)]}
+    write_run(b, tmp_path / "b.trec", "b")
+    write_qrels([Qrel("q", "d3", 2)], tmp_path / "qrels.txt")
+    spec = tmp_path / "ens.json"
+    rank("ensemble", "--qrels", str(tmp_path / "qrels.txt"), "--component", "teacher=teacher", "--component",
+         "identity", "--step", "0.25", "--output", str(spec), str(tmp_path / "a.trec"), str(tmp_path / "b.trec"))
+    written = json.loads(spec.read_text())
+    assert written["weights"] == [0.0, 1.0]  # b ranks d3 first, as in the test above
+    assert written["components"] == [{"reranker": "teacher", "model": "teacher"}, {"reranker": "identity"}]
+    assert written["validation"]["components"] == [pytest.approx(0.5), 1.0]
+    rank("fuse", "--ensemble", str(spec), "--output", str(tmp_path / "f.trec"),
+         str(tmp_path / "a.trec"), str(tmp_path / "b.trec"))
+    assert [d.docno for d in read_run(tmp_path / "f.trec")["q"]] == ["d3", "d2", "d1"]
+    result = rank("fuse", "--ensemble", str(spec), "--output", str(tmp_path / "g.trec"), str(tmp_path / "a.trec"),
+                  check=False)
+    assert result.returncode == 2 and "2 components but 1 runs" in result.stderr
+    assert not (tmp_path / "g.trec").exists()
+
+
+def test_ensemble_models_are_found_beside_the_description(tmp_path):
+    seen = []
+    spec = tmp_path / "ensemble.json"
+    (tmp_path / "teacher").mkdir()
+    spec.write_text(json.dumps({"components": [{"reranker": "teacher", "model": "teacher"},
+                                               {"reranker": "biencoder", "model": "some/hub-name"}],
+                                "weights": [0.5, 0.5]}))
+    load_ensemble(spec, lambda name, model: seen.append(model) or make_reranker("identity"))
+    assert seen == [str(tmp_path / "teacher"), "some/hub-name"]

@@ -28,10 +28,14 @@ def train_teacher(
         "dl20", "dl21", "dl23", "dev600"],
     sparse: Annotated[list[str], typer.Option(help="Sets whose unjudged candidates are not negatives.")] = ["dev600"],
     data: Annotated[Path, typer.Option(help="The msmarco-passage data folder.")] = Path("../shared/data/msmarco-passage"),
+    scifact_val: Annotated[int, typer.Option(help="SciFact train queries held out for validation.")] = 50,
     seed: Annotated[int, typer.Option()] = 13,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
-    """Fine-tune the teacher on every labelled set; validation (a quarter of DL20/DL21) picks the checkpoint."""
+    """Fine-tune the teacher on every labelled set; held-out validation queries pick the checkpoint.
+
+    Validation: a quarter of DL20/DL21 (and 50 SciFact train queries with scifact-train), written to OUTPUT/validation/.
+    """
     from ..teacher import CrossEncoderSpec, TrainConfig
     from ..teacher import train_teacher as train
     from ..training import LoopSettings
@@ -42,5 +46,5 @@ def train_teacher(
         loop=LoopSettings(max_steps=max_steps, warmup_steps=warmup_steps, max_minutes=max_minutes,
                           eval_every=eval_every, checkpoint_every=eval_every, seed=seed),
         group_size=group_size, queries_per_step=queries_per_step, sets=tuple(sets), sparse=tuple(sparse),
-        data=str(data), threads=threads))
+        data=str(data), scifact_val=scifact_val, threads=threads))
     typer.echo(f"teacher -> {final}")

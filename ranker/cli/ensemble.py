@@ -1,0 +1,67 @@
+"""``rank ensemble``: pick fusion weights on validation runs and write the ensemble reranker's JSON file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from typing_extensions import Annotated
+
+
+def ensemble(
+    runs: Annotated[list[Path], typer.Argument(help="One run per component, all over the same validation queries.")],
+    qrels: Annotated[str, typer.Option(help="Judgements of the validation queries.")],
+    component: Annotated[list[str], typer.Option(help="NAME or NAME=MODEL per run, in order (e.g. teacher=teacher).")],
+    output: Annotated[Path, typer.Option(help="Ensemble JSON to write (use it as --reranker ensemble --model FILE).")],
+    step: Annotated[float, typer.Option(min=0.01, max=0.5, help="Weight grid step.")] = 0.05,
+    measure: Annotated[str, typer.Option(help="Measure the weights maximise.")] = "nDCG@10",
+) -> None:
+    """Weights maximising MEASURE on the validation RUNS (z-normalised score fusion), written as an ensemble."""
+    from ..errors import RankerError
+    from ..formats import read_run
+    from ..fusion import ensemble_spec
+    from ..io import write_json
+    from ..sources import load_qrels
+
+    if len(component) != len(runs):
+        raise RankerError(f"{len(runs)} runs but {len(component)} --component options")
+    spec = ensemble_spec(component, [read_run(r) for r in runs], load_qrels(qrels), step, measure)
+    spec["validation"] |= {"qrels": qrels, "runs": [str(r) for r in runs]}
+    write_json(output, spec)
+    typer.echo(f"weights {spec['weights']}: {measure} {spec['validation']['fused']} "
+               f"(components alone {spec['validation']['components']}) -> {output}")
+
+
+def fuse(
+    runs: Annotated[list[Path], typer.Argument(help="One run per component of the ensemble, in its order.")],
+    ensemble: Annotated[Path, typer.Option(help="Ensemble JSON (from 'rank ensemble').")],
+    output: Annotated[Path, typer.Option(help="Fused TREC run to write (with a .json sidecar).")],
+    tag: Annotated[str | None, typer.Option(help="Run tag (default: the output file's stem).")] = None,
+) -> None:
+    """Fuse existing component runs with an ensemble's weights: what '--reranker ensemble' computes, without
+    scoring again. The sidecar's ms/query is the sum of the components' (their sidecars)."""
+    import json
+
+    from ..errors import RankerError
+    from ..formats import read_run
+    from ..fusion import fuse as fuse_rankings
+    from ..runs import save_run, sidecar_path
+
+    try:
+        spec = json.loads(ensemble.read_text())
+        weights = spec["weights"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise RankerError(f"{ensemble}: not an ensemble description ({e})") from None
+    if len(weights) != len(runs):
+        raise RankerError(f"{ensemble} has {len(weights)} components but {len(runs)} runs were given")
+    ranking = fuse_rankings([read_run(r) for r in runs], weights)
+    component_ms = []
+    for r in runs:
+        side = sidecar_path(r)
+        component_ms.append(json.loads(side.read_text())["timing"]["ms_per_query"] if side.is_file() else None)
+    timing = {"ms_per_query": sum(component_ms) if None not in component_ms else None,
+              "components_ms_per_query": component_ms}
+    save_run(ranking, output, tag or output.stem,
+             {"pipeline": {"stage": "fuse", "ensemble": str(ensemble), "weights": weights,
+                           "runs": [str(r) for r in runs]}, "timing": timing})
+    typer.echo(f"fused {len(runs)} runs, {len(ranking)} queries -> {output}")
