@@ -27,8 +27,16 @@ from tqdm.auto import tqdm
 from .errors import RankerError
 from .formats import read_qrels, read_run, read_topics
 from .io import atomic_open, write_json
+from .pipeline import Reranker
 from .textsource import TextSource
 from .training import LoopSettings, TrainingRun
+from .trainset import (
+    SCIFACT_CANDIDATES,
+    SCIFACT_PREFIX,
+    VALIDATION_SETS,
+    build_trainset,
+    collection_of,
+)
 from .types import Query, Ranking, ScoredDoc, cutoff
 
 DISTILL_SETS = ("dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train")
@@ -45,20 +53,26 @@ class DistillData:
     texts: dict[str, str] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)
 
-    def add(self, name: str, topics: Mapping[str, Query], candidates: Mapping[str, Sequence[str]],
+    def add(self, name: str, topics: Mapping[str, Query], candidates: Mapping[str, Sequence[tuple[str, float]]],
             texts: Mapping[str, str], exclude: set[str], prefix: str = "") -> None:
-        """Add one set's queries (minus ``exclude``), keeping the candidates that have text.
+        """Add one set's queries (minus ``exclude``), keeping the candidates (docno, first-stage score) with text.
+
+        A set with one first-stage run keeps its scores (an ensemble teacher's ``identity`` term uses them);
+        unions of runs and judged pools have none (score 0 for all, which that term then ignores).
 
         ``prefix`` goes before the set's query and document ids where they could collide with another
         collection's (SciFact's numeric ids against MS MARCO's).
         """
-        for qid, docnos in candidates.items():
-            kept = list(dict.fromkeys(d for d in docnos if d in texts))
+        for qid, docs in candidates.items():
+            kept: dict[str, float] = {}
+            for d, score in docs:
+                if d in texts:
+                    kept.setdefault(d, score)  # a docno repeated across runs: its first occurrence
             if qid in exclude or qid not in topics or not kept:
                 continue
             key = prefix + qid
             self.queries[key] = Query(key, topics[qid].text)
-            self.candidates[key] = [ScoredDoc(key, prefix + d, 0.0) for d in kept]
+            self.candidates[key] = [ScoredDoc(key, prefix + d, score) for d, score in kept.items()]
             self.texts |= {prefix + d: texts[d] for d in kept}
             self.source[key] = name
 
@@ -86,21 +100,21 @@ def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: 
     for name in sets:
         if name in ("dl20", "dl21", "dl22"):
             runs = sorted((msmarco / "runs").glob(f"*.{name}.top100.trec"))
-            union: dict[str, list[str]] = {}
+            union: dict[str, list[tuple[str, float]]] = {}
             for run in runs:
                 for qid, docs in read_run(run).items():
-                    union.setdefault(qid, []).extend(d.docno for d in docs)
+                    union.setdefault(qid, []).extend((d.docno, 0.0) for d in docs)
             out.add(name, read_topics(msmarco / "topics" / f"{name}.tsv"), union,
                     TextSource([msmarco / "passages" / f"{name}.tsv"]), exclude)
         elif name == "dl23":
-            pools: dict[str, list[str]] = {}
+            pools: dict[str, list[tuple[str, float]]] = {}
             for q in read_qrels(msmarco / "qrels" / "dl23.txt"):
-                pools.setdefault(q.qid, []).append(q.docno)
+                pools.setdefault(q.qid, []).append((q.docno, 0.0))
             out.add(name, read_topics(msmarco / "topics" / "dl23.tsv"), pools,
                     TextSource([msmarco / "passages" / "dl23.tsv"]), exclude)
         elif name == "dev600":
             dev = msmarco / "dev600"
-            run = {qid: [d.docno for d in docs] for qid, docs in read_run(dev / "candidates.trec").items()}
+            run = {qid: [(d.docno, d.score) for d in docs] for qid, docs in read_run(dev / "candidates.trec").items()}
             out.add(name, read_topics(dev / "topics.tsv"), run, TextSource([dev / "passages.tsv"]), exclude)
         elif name == "scifact-train":
             if scifact_candidates is None:
@@ -108,10 +122,10 @@ def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: 
             scifact = data / "beir-scifact"
             train = {q.qid for q in read_qrels(scifact / "qrels" / "train.tsv")}
             test = {q.qid for q in read_qrels(scifact / "qrels" / "test.tsv")}
-            run = {qid: [d.docno for d in docs] for qid, docs in read_run(scifact_candidates).items()
+            run = {qid: [(d.docno, d.score) for d in docs] for qid, docs in read_run(scifact_candidates).items()
                    if qid in train and qid not in test}
             out.add(name, read_topics(scifact / "queries.jsonl"), run, TextSource([scifact / "corpus.jsonl"]),
-                    exclude, prefix="scifact:")
+                    exclude, prefix=SCIFACT_PREFIX)
         else:
             raise RankerError(f"unknown distillation set {name!r}; known: {', '.join(DISTILL_SETS)}")
     return out
@@ -120,22 +134,23 @@ def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: 
 # ---------------------------------------------------------------- teacher scores
 
 
-def score_with_teacher(score_pairs: Callable[[list[tuple[str, str]]], np.ndarray], data: DistillData,
-                       folder: str | Path, teacher: str, queries_per_part: int = 50) -> pd.DataFrame:
-    """Teacher logits for every (query, candidate) of ``data``, cached in ``folder`` as Parquet parts.
+def score_with_teacher(teacher: Reranker, data: DistillData, folder: str | Path, name: str,
+                       queries_per_part: int = 50) -> pd.DataFrame:
+    """The ``teacher`` reranker's scores for every (query, candidate) of ``data``, cached in ``folder`` as Parquet.
 
-    A part holds whole queries (with query and passage text, so training needs nothing else) and appears
-    atomically, so an interrupted run resumes at the first query without scores. ``meta.json`` records the teacher and the score type; a folder made by another teacher is
-    refused.
+    The teacher is any reranker over ``data.texts``: the cross-encoder (scores are its raw logits) or an
+    ensemble (fused z-scores, :mod:`ranker.fusion`); ``name`` identifies it in ``meta.json``, and a folder made
+    by another teacher is refused. A part holds whole queries (with query and passage text, so training needs
+    nothing else) and appears atomically, so an interrupted run resumes at the first query without scores.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"teacher": teacher, "score_type": "logit"}
+    meta = {"teacher": name, "score_type": "logit" if teacher.name == "cross-encoder" else teacher.name}
     meta_path = folder / SCORES_META
     if meta_path.is_file():
         found = json.loads(meta_path.read_text())
         if found != meta:
-            raise RankerError(f"{folder}: scores of teacher {found.get('teacher')!r}, not {teacher!r}")
+            raise RankerError(f"{folder}: scores of teacher {found.get('teacher')!r}, not {name!r}")
     else:
         write_json(meta_path, meta)
     parts = sorted(folder.glob("part-*.parquet"))
@@ -144,10 +159,11 @@ def score_with_teacher(score_pairs: Callable[[list[tuple[str, str]]], np.ndarray
     with tqdm(total=sum(len(data.candidates[q]) for q in todo), desc="teacher", unit=" pairs") as bar:
         for start in range(0, len(todo), queries_per_part):
             chunk = todo[start:start + queries_per_part]
-            rows = [(qid, data.queries[qid].text, d.docno, data.texts[d.docno]) for qid in chunk
-                    for d in data.candidates[qid]]
-            scores = score_pairs([(query, text) for _, query, _, text in rows])
-            frame = pd.DataFrame(rows, columns=SCORE_COLUMNS[:-1]).assign(score=np.asarray(scores, dtype=np.float32))
+            scored = teacher.rerank({q: data.queries[q] for q in chunk}, {q: data.candidates[q] for q in chunk})
+            by_docno = {(d.qid, d.docno): d.score for docs in scored.values() for d in docs}
+            rows = [(qid, data.queries[qid].text, d.docno, data.texts[d.docno], by_docno[qid, d.docno])
+                    for qid in chunk for d in data.candidates[qid]]
+            frame = pd.DataFrame(rows, columns=SCORE_COLUMNS).astype({"score": np.float32})
             with atomic_open(folder / f"part-{len(parts) + start // queries_per_part:05d}.parquet", "wb") as f:
                 frame.to_parquet(f, index=False)
             bar.update(len(rows))
@@ -265,12 +281,37 @@ def student_ranking(model, queries: Mapping[str, Query], candidates: Ranking, te
     return ranking
 
 
+def validation_split(data: str | Path, val_fraction: float = 0.25, seed: int = 13, scifact: bool = True):
+    """The teacher's held-out validation queries (DL20/DL21, and SciFact train's when ``scifact``) with texts."""
+    sets = (*VALIDATION_SETS, "scifact-train") if scifact else VALIDATION_SETS
+    return build_trainset(Path(data) / "msmarco-passage", sets, val_fraction, seed, scifact_candidates=SCIFACT_CANDIDATES)
+
+
+class PerCollection(Reranker):
+    """Each query reranked by its collection's reranker (:func:`ranker.trainset.collection_of`)."""
+
+    name = "per-collection"
+
+    def __init__(self, rerankers: Mapping[str, Reranker]):
+        self.rerankers = dict(rerankers)
+
+    def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
+        ranking: Ranking = {}
+        for name, reranker in self.rerankers.items():
+            mine = {q: t for q, t in queries.items() if collection_of(q) == name}
+            if mine:
+                ranking |= reranker.rerank(mine, {q: candidates[q] for q in mine if q in candidates})
+        return ranking
+
+    def config(self) -> dict:
+        return {"stage": self.name, **{name: r.config() for name, r in self.rerankers.items()}}
+
+
 def distill(config: DistillConfig) -> Path:
     """Train a TwinBERT student on cached teacher scores; resumes from ``output/checkpoint``. Returns the fp16 folder.
 
     The shipped model (``output/model``) is the checkpoint with the best validation nDCG@10.
     """
-    from .trainset import build_trainset
     from .twinbert import TwinBert, TwinBertConfig
 
     if config.loss not in LOSSES:
@@ -278,11 +319,10 @@ def distill(config: DistillConfig) -> Path:
     if config.threads:
         torch.set_num_threads(config.threads)
     run = TrainingRun(config.output, config.loop)
-    validation = build_trainset(Path(config.data) / "msmarco-passage", val_fraction=config.val_fraction,
-                                seed=config.loop.seed).validation
-    val_texts = TextSource([Path(config.data) / "msmarco-passage" / "passages" / f"{s}.tsv" for s in ("dl20", "dl21")],
-                           only={d.docno for docs in validation.candidates.values() for d in docs})
     frame = read_scores(config.scores)
+    trainset = validation_split(config.data, config.val_fraction, config.loop.seed,
+                                scifact=frame["qid"].str.startswith(SCIFACT_PREFIX).any())
+    validation, val_texts = trainset.validation, trainset.texts
     frame = frame[~frame["qid"].isin(validation.queries)]
     texts = dict(zip(frame["docno"], frame["text"]))
     queries = dict(zip(frame["qid"], frame["query"]))

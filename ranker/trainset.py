@@ -89,7 +89,10 @@ class ValidationSet:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        strip = lambda x: x.removeprefix(SCIFACT_PREFIX)  # noqa: E731
+
+        def strip(x: str) -> str:
+            return x.removeprefix(SCIFACT_PREFIX)
+
         for name in sorted({collection_of(q) for q in self.queries}):
             qids = sorted(q for q in self.queries if collection_of(q) == name)
             write_topics([Query(strip(q), self.queries[q].text) for q in qids], folder / f"{name}.topics.tsv")

@@ -9,7 +9,21 @@ import torch
 from ranker.distill import (DistillConfig, distill, distill_data, listwise_kl, margin_mse, read_scores,
                             score_with_teacher, soft_bce)
 from ranker.errors import RankerError
+from ranker.pipeline import Reranker, pending, rescored
 from ranker.training import LoopSettings
+
+
+class PairTeacher(Reranker):
+    """A stand-in cross-encoder: a function of (query text, passage text) pairs."""
+
+    name = "cross-encoder"
+
+    def __init__(self, score_pairs, texts):
+        self.score_pairs, self.texts = score_pairs, texts
+
+    def rerank(self, queries, candidates):
+        docs = pending(queries, candidates)
+        return rescored(docs, self.score_pairs([(queries[d.qid].text, self.texts[d.docno]) for d in docs]))
 
 
 def test_losses_vanish_where_the_student_matches_the_teacher():
@@ -62,15 +76,17 @@ def test_teacher_scores_resume_after_an_interruption(small_data, tmp_path):
 
     folder = tmp_path / "scores"
     with pytest.raises(KeyboardInterrupt):
-        score_with_teacher(breaks_after_one_part, small_data, folder, "len-teacher", queries_per_part=100)
+        score_with_teacher(PairTeacher(breaks_after_one_part, small_data.texts), small_data, folder, "len-teacher",
+                           queries_per_part=100)
     assert len(read_scores(folder)) == calls[0]
-    resumed = score_with_teacher(lengths, small_data, folder, "len-teacher", queries_per_part=100)
-    whole = score_with_teacher(lengths, small_data, tmp_path / "whole", "len-teacher", queries_per_part=100)
+    teacher = PairTeacher(lengths, small_data.texts)
+    resumed = score_with_teacher(teacher, small_data, folder, "len-teacher", queries_per_part=100)
+    whole = score_with_teacher(teacher, small_data, tmp_path / "whole", "len-teacher", queries_per_part=100)
     key = ["qid", "docno"]
     assert resumed.sort_values(key).reset_index(drop=True).equals(whole.sort_values(key).reset_index(drop=True))
     assert json.loads((folder / "meta.json").read_text())["score_type"] == "logit"
     with pytest.raises(RankerError, match="scores of teacher 'len-teacher'"):
-        score_with_teacher(lengths, small_data, folder, "another-teacher")
+        score_with_teacher(teacher, small_data, folder, "another-teacher")
 
 
 def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
@@ -78,7 +94,7 @@ def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
         return np.array([float(len(set(q.split()) & set(p.lower().split()))) for q, p in pairs])
 
     scores = tmp_path / "scores"
-    score_with_teacher(lengths, small_data, scores, "overlap-teacher")
+    score_with_teacher(PairTeacher(lengths, small_data.texts), small_data, scores, "overlap-teacher")
     config = DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data=str(data), val_depth=5,
                            student={"num_layers": 1, "doc_max_length": 64}, group_size=4, queries_per_step=2,
                            loop=LoopSettings(max_steps=3, warmup_steps=1, eval_every=3, checkpoint_every=3))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from functools import partial
+import dataclasses
+import json
 from pathlib import Path
 
 import typer
@@ -12,7 +13,10 @@ from typing_extensions import Annotated
 def distill(
     output: Annotated[Path, typer.Option(help="Run folder: log, checkpoint/, best/, model/ (fp16).")],
     scores: Annotated[Path, typer.Option(help="Teacher-score cache (Parquet parts; resumable).")],
-    teacher: Annotated[str | None, typer.Option(help="Teacher model folder (default: models/teacher).")] = None,
+    teacher: Annotated[str | None, typer.Option(
+        help="Teacher: cross-encoder folder or ensemble JSON (default: models/teacher).")] = None,
+    scifact_teacher: Annotated[str | None, typer.Option(
+        help="Teacher of the SciFact train queries (default: the same as --teacher).")] = None,
     data: Annotated[Path, typer.Option(help="Shared data folder.")] = Path("../shared/data"),
     sets: Annotated[list[str], typer.Option(help="Query sets distilled on.")] = [
         "dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train"],
@@ -36,17 +40,26 @@ def distill(
     batch_size: Annotated[int, typer.Option(min=1, help="Teacher scoring batch size.")] = 32,
 ) -> None:
     """Distil the teacher into a TwinBERT student; rerun the same command to resume."""
-    from ..distill import DistillConfig, distill as train, distill_data, score_with_teacher
-    from ..rerankers import MODELS
-    from ..teacher import CrossEncoder
+    from ..distill import (
+        DistillConfig,
+        PerCollection,
+        distill_data,
+        score_with_teacher,
+        validation_split,
+    )
+    from ..distill import distill as train
+    from ..rerankers import MODELS, RerankerOptions, make_reranker
     from ..training import LoopSettings
-    from ..trainset import build_trainset
 
-    validation = set(build_trainset(data / "msmarco-passage", seed=seed).validation.queries)
+    validation = set(validation_split(data, seed=seed, scifact="scifact-train" in sets).validation.queries)
     pairs = distill_data(data, sets, exclude=validation, scifact_candidates=scifact_candidates)
-    teacher_path = teacher or str(MODELS / "teacher")
-    scorer = CrossEncoder.from_pretrained(teacher_path)
-    frame = score_with_teacher(partial(scorer.score_pairs, batch_size=batch_size), pairs, scores, teacher_path)
+    teachers = {"msmarco": teacher or str(MODELS / "teacher")}
+    teachers["scifact"] = scifact_teacher or teachers["msmarco"]
+    options = RerankerOptions(texts=pairs.texts, batch_size=batch_size)
+    scorer = PerCollection({c: make_reranker("ensemble" if t.endswith(".json") else "teacher",
+                                             dataclasses.replace(options, model=t)) for c, t in teachers.items()})
+    name = teachers["msmarco"] if teachers["scifact"] == teachers["msmarco"] else json.dumps(teachers)
+    frame = score_with_teacher(scorer, pairs, scores, name)
     typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
     if score_only:
         return
