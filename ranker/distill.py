@@ -135,17 +135,17 @@ def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: 
 
 
 def score_with_teacher(teacher: Reranker, data: DistillData, folder: str | Path, name: str,
-                       queries_per_part: int = 50) -> pd.DataFrame:
+                       score_type: str = "logit", queries_per_part: int = 50) -> pd.DataFrame:
     """The ``teacher`` reranker's scores for every (query, candidate) of ``data``, cached in ``folder`` as Parquet.
 
     The teacher is any reranker over ``data.texts``: the cross-encoder (scores are its raw logits) or an
-    ensemble (fused z-scores, :mod:`ranker.fusion`); ``name`` identifies it in ``meta.json``, and a folder made
-    by another teacher is refused. A part holds whole queries (with query and passage text, so training needs
+    ensemble (``score_type`` ``fused-z``: fused z-scores, :mod:`ranker.fusion`); ``name`` identifies it in
+    ``meta.json``, and a folder made by another teacher is refused. A part holds whole queries (with query and passage text, so training needs
     nothing else) and appears atomically, so an interrupted run resumes at the first query without scores.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"teacher": name, "score_type": "logit" if teacher.name == "cross-encoder" else teacher.name}
+    meta = {"teacher": name, "score_type": score_type}
     meta_path = folder / SCORES_META
     if meta_path.is_file():
         found = json.loads(meta_path.read_text())

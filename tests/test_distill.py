@@ -9,6 +9,7 @@ import torch
 from ranker.distill import (DistillConfig, distill, distill_data, listwise_kl, margin_mse, read_scores,
                             score_with_teacher, soft_bce)
 from ranker.errors import RankerError
+from ranker.formats import read_run
 from ranker.pipeline import Reranker, pending, rescored
 from ranker.training import LoopSettings
 
@@ -104,3 +105,22 @@ def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in log if r["event"] == "step")
     assert json.loads((model / "ranker_config.json").read_text())["dtype"] == "float16"
+
+
+def test_distill_command_scores_with_an_ensemble_teacher(data, tmp_path):
+    """--teacher takes an ensemble description; here BM25 alone (identity), on dev600's scored candidates."""
+    from .test_cli import rank
+
+    spec = tmp_path / "bm25-only.json"
+    spec.write_text(json.dumps({"components": [{"reranker": "identity"}], "weights": [1.0]}))
+    scores = tmp_path / "scores"
+    rank("distill", "--score-only", "--teacher", spec, "--sets", "dev600", "--data", data, "--scores", scores,
+         "--output", tmp_path / "run")
+    frame = read_scores(scores)
+    assert frame["qid"].nunique() == 600 and json.loads((scores / "meta.json").read_text())["score_type"] == "fused-z"
+    z = frame.groupby("qid")["score"].agg(["mean", "std"])
+    assert (z["mean"].abs() < 1e-4).all() and ((z["std"] - 1).abs() < 0.1).all()  # BM25 scores, z-normalised
+    candidates = read_run(data / "msmarco-passage/dev600/candidates.trec")
+    qid = frame["qid"].iloc[0]
+    first = frame[frame["qid"] == qid].sort_values("score", ascending=False)["docno"].iloc[0]
+    assert first == candidates[qid][0].docno

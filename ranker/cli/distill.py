@@ -59,7 +59,8 @@ def distill(
     scorer = PerCollection({c: make_reranker("ensemble" if t.endswith(".json") else "teacher",
                                              dataclasses.replace(options, model=t)) for c, t in teachers.items()})
     name = teachers["msmarco"] if teachers["scifact"] == teachers["msmarco"] else json.dumps(teachers)
-    frame = score_with_teacher(scorer, pairs, scores, name)
+    score_type = "fused-z" if any(t.endswith(".json") for t in teachers.values()) else "logit"
+    frame = score_with_teacher(scorer, pairs, scores, name, score_type)
     typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
     if score_only:
         return
