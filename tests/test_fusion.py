@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -74,3 +75,24 @@ def test_ensemble_models_are_found_beside_the_description(tmp_path):
                                 "weights": [0.5, 0.5]}))
     load_ensemble(spec, lambda name, model: seen.append(model) or make_reranker("identity"))
     assert seen == [str(tmp_path / "teacher"), "some/hub-name"]
+
+
+def test_shipped_ensemble_teacher_reranks_and_matches_fusing_its_components(data):
+    """models/ensemble-msmarco.json loads (teacher from models/, bundled bi-encoder, BM25) and fuses its parts."""
+    from ranker.formats import read_run
+    from ranker.rerankers import MODELS
+    from ranker.textsource import texts_for
+
+    msmarco = data / "msmarco-passage"
+    run = read_run(msmarco / "runs" / "bm25.dl19.top100.trec")
+    qid = sorted(run)[0]
+    candidates = {qid: run[qid][:8]}
+    queries = {qid: Query(qid, dict(line.split("\t", 1) for line in
+                                    (msmarco / "topics" / "dl19.tsv").read_text().splitlines())[qid])}
+    options = RerankerOptions(texts=texts_for([msmarco / "passages" / "dl19.tsv"], {d.docno for d in run[qid][:8]}))
+    ensemble = make_reranker("ensemble", dataclasses.replace(options, model=str(MODELS / "ensemble-msmarco.json")))
+    fused = ensemble.rerank(queries, candidates)
+    parts = [c.rerank(queries, candidates) for c in ensemble.components]
+    expected = fuse(parts, ensemble.weights)
+    assert {d.docno: d.score for d in fused[qid]} == pytest.approx({d.docno: d.score for d in expected[qid]})
+    assert [c.name for c in ensemble.components] == ["cross-encoder", "biencoder", "identity"]
