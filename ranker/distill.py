@@ -55,7 +55,7 @@ class DistillData:
 
     def add(self, name: str, topics: Mapping[str, Query], candidates: Mapping[str, Sequence[tuple[str, float]]],
             texts: Mapping[str, str], exclude: set[str], prefix: str = "") -> None:
-        """Add one set's queries (minus ``exclude``), keeping the candidates (docno, first-stage score) with text.
+        """Add one set's queries (minus ``exclude``, prefixed ids), keeping the candidates (docno, score) with text.
 
         A set with one first-stage run keeps its scores (an ensemble teacher's ``identity`` term uses them);
         unions of runs and judged pools have none (score 0 for all, which that term then ignores).
@@ -68,9 +68,9 @@ class DistillData:
             for d, score in docs:
                 if d in texts:
                     kept.setdefault(d, score)  # a docno repeated across runs: its first occurrence
-            if qid in exclude or qid not in topics or not kept:
-                continue
             key = prefix + qid
+            if key in exclude or qid not in topics or not kept:
+                continue
             self.queries[key] = Query(key, topics[qid].text)
             self.candidates[key] = [ScoredDoc(key, prefix + d, score) for d, score in kept.items()]
             self.texts |= {prefix + d: texts[d] for d in kept}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +125,13 @@ def test_distill_command_scores_with_an_ensemble_teacher(data, tmp_path):
     qid = frame["qid"].iloc[0]
     first = frame[frame["qid"] == qid].sort_values("score", ascending=False)["docno"].iloc[0]
     assert first == candidates[qid][0].docno
+
+
+def test_scifact_validation_queries_are_never_distilled_on(data):
+    from ranker.distill import validation_split
+
+    held = set(validation_split(data, scifact=True).validation.queries)
+    d = distill_data(data, sets=("scifact-train",), exclude=held,
+                     scifact_candidates=Path(__file__).parents[1] / "runs" / "bm25.scifact-train.trec")
+    assert sum(q.startswith("scifact:") for q in held) == 50
+    assert len(d.queries) == 809 - 50 and not held & set(d.queries)

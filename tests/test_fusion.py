@@ -85,7 +85,7 @@ def test_shipped_ensemble_teacher_reranks_and_matches_fusing_its_components(data
 
     msmarco = data / "msmarco-passage"
     run = read_run(msmarco / "runs" / "bm25.dl19.top100.trec")
-    qid = sorted(run)[0]
+    qid = min(run)
     candidates = {qid: run[qid][:8]}
     queries = {qid: Query(qid, dict(line.split("\t", 1) for line in
                                     (msmarco / "topics" / "dl19.tsv").read_text().splitlines())[qid])}
