@@ -136,6 +136,9 @@ def test_train_teacher_checkpoints_and_resumes(tmp_path):
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3]
     meta = json.loads((shipped / "ranker_config.json").read_text())
     assert meta["dtype"] == "float16" and [p["step"] for p in meta["training"]["curve"]] == [0, 1, 2, 3]
+    assert set(meta["training"]["curve"][0]["val"]) == {"msmarco"}  # nDCG@10 per validation collection
+    held = (tmp_path / "validation" / "msmarco.topics.tsv").read_text().splitlines()
+    assert len(held) == round(0.04 * 54)  # the held-out queries, written for rank run / rank ensemble
 
 
 def test_textsource_names_a_missing_docno(tmp_path):
