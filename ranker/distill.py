@@ -31,11 +31,14 @@ from .pipeline import Reranker
 from .textsource import TextSource
 from .training import LoopSettings, TrainingRun
 from .trainset import (
+    POSITIVE_GRADE,
     SCIFACT_CANDIDATES,
     SCIFACT_PREFIX,
+    TRAIN_SETS,
     VALIDATION_SETS,
     build_trainset,
     collection_of,
+    graded_qrels,
 )
 from .types import Query, Ranking, ScoredDoc, cutoff
 
@@ -216,6 +219,9 @@ class DistillConfig:
         student: The student's architecture (:class:`ranker.twinbert.TwinBertConfig` fields).
         loss: ``margin-mse``, ``kl`` (listwise, at ``temperature``) or ``bce`` (the paper's soft cross-entropy).
         temperature: For ``kl`` and ``bce``.
+        label_weight: Weight of a label term added to the distillation loss (0: none): for each group holding a
+            labelled positive (grade >= 2 by :mod:`ranker.trainset`'s mapping), cross-entropy of the student's
+            softmax against gains ``2**grade - 1`` (unjudged passages gain 0).
         group_size: Candidates per query per step: half from the teacher's top ``top_pool``, half from the rest.
         top_pool: Teacher-ranked head that half of each group is drawn from.
         queries_per_step: Queries per step.
@@ -233,6 +239,7 @@ class DistillConfig:
     student: dict = field(default_factory=dict)
     loss: str = "margin-mse"
     temperature: float = 1.0
+    label_weight: float = 0.0
     group_size: int = 8
     top_pool: int = 10
     queries_per_step: int = 8
@@ -262,6 +269,23 @@ def sample_groups(scores: Mapping[str, tuple[list[str], np.ndarray]], qids: Sequ
         groups.append([docnos[i] for i in picks])
         targets.append([float(logits[i]) for i in picks])
     return chosen, groups, torch.tensor(targets)
+
+
+def training_labels(data: str | Path) -> dict[tuple[str, str], int]:
+    """``(qid, docno) -> grade`` (DL 0–3 scale) of every labelled training set, SciFact's with prefixed ids."""
+    msmarco = Path(data) / "msmarco-passage"
+    return {(q.qid, q.docno): q.relevance for name in (*TRAIN_SETS, "scifact-train")
+            for q in graded_qrels(msmarco, name)}
+
+
+def label_loss(logits: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each group's softmax against its gains ``2**grade - 1``, over groups with a positive."""
+    gains = torch.where(grades >= POSITIVE_GRADE, 2.0 ** grades - 1, torch.zeros_like(grades, dtype=torch.float))
+    keep = gains.sum(-1) > 0
+    if not keep.any():
+        return logits.sum() * 0.0
+    target = gains[keep] / gains[keep].sum(-1, keepdim=True)
+    return -(target * logits[keep].log_softmax(-1)).sum(-1).mean()
 
 
 def student_ranking(model, queries: Mapping[str, Query], candidates: Ranking, texts: Mapping[str, str],
@@ -337,16 +361,23 @@ def distill(config: DistillConfig) -> Path:
                                   weight_decay=0.01)
     loss_fn = LOSSES[config.loss]
     kwargs = {} if config.loss == "margin-mse" else {"temperature": config.temperature}
+    labels = training_labels(config.data) if config.label_weight else {}
 
     def step(n: int) -> dict:
         chosen, groups, targets = sample_groups(scores, qids, config, n)
         logits = model([queries[q] for q in chosen], [[texts[d] for d in g] for g in groups])
         loss = loss_fn(logits, targets.to(logits.device), **kwargs)
+        record = {"loss": round(loss.item(), 4)}
+        if config.label_weight:
+            grades = torch.tensor([[labels.get((q, d), 0) for d in g] for q, g in zip(chosen, groups)])
+            labelled = label_loss(logits, grades.to(logits.device))
+            loss = loss + config.label_weight * labelled
+            record["label_loss"] = round(labelled.item(), 4)
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        return {"loss": round(loss.item(), 4)}
+        return record
 
     def validate() -> dict[str, float]:
         return validation.scores(student_ranking(model, validation.queries,

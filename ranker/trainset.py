@@ -122,7 +122,7 @@ class TrainSet:
                 "validation_qids": sorted(self.validation.queries)}
 
 
-def _graded_qrels(data: Path, name: str) -> list[Qrel]:
+def graded_qrels(data: Path, name: str) -> list[Qrel]:
     """Judgements of one set on the DL 0–3 scale (dev600 and SciFact mapped as the module docstring says)."""
     if name == "scifact-train":
         return [Qrel(SCIFACT_PREFIX + q.qid, SCIFACT_PREFIX + q.docno, POSITIVE_GRADE if q.relevance > 0 else 0)
@@ -191,7 +191,7 @@ def build_trainset(data: str | Path = DEFAULT_DATA, sets: tuple[str, ...] = TRAI
     validation = ValidationSet()
     for name in sets:
         topics_path, passages_path, run_path = _paths(data, name, Path(scifact_candidates))
-        qrels = _graded_qrels(data, name)
+        qrels = graded_qrels(data, name)
         topics, candidates, source = _prefixed(name, read_topics(topics_path), read_run(run_path) if run_path else {},
                                                TextSource([passages_path]))
         judged: dict[str, dict[str, int]] = {}

@@ -99,12 +99,13 @@ def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
     score_with_teacher(PairTeacher(lengths, small_data.texts), small_data, scores, "overlap-teacher")
     config = DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data=str(data), val_depth=5,
                            student={"num_layers": 1, "doc_max_length": 64}, group_size=4, queries_per_step=2,
+                           label_weight=0.5,
                            loop=LoopSettings(max_steps=3, warmup_steps=1, eval_every=3, checkpoint_every=3))
     model = distill(config)
     meta = json.loads((model / "training.json").read_text())
     assert [p["step"] for p in meta["curve"]] == [0, 3] and meta["pairs_seen"] == 3 * 2 * 4
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert all(np.isfinite(r["loss"]) for r in log if r["event"] == "step")
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["label_loss"]) for r in log if r["event"] == "step")
     assert json.loads((model / "ranker_config.json").read_text())["dtype"] == "float16"
 
 
@@ -135,3 +136,22 @@ def test_scifact_validation_queries_are_never_distilled_on(data):
                      scifact_candidates=Path(__file__).parents[1] / "runs" / "bm25.scifact-train.trec")
     assert sum(q.startswith("scifact:") for q in held) == 50
     assert len(d.queries) == 809 - 50 and not held & set(d.queries)
+
+
+def test_label_loss_prefers_the_graded_positive_and_skips_groups_without_one():
+    from ranker.distill import label_loss
+
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 5.0]], requires_grad=True)
+    grades = torch.tensor([[3, 0, 1], [0, 0, 0]])  # grade 1 is no positive; the second group has none
+    loss = label_loss(logits, grades)
+    assert loss.item() == pytest.approx(-torch.tensor([2.0, 0.0, 0.0]).log_softmax(-1)[0].item())
+    loss.backward()
+    assert logits.grad[0, 0] < 0 and torch.all(logits.grad[1] == 0)
+
+
+def test_training_labels_cover_every_labelled_set(data):
+    from ranker.distill import training_labels
+
+    labels = training_labels(data)
+    assert labels[("scifact:0", "scifact:31715818")] == 2
+    assert {q for q, _ in labels} >= {"scifact:0"} and len(labels) > 10_000

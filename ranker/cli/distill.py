@@ -25,6 +25,7 @@ def distill(
     score_only: Annotated[bool, typer.Option(help="Only compute the teacher scores.")] = False,
     loss: Annotated[str, typer.Option(help="margin-mse, kl or bce.")] = "margin-mse",
     temperature: Annotated[float, typer.Option(help="Temperature of kl and bce.")] = 1.0,
+    label_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the label term (0: distillation only).")] = 0.0,
     num_layers: Annotated[int, typer.Option(min=1, help="Student encoder layers.")] = 6,
     pooling: Annotated[str, typer.Option(help="weighted or cls.")] = "weighted",
     crossing: Annotated[str, typer.Option(help="res or cos.")] = "res",
@@ -68,7 +69,8 @@ def distill(
     student = {"num_layers": num_layers, "pooling": pooling, "crossing": crossing, "proj_dim": proj_dim,
                "shared_encoder": shared_encoder}
     final = train(DistillConfig(
-        output=str(output), scores=str(scores), student=student, loss=loss, temperature=temperature, lr=lr,
+        output=str(output), scores=str(scores), student=student, loss=loss, temperature=temperature,
+        label_weight=label_weight, lr=lr,
         group_size=group_size, queries_per_step=queries_per_step, data=str(data),
         loop=LoopSettings(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
                           checkpoint_every=eval_every, seed=seed)))
