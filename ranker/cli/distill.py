@@ -31,6 +31,7 @@ def distill(
     crossing: Annotated[str, typer.Option(help="res or cos.")] = "res",
     proj_dim: Annotated[int | None, typer.Option(help="tanh down-projection size.")] = None,
     shared_encoder: Annotated[bool, typer.Option(help="One encoder for queries and passages.")] = True,
+    doc_max_length: Annotated[int, typer.Option(min=16, help="Passage tokens the student reads.")] = 256,
     lr: Annotated[float, typer.Option(help="Encoder learning rate.")] = 5e-5,
     max_steps: Annotated[int, typer.Option(min=1)] = 2000,
     max_minutes: Annotated[float | None, typer.Option(help="Stop training after this long.")] = None,
@@ -67,7 +68,7 @@ def distill(
         return
     del scorer  # free the teacher's memory before the student trains
     student = {"num_layers": num_layers, "pooling": pooling, "crossing": crossing, "proj_dim": proj_dim,
-               "shared_encoder": shared_encoder}
+               "shared_encoder": shared_encoder, "doc_max_length": doc_max_length}
     final = train(DistillConfig(
         output=str(output), scores=str(scores), student=student, loss=loss, temperature=temperature,
         label_weight=label_weight, lr=lr,
