@@ -28,6 +28,7 @@ from .errors import RankerError
 from .formats import read_qrels, read_run, read_topics
 from .io import atomic_open, write_json
 from .pipeline import Reranker
+from .teacher import group_loss
 from .textsource import TextSource
 from .training import LoopSettings, TrainingRun
 from .trainset import (
@@ -279,13 +280,13 @@ def training_labels(data: str | Path) -> dict[tuple[str, str], int]:
 
 
 def label_loss(logits: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each group's softmax against its gains ``2**grade - 1``, over groups with a positive."""
+    """Cross-entropy of each group's softmax against its gains ``2**grade - 1`` (the teacher's
+    :func:`~ranker.teacher.group_loss`), over the groups with a positive."""
     gains = torch.where(grades >= POSITIVE_GRADE, 2.0 ** grades - 1, torch.zeros_like(grades, dtype=torch.float))
     keep = gains.sum(-1) > 0
     if not keep.any():
         return logits.sum() * 0.0
-    target = gains[keep] / gains[keep].sum(-1, keepdim=True)
-    return -(target * logits[keep].log_softmax(-1)).sum(-1).mean()
+    return group_loss(logits[keep], gains[keep] / gains[keep].sum(-1, keepdim=True))
 
 
 def student_ranking(model, queries: Mapping[str, Query], candidates: Ranking, texts: Mapping[str, str],

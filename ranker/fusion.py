@@ -95,16 +95,28 @@ def ensemble_spec(components: Sequence[str], rankings: Sequence[Ranking], qrels:
                            "components": [round(float(v), 4) for v in alone], "queries": len(rankings[0])}}
 
 
+def read_ensemble(path: str | Path) -> dict:
+    """An ensemble description (``components`` and ``weights``), or a one-line error naming the file."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+        if len(spec["components"]) != len(spec["weights"]):
+            raise ValueError(f"{len(spec['components'])} components but {len(spec['weights'])} weights")
+        return spec
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RankerError(f"{path}: not an ensemble description ({e})") from None
+
+
 def load_ensemble(path: str | Path, make) -> EnsembleReranker:
     """An :class:`EnsembleReranker` from its JSON file; ``make(name, model)`` builds each component."""
     path = Path(path)
+    spec = read_ensemble(path)
 
     def located(model: str | None) -> str | None:
         return str(path.parent / model) if model and (path.parent / model).exists() else model
 
     try:
-        spec = json.loads(path.read_text())
         components = [make(c["reranker"], located(c.get("model"))) for c in spec["components"]]
-        return EnsembleReranker(components, spec["weights"], {"ensemble": str(path)})
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise RankerError(f"{path}: not an ensemble description ({e})") from None
+    return EnsembleReranker(components, spec["weights"], {"ensemble": str(path)})

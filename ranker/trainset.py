@@ -50,10 +50,12 @@ DEV600_HUMAN_TO_DL = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3}
 TRAIN_SETS = ("dl20", "dl21", "dl23", "dev600")
 VALIDATION_SETS = ("dl20", "dl21")
 SCIFACT_VAL_QUERIES = 50
+"""SciFact train queries held out for validation when ``scifact-train`` is used."""
 SPARSE_SETS = ("dev600",)
+"""Sets whose unjudged candidates are not negatives by default (one official positive per query)."""
 SCIFACT_PREFIX = "scifact:"
 SCIFACT_CANDIDATES = Path("runs/bm25.scifact-train.trec")
-"""Sets whose unjudged candidates are not negatives by default (one official positive per query)."""
+"""The project's BM25 run over SciFact train queries, relative to the project root."""
 
 
 @dataclass

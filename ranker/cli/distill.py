@@ -57,11 +57,12 @@ def distill(
     pairs = distill_data(data, sets, exclude=validation, scifact_candidates=scifact_candidates)
     teachers = {"msmarco": teacher or str(MODELS / "teacher")}
     teachers["scifact"] = scifact_teacher or teachers["msmarco"]
+    kinds = {c: "ensemble" if t.endswith(".json") else "teacher" for c, t in teachers.items()}
     options = RerankerOptions(texts=pairs.texts, batch_size=batch_size)
-    scorer = PerCollection({c: make_reranker("ensemble" if t.endswith(".json") else "teacher",
-                                             dataclasses.replace(options, model=t)) for c, t in teachers.items()})
+    scorer = PerCollection({c: make_reranker(kinds[c], dataclasses.replace(options, model=t))
+                            for c, t in teachers.items()})
     name = teachers["msmarco"] if teachers["scifact"] == teachers["msmarco"] else json.dumps(teachers)
-    score_type = "fused-z" if any(t.endswith(".json") for t in teachers.values()) else "logit"
+    score_type = "fused-z" if "ensemble" in kinds.values() else "logit"
     frame = score_with_teacher(scorer, pairs, scores, name, score_type)
     typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
     if score_only:

@@ -45,13 +45,10 @@ def fuse(
     from ..errors import RankerError
     from ..formats import read_run
     from ..fusion import fuse as fuse_rankings
+    from ..fusion import read_ensemble
     from ..runs import save_run, sidecar_path
 
-    try:
-        spec = json.loads(ensemble.read_text())
-        weights = spec["weights"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise RankerError(f"{ensemble}: not an ensemble description ({e})") from None
+    weights = read_ensemble(ensemble)["weights"]
     if len(weights) != len(runs):
         raise RankerError(f"{ensemble} has {len(weights)} components but {len(runs)} runs were given")
     ranking = fuse_rankings([read_run(r) for r in runs], weights)
