@@ -128,6 +128,21 @@ def test_distill_command_scores_with_an_ensemble_teacher(data, tmp_path):
     assert first == candidates[qid][0].docno
 
 
+def test_distill_command_can_train_on_the_cache_as_it_is(small_data, data, tmp_path):
+    """--cached-only never builds the teacher (here a missing folder) and trains on the queries already scored."""
+    from .test_cli import rank
+
+    scores = tmp_path / "scores"
+    score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), small_data.texts), small_data,
+                       scores, "index-teacher")
+    run = tmp_path / "run"
+    rank("distill", "--cached-only", "--teacher", tmp_path / "no-such-teacher", "--scores", scores, "--data", data,
+         "--output", run, "--num-layers", 1, "--doc-max-length", 32, "--max-steps", 1, "--eval-every", 1,
+         "--queries-per-step", 2, "--group-size", 2, "--val-depth", 3)
+    meta = json.loads((run / "model" / "training.json").read_text())
+    assert meta["training_queries"] == len(small_data.queries) and meta["pairs_seen"] == 4
+
+
 def test_scifact_validation_queries_are_never_distilled_on(data):
     from ranker.distill import validation_split
 

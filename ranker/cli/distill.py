@@ -23,6 +23,8 @@ def distill(
     scifact_candidates: Annotated[Path, typer.Option(help="BM25 run over SciFact train queries.")] = Path(
         "runs/bm25.scifact-train.trec"),
     score_only: Annotated[bool, typer.Option(help="Only compute the teacher scores.")] = False,
+    cached_only: Annotated[bool, typer.Option(
+        help="Train on the scores already cached; queries not yet scored are left out.")] = False,
     loss: Annotated[str, typer.Option(help="margin-mse, kl or bce.")] = "margin-mse",
     temperature: Annotated[float, typer.Option(help="Temperature of kl and bce.")] = 1.0,
     label_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the label term (0: distillation only).")] = 0.0,
@@ -39,19 +41,33 @@ def distill(
     group_size: Annotated[int, typer.Option(min=2)] = 8,
     queries_per_step: Annotated[int, typer.Option(min=1)] = 8,
     seed: Annotated[int, typer.Option()] = 13,
+    val_depth: Annotated[int, typer.Option(min=1, help="BM25 candidates reranked per validation query.")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Teacher scoring batch size.")] = 32,
 ) -> None:
     """Distil the teacher into a TwinBERT student; rerun the same command to resume."""
-    from ..distill import (
-        DistillConfig,
-        PerCollection,
-        distill_data,
-        score_with_teacher,
-        validation_split,
-    )
+    from ..distill import DistillConfig
     from ..distill import distill as train
-    from ..rerankers import MODELS, RerankerOptions, make_reranker
     from ..training import LoopSettings
+
+    student = {"num_layers": num_layers, "pooling": pooling, "crossing": crossing, "proj_dim": proj_dim,
+               "shared_encoder": shared_encoder, "doc_max_length": doc_max_length}
+    config = DistillConfig(
+        output=str(output), scores=str(scores), student=student, loss=loss, temperature=temperature,
+        label_weight=label_weight, lr=lr,
+        group_size=group_size, queries_per_step=queries_per_step, data=str(data), val_depth=val_depth,
+        loop=LoopSettings(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
+                          checkpoint_every=eval_every, seed=seed))
+    if not cached_only:
+        _score(scores, teacher, scifact_teacher, data, sets, scifact_candidates, seed, batch_size)
+    if not score_only:
+        typer.echo(f"student -> {train(config)}")
+
+
+def _score(scores: Path, teacher: str | None, scifact_teacher: str | None, data: Path, sets: list[str],
+           scifact_candidates: Path, seed: int, batch_size: int) -> None:
+    """Teacher scores for every distillation query still missing from the cache."""
+    from ..distill import PerCollection, distill_data, score_with_teacher, validation_split
+    from ..rerankers import MODELS, RerankerOptions, make_reranker
 
     validation = set(validation_split(data, seed=seed, scifact="scifact-train" in sets).validation.queries)
     pairs = distill_data(data, sets, exclude=validation, scifact_candidates=scifact_candidates)
@@ -65,15 +81,3 @@ def distill(
     score_type = "fused-z" if "ensemble" in kinds.values() else "logit"
     frame = score_with_teacher(scorer, pairs, scores, name, score_type)
     typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
-    if score_only:
-        return
-    del scorer  # free the teacher's memory before the student trains
-    student = {"num_layers": num_layers, "pooling": pooling, "crossing": crossing, "proj_dim": proj_dim,
-               "shared_encoder": shared_encoder, "doc_max_length": doc_max_length}
-    final = train(DistillConfig(
-        output=str(output), scores=str(scores), student=student, loss=loss, temperature=temperature,
-        label_weight=label_weight, lr=lr,
-        group_size=group_size, queries_per_step=queries_per_step, data=str(data),
-        loop=LoopSettings(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
-                          checkpoint_every=eval_every, seed=seed)))
-    typer.echo(f"student -> {final}")
