@@ -228,6 +228,9 @@ class DistillConfig:
         queries_per_step: Queries per step.
         lr: AdamW learning rate of the encoders; the pooling and crossing layers train at ``head_lr``.
         head_lr: Learning rate of pooling, projection and crossing.
+        head_warmup_steps: The first steps train only pooling, projection and crossing, the encoders frozen
+            (linear probing before fine-tuning): a crossing layer starting from random weights otherwise pulls
+            the pretrained encoders with random gradients. Frozen steps cost about a third of a full step.
         loop: Steps, warm-up, time budget, validation and checkpoint cadence, seed.
         data: The shared data folder; validation uses the teacher's held-out DL20/DL21 queries.
         val_fraction: As the teacher's (same seed, same queries).
@@ -246,6 +249,7 @@ class DistillConfig:
     queries_per_step: int = 8
     lr: float = 5e-5
     head_lr: float = 1e-3
+    head_warmup_steps: int = 0
     loop: LoopSettings = field(default_factory=LoopSettings)
     data: str = "../shared/data"
     val_fraction: float = 0.25
@@ -365,6 +369,8 @@ def distill(config: DistillConfig) -> Path:
     labels = training_labels(config.data) if config.label_weight else {}
 
     def step(n: int) -> dict:
+        for p in body:
+            p.requires_grad_(n >= config.head_warmup_steps)
         chosen, groups, targets = sample_groups(scores, qids, config, n)
         logits = model([queries[q] for q in chosen], [[texts[d] for d in g] for g in groups])
         loss = loss_fn(logits, targets.to(logits.device), **kwargs)

@@ -109,6 +109,30 @@ def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
     assert json.loads((model / "ranker_config.json").read_text())["dtype"] == "float16"
 
 
+def test_head_warmup_leaves_the_encoder_untouched(small_data, data, tmp_path):
+    from ranker.twinbert import TwinBert
+
+    scores = tmp_path / "scores"
+    score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), small_data.texts), small_data,
+                       scores, "index-teacher")
+
+    def trained(warmup: int) -> dict:
+        config = DistillConfig(output=str(tmp_path / f"run{warmup}"), scores=str(scores), data=str(data),
+                               val_depth=3, student={"num_layers": 1, "doc_max_length": 32}, group_size=2,
+                               queries_per_step=2, head_warmup_steps=warmup,
+                               loop=LoopSettings(max_steps=2, warmup_steps=1, eval_every=2, checkpoint_every=2))
+        distill(config)
+        return TwinBert.load(tmp_path / f"run{warmup}" / "checkpoint").state_dict()  # the last step, float32
+
+    frozen, tuned = trained(2), trained(1)
+    torch.manual_seed(13)  # distill's seed: the same starting weights
+    fresh = TwinBert(TwinBert.load(tmp_path / "run2" / "checkpoint").config).state_dict()
+    encoder = [k for k in fresh if ".encoder." in k and k.endswith("query.weight")]
+    assert encoder and all(torch.equal(frozen[k], fresh[k]) for k in encoder)
+    assert not any(torch.equal(tuned[k], fresh[k]) for k in encoder)
+    assert not torch.equal(frozen["crossing.out.weight"], fresh["crossing.out.weight"])
+
+
 def test_distill_command_scores_with_an_ensemble_teacher(data, tmp_path):
     """--teacher takes an ensemble description; here BM25 alone (identity), on dev600's scored candidates."""
     from .test_cli import rank

@@ -35,6 +35,8 @@ def distill(
     shared_encoder: Annotated[bool, typer.Option(help="One encoder for queries and passages.")] = True,
     doc_max_length: Annotated[int, typer.Option(min=16, help="Passage tokens the student reads.")] = 256,
     lr: Annotated[float, typer.Option(help="Encoder learning rate.")] = 5e-5,
+    head_warmup_steps: Annotated[int, typer.Option(
+        min=0, help="First steps train only pooling and crossing (encoders frozen).")] = 0,
     max_steps: Annotated[int, typer.Option(min=1)] = 2000,
     max_minutes: Annotated[float | None, typer.Option(help="Stop training after this long.")] = None,
     eval_every: Annotated[int, typer.Option(min=1)] = 200,
@@ -53,7 +55,7 @@ def distill(
                "shared_encoder": shared_encoder, "doc_max_length": doc_max_length}
     config = DistillConfig(
         output=str(output), scores=str(scores), student=student, loss=loss, temperature=temperature,
-        label_weight=label_weight, lr=lr,
+        label_weight=label_weight, lr=lr, head_warmup_steps=head_warmup_steps,
         group_size=group_size, queries_per_step=queries_per_step, data=str(data), val_depth=val_depth,
         loop=LoopSettings(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
                           checkpoint_every=eval_every, seed=seed))
