@@ -71,6 +71,9 @@ class TwinBertConfig:
         proj_dim: Size of the ``tanh(Linear)`` down-projection after pooling; ``None``: no projection.
         crossing: ``res`` (max, residual block, logistic output) or ``cos`` (scaled cosine).
         res_width: Hidden width of the residual block (W1's output size).
+        cos_scale: Starting ``w`` of the ``cos`` crossing (learned afterwards). Cosines of one query's
+            candidates spread over ~0.1, teacher scores over several units: at ``w = 1`` distillation has to
+            stretch the cosines themselves and disturbs the pretrained geometry (measured: docs/student-experiments.md).
         query_max_length: Tokens kept per query.
         doc_max_length: Tokens kept per passage.
     """
@@ -82,6 +85,7 @@ class TwinBertConfig:
     proj_dim: int | None = None
     crossing: Literal["res", "cos"] = "res"
     res_width: int = 64
+    cos_scale: float = 10.0
     query_max_length: int = 32
     doc_max_length: int = 256
 
@@ -161,12 +165,12 @@ class ResidualCrossing(nn.Module):
 
 
 class CosineCrossing(nn.Module):
-    """Logit ``w cos(q, d) + b``; starts at ``w = 1``, ``b = 0`` (the plain cosine)."""
+    """Logit ``w cos(q, d) + b``; starts at ``w = scale``, ``b = 0`` (a scaled cosine)."""
 
-    def __init__(self):
+    def __init__(self, scale: float = 1.0):
         super().__init__()
         self.out = nn.Linear(1, 1)
-        nn.init.ones_(self.out.weight)
+        nn.init.constant_(self.out.weight, scale)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -196,7 +200,7 @@ class TwinBert(nn.Module):
         self.doc_tower = tower("doc")
         self.query_tower = self.doc_tower if config.shared_encoder else tower("query")
         self.crossing = (ResidualCrossing(self.dim, config.res_width) if config.crossing == "res"
-                         else CosineCrossing())
+                         else CosineCrossing(config.cos_scale))
         self.to(auto_device(device)).eval()
 
     @property
@@ -309,7 +313,8 @@ class TwinBert(nn.Module):
         if saved.get("model_type") != "twinbert":
             raise RankerError(f"{path / RANKER_CONFIG}: model_type is {saved.get('model_type')!r}, not "
                               f"'twinbert'; load it with the class for that type")
-        config = TwinBertConfig(**{f.name: saved[f.name] for f in dataclasses.fields(TwinBertConfig)})
+        # a field missing from an older folder takes its default (all such fields only set starting weights)
+        config = TwinBertConfig(**{f.name: saved[f.name] for f in dataclasses.fields(TwinBertConfig) if f.name in saved})
         model = cls(config, device, {side: path / folder for side, folder in saved["encoders"].items()})
         head = load_file(path / HEAD_WEIGHTS)
         if head.keys() != model._head_state().keys():

@@ -62,10 +62,11 @@ def test_padding_never_changes_a_pooled_vector(two_towers, pooling):
 
 
 def test_untrained_cos_model_ranks_by_the_biencoder_cosine():
-    model = TwinBert(TwinBertConfig(crossing="cos"), device="cpu")
+    model = TwinBert(TwinBertConfig(crossing="cos", cos_scale=3.0), device="cpu")
     pairs = [(q, d) for q in QUERIES for d in DOCS]
     scores = model.cross(model.encode_queries([q for q, _ in pairs]), model.encode_docs([d for _, d in pairs]))
-    np.testing.assert_allclose(scores.detach().numpy(), BiEncoder(progress=False).score_pairs(pairs), atol=1e-5)
+    np.testing.assert_allclose(scores.detach().numpy(), 3.0 * BiEncoder(progress=False).score_pairs(pairs),
+                               atol=1e-5)
 
 
 def test_crossing_shapes(two_towers):

@@ -31,6 +31,7 @@ def distill(
     num_layers: Annotated[int, typer.Option(min=1, help="Student encoder layers.")] = 6,
     pooling: Annotated[str, typer.Option(help="weighted or cls.")] = "weighted",
     crossing: Annotated[str, typer.Option(help="res or cos.")] = "res",
+    cos_scale: Annotated[float, typer.Option(help="Starting scale of the cos crossing.")] = 10.0,
     proj_dim: Annotated[int | None, typer.Option(help="tanh down-projection size.")] = None,
     shared_encoder: Annotated[bool, typer.Option(help="One encoder for queries and passages.")] = True,
     doc_max_length: Annotated[int, typer.Option(min=16, help="Passage tokens the student reads.")] = 256,
@@ -51,8 +52,8 @@ def distill(
     from ..distill import distill as train
     from ..training import LoopSettings
 
-    student = {"num_layers": num_layers, "pooling": pooling, "crossing": crossing, "proj_dim": proj_dim,
-               "shared_encoder": shared_encoder, "doc_max_length": doc_max_length}
+    student = {"num_layers": num_layers, "pooling": pooling, "crossing": crossing, "cos_scale": cos_scale,
+               "proj_dim": proj_dim, "shared_encoder": shared_encoder, "doc_max_length": doc_max_length}
     config = DistillConfig(
         output=str(output), scores=str(scores), student=student, loss=loss, temperature=temperature,
         label_weight=label_weight, lr=lr, head_warmup_steps=head_warmup_steps,
