@@ -242,6 +242,33 @@ def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: 
     return EmbeddingStore.load(final)
 
 
+def convert_store(model: DocEncoder, source: str | Path, path: str | Path,
+                  dtype: Literal["float16", "int8"] = "int8", chunk_size: int = 4096) -> EmbeddingStore:
+    """A store at ``path`` holding ``source``'s vectors re-quantized to ``dtype``, without encoding again.
+
+    The vectors are ``source``'s as stored (a float16 source gives int8 codes of the float16 values).
+
+    Raises:
+        RankerError: ``path`` exists.
+        StoreMismatchError: ``source`` was built by another model.
+    """
+    given = EmbeddingStore.load(source, model)
+    final = Path(path)
+    if final.exists():
+        raise RankerError(f"{final} already exists; remove it to rebuild")
+    plan = {"dim": given.dim, "dtype": dtype, "quantization": quantization_rule(dtype, model.bounded),
+            "model_fingerprint": given.fingerprint, "batch_size": given.meta["batch_size"],
+            "converted_from": given.meta["quantization"]}
+    folder = partial_path(final)
+    build = _PartialBuild(folder, plan)
+    for start in range(build.rows, len(given), chunk_size):
+        docnos = given.docnos[start:start + chunk_size]
+        build.append([(docnos, *quantize(given.lookup(docnos), plan["quantization"]))])
+    build.finish()
+    folder.rename(final)
+    return EmbeddingStore.load(final)
+
+
 def _encode_into(build: _PartialBuild, model: DocEncoder, docs: Iterable[Doc | tuple[str, str]],
                  chunk_size: int, progress: bool) -> None:
     """Encode what ``build`` lacks, committing a chunk whenever ``chunk_size`` rows are pending."""

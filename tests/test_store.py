@@ -18,6 +18,7 @@ from ranker.store import (  # noqa: E402
     EmbeddingStore,
     StoreMismatchError,
     build_store,
+    convert_store,
     dequantize,
     partial_path,
     quantize,
@@ -77,6 +78,18 @@ def test_int8_is_close_to_float16(model, half_store, tmp_path):
     half = half_store.lookup(store.docnos)
     error = np.abs(store.lookup(store.docnos) - half).max(axis=1)
     assert np.all(error <= np.abs(half).max(axis=1) / 127)
+
+
+def test_converting_a_float16_store_quantizes_its_vectors(model, half_store, tmp_path):
+    converted = convert_store(model, half_store.path, tmp_path / "int8", "int8", chunk_size=3)
+    assert converted.docnos == half_store.docnos and converted.fingerprint == half_store.fingerprint
+    assert converted.meta["quantization"] == "int8-absmax" and converted.meta["converted_from"] == "float16"
+    half = half_store.lookup(half_store.docnos)
+    np.testing.assert_array_equal(converted.embeddings, quantize(half, "int8-absmax")[0])
+    with pytest.raises(RankerError, match="already exists"):
+        convert_store(model, half_store.path, tmp_path / "int8")
+    with pytest.raises(StoreMismatchError):
+        convert_store(TwinBert(TwinBertConfig(num_layers=2), device="cpu"), half_store.path, tmp_path / "other")
 
 
 def test_a_tanh_projection_uses_256_levels(tmp_path):

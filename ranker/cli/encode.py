@@ -15,18 +15,27 @@ class Dtype(str, Enum):
 
 
 def encode(
-    collection: Annotated[str, typer.Option(help="Collection file (TSV, BEIR, Pyserini JSONL) or irds:<id>.")],
     store: Annotated[Path, typer.Option(help="Store folder to create; an interrupted encode resumes.")],
+    collection: Annotated[str | None, typer.Option(
+        help="Collection file (TSV, BEIR, Pyserini JSONL) or irds:<id>.")] = None,
     model: Annotated[str | None, typer.Option(help="TwinBERT model folder (default: models/twinbert).")] = None,
     dtype: Annotated[Dtype, typer.Option(help="float16, or int8 (1 byte a dimension).")] = Dtype.float16,
     batch_size: Annotated[int, typer.Option(min=1, help="Passages per forward pass.")] = 64,
+    from_store: Annotated[Path | None, typer.Option(
+        help="Re-quantize this store of the same model instead of encoding (--collection is then unused).")] = None,
 ) -> None:
     """Encode every passage once, offline; `rank run --reranker twinbert --store` then only encodes queries."""
+    from ..errors import RankerError
     from ..rerankers import MODELS
     from ..sources import iter_docs
-    from ..store import build_store
+    from ..store import build_store, convert_store
     from ..twinbert import TwinBert
 
-    built = build_store(TwinBert.load(model or MODELS / "twinbert"), iter_docs(collection), store, dtype.value,
-                        batch_size=batch_size)
+    encoder = TwinBert.load(model or MODELS / "twinbert")
+    if from_store is not None:
+        built = convert_store(encoder, from_store, store, dtype.value)
+    elif collection is None:
+        raise RankerError("give --collection FILE to encode, or --from-store STORE to re-quantize")
+    else:
+        built = build_store(encoder, iter_docs(collection), store, dtype.value, batch_size=batch_size)
     typer.echo(f"{len(built)} vectors ({built.dim} dims, {built.dtype}, {built.size_bytes() / 2**20:.1f} MiB) -> {store}")
