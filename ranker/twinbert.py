@@ -253,14 +253,16 @@ class TwinBert(nn.Module):
     def _encode(self, tower: Tower, texts: Sequence[str], max_length: int, batch_size: int,
                 progress: bool) -> torch.Tensor:
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         order = length_order(texts)
         out = torch.zeros(len(texts), self.dim)
         starts = range(0, len(order), batch_size)
         for start in tqdm(starts, desc="encode", unit="batch", disable=not progress):
             idx = order[start:start + batch_size]
             out[idx] = tower([texts[i] for i in idx], max_length).float().cpu()
-        self.train(was_training)
+        if was_training:
+            self.train()
         return out
 
     def fingerprint(self) -> str:
@@ -401,11 +403,12 @@ class TwinBertReranker(Reranker):
                                   f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
                                   "(rebuild the store, or pass encode_missing=True with the texts)")
             found = self.store.lookup(known)
-        with self._timed("doc_encoding"):
-            encoded = self.store.requantize(self.model.encode_docs(self._texts(missing), self.batch_size).numpy())
-        table = np.concatenate([found, encoded])
+        if missing:
+            with self._timed("doc_encoding"):
+                vectors = self.model.encode_docs(self._texts(missing), self.batch_size).numpy()
+                found = np.concatenate([found, self.store.requantize(vectors)])
         row = {d: i for i, d in enumerate(known + missing)}
-        return table[[row[d] for d in docnos]]
+        return found[[row[d] for d in docnos]]
 
     def _texts(self, docnos: list[str]) -> list[str]:
         lacking = [d for d in docnos if d not in self.texts]
