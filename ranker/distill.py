@@ -352,6 +352,7 @@ def distill(config: DistillConfig) -> Path:
     trainset = validation_split(config.data, config.val_fraction, config.loop.seed,
                                 scifact=frame["qid"].str.startswith(SCIFACT_PREFIX).any())
     validation, val_texts = trainset.validation, trainset.texts
+    validation.write(Path(config.output) / "validation")
     frame = frame[~frame["qid"].isin(validation.queries)]
     texts = dict(zip(frame["docno"], frame["text"]))
     queries = dict(zip(frame["qid"], frame["query"]))
