@@ -139,13 +139,15 @@ def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: 
 
 
 def score_with_teacher(teacher: Reranker, data: DistillData, folder: str | Path, name: str,
-                       score_type: str = "logit", queries_per_part: int = 50) -> pd.DataFrame:
+                       score_type: str = "logit", queries_per_part: int = 50,
+                       limit: int | None = None) -> pd.DataFrame:
     """The ``teacher`` reranker's scores for every (query, candidate) of ``data``, cached in ``folder`` as Parquet.
 
     The teacher is any reranker over ``data.texts``: the cross-encoder (scores are its raw logits) or an
     ensemble (``score_type`` ``fused-z``: fused z-scores, :mod:`ranker.fusion`); ``name`` identifies it in
     ``meta.json``, and a folder made by another teacher is refused. A part holds whole queries (with query and passage text, so training needs
     nothing else) and appears atomically, so an interrupted run resumes at the first query without scores.
+    With ``limit``, only the first ``limit`` queries of ``data`` (in its fixed order) are scored.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,7 +161,7 @@ def score_with_teacher(teacher: Reranker, data: DistillData, folder: str | Path,
         write_json(meta_path, meta)
     parts = sorted(folder.glob("part-*.parquet"))
     done = set(pd.concat([pd.read_parquet(p, columns=["qid"]) for p in parts])["qid"]) if parts else set()
-    todo = [qid for qid in data.queries if qid not in done]
+    todo = [qid for qid in list(data.queries)[:limit] if qid not in done]
     with tqdm(total=sum(len(data.candidates[q]) for q in todo), desc="teacher", unit=" pairs") as bar:
         for start in range(0, len(todo), queries_per_part):
             chunk = todo[start:start + queries_per_part]

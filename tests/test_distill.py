@@ -91,6 +91,14 @@ def test_teacher_scores_resume_after_an_interruption(small_data, tmp_path):
         score_with_teacher(teacher, small_data, folder, "another-teacher")
 
 
+def test_a_score_limit_takes_the_first_queries_and_more_can_follow(small_data, tmp_path):
+    teacher = PairTeacher(lambda pairs: np.zeros(len(pairs)), small_data.texts)
+    first = score_with_teacher(teacher, small_data, tmp_path, "zero-teacher", queries_per_part=2, limit=3)
+    assert list(dict.fromkeys(first["qid"])) == list(small_data.queries)[:3]
+    more = score_with_teacher(teacher, small_data, tmp_path, "zero-teacher", queries_per_part=2, limit=5)
+    assert list(dict.fromkeys(more["qid"])) == list(small_data.queries)[:5]
+
+
 def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
     def lengths(pairs):
         return np.array([float(len(set(q.split()) & set(p.lower().split()))) for q, p in pairs])
@@ -107,6 +115,7 @@ def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["label_loss"]) for r in log if r["event"] == "step")
     assert json.loads((model / "ranker_config.json").read_text())["dtype"] == "float16"
+    assert (tmp_path / "run" / "validation" / "msmarco.qrels.txt").stat().st_size > 0
 
 
 def test_head_warmup_leaves_the_encoder_untouched(small_data, data, tmp_path):

@@ -23,6 +23,8 @@ def distill(
     scifact_candidates: Annotated[Path, typer.Option(help="BM25 run over SciFact train queries.")] = Path(
         "runs/bm25.scifact-train.trec"),
     score_only: Annotated[bool, typer.Option(help="Only compute the teacher scores.")] = False,
+    score_queries: Annotated[int | None, typer.Option(
+        min=1, help="Score only the first N distillation queries (their order is fixed).")] = None,
     cached_only: Annotated[bool, typer.Option(
         help="Train on the scores already cached; queries not yet scored are left out.")] = False,
     loss: Annotated[str, typer.Option(help="margin-mse, kl or bce.")] = "margin-mse",
@@ -61,13 +63,13 @@ def distill(
         loop=LoopSettings(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
                           checkpoint_every=eval_every, seed=seed))
     if not cached_only:
-        _score(scores, teacher, scifact_teacher, data, sets, scifact_candidates, seed, batch_size)
+        _score(scores, teacher, scifact_teacher, data, sets, scifact_candidates, seed, batch_size, score_queries)
     if not score_only:
         typer.echo(f"student -> {train(config)}")
 
 
 def _score(scores: Path, teacher: str | None, scifact_teacher: str | None, data: Path, sets: list[str],
-           scifact_candidates: Path, seed: int, batch_size: int) -> None:
+           scifact_candidates: Path, seed: int, batch_size: int, limit: int | None) -> None:
     """Teacher scores for every distillation query still missing from the cache."""
     from ..distill import PerCollection, distill_data, score_with_teacher, validation_split
     from ..rerankers import MODELS, RerankerOptions, make_reranker
@@ -82,5 +84,5 @@ def _score(scores: Path, teacher: str | None, scifact_teacher: str | None, data:
                             for c, t in teachers.items()})
     name = teachers["msmarco"] if teachers["scifact"] == teachers["msmarco"] else json.dumps(teachers)
     score_type = "fused-z" if "ensemble" in kinds.values() else "logit"
-    frame = score_with_teacher(scorer, pairs, scores, name, score_type)
+    frame = score_with_teacher(scorer, pairs, scores, name, score_type, limit=limit)
     typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
