@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.distill import (DistillConfig, distill, distill_data, listwise_kl, margin_mse, read_scores,
-                            score_with_teacher, soft_bce)
+from ranker.distill import (
+    DistillConfig,
+    distill,
+    distill_data,
+    listwise_kl,
+    margin_mse,
+    read_scores,
+    score_with_teacher,
+    soft_bce,
+)
 from ranker.errors import RankerError
 from ranker.formats import read_run
 from ranker.pipeline import Reranker, pending, rescored

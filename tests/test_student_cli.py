@@ -41,9 +41,11 @@ def test_encode_then_rerank_from_the_store(tiny, data):
     split = json.loads((root / "twinbert.trec.json").read_text())["timing"]["reranker_ms_per_query"]
     assert {"query_encoding", "lookup", "crossing"} <= set(split) and split["query_encoding"] > 0
     bench = root / "bench.json"
-    rank("bench", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
-         "--collection", root / "passages.tsv", "--reranker", "identity", "--reranker", f"twinbert={model}",
-         "--store", store, "--repeats", 1, "--warmup", 0, "--output", bench)
+    printed = rank("bench", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
+                   "--collection", root / "passages.tsv", "--reranker", "identity", "--reranker", f"twinbert={model}",
+                   "--store", store, "--repeats", 1, "--warmup", 0, "--reference", f"twinbert={model}",
+                   "--output", bench).stdout
+    assert f"1.0x faster than twinbert={model}" in printed
     results = {r["name"]: r for r in json.loads(bench.read_text())["results"]}
     assert results[f"twinbert={model}"]["queries"] == 2 and results["identity"]["p50_ms"] >= 0
 

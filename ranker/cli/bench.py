@@ -21,11 +21,14 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="Untimed queries first.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Reranker batch size.")] = 128,
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON.")] = None,
+    reference: Annotated[str | None, typer.Option(
+        help="The --reranker spec the others are compared with (default: the slowest).")] = None,
 ) -> None:
     """Time rerankers one query at a time in one process (same machine, same run) and print the ratios."""
     import torch
 
     from ..bench import time_reranker
+    from ..errors import RankerError
     from ..formats import read_run
     from ..io import write_json
     from ..rerankers import RerankerOptions, make_reranker
@@ -45,10 +48,13 @@ def bench(
         stage = make_reranker(name, RerankerOptions(model=model or None, texts=texts, store=store,
                                                     batch_size=batch_size))
         results.append(time_reranker(spec, stage, topics, given, repeats, warmup))
-    fastest = min(r.p50_ms for r in results)
+    by_name = {r.name: r for r in results}
+    if reference is not None and reference not in by_name:
+        raise RankerError(f"--reference {reference!r} is not one of the --reranker specs: {', '.join(by_name)}")
+    base = by_name[reference] if reference else max(results, key=lambda r: r.p50_ms)
     for r in results:
         typer.echo(f"{r.name:<40} p50 {r.p50_ms:9.2f} ms  p95 {r.p95_ms:9.2f} ms  "
-                   f"x{r.p50_ms / fastest:8.1f} the fastest's p50  ({r.queries} queries x {r.repeats}, "
-                   f"{r.candidates_per_query:.0f} candidates)")
+                   f"{base.p50_ms / r.p50_ms:10.1f}x faster than {base.name} (p50)  ({r.queries} queries x "
+                   f"{r.repeats}, {r.candidates_per_query:.0f} candidates)")
     if output is not None:
         write_json(output, {"threads": threads, "k": k, "results": [r.as_dict() for r in results]})

@@ -71,7 +71,12 @@ def distill(
 def _score(scores: Path, teacher: str | None, scifact_teacher: str | None, data: Path, sets: list[str],
            scifact_candidates: Path, seed: int, batch_size: int, limit: int | None) -> None:
     """Teacher scores for every distillation query still missing from the cache."""
-    from ..distill import PerCollection, distill_data, score_with_teacher, validation_split
+    from ..distill import (
+        PerCollection,
+        distill_data,
+        score_with_teacher,
+        validation_split,
+    )
     from ..rerankers import MODELS, RerankerOptions, make_reranker
 
     validation = set(validation_split(data, seed=seed, scifact="scifact-train" in sets).validation.queries)
