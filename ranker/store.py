@@ -29,7 +29,7 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -226,20 +226,9 @@ def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: 
     Raises:
         RankerError: ``path`` exists, or the unfinished build there differs (model, settings or documents).
     """
-    final = Path(path)
-    if final.exists():
-        raise RankerError(f"{final} already exists; remove it to rebuild")
     plan = {"dim": model.dim, "dtype": dtype, "quantization": quantization_rule(dtype, model.bounded),
             "model_fingerprint": model.fingerprint(), "batch_size": batch_size}
-    folder = partial_path(final)
-    if (folder / META).is_file():  # finished, but stopped before the rename
-        _check_plan(json.loads((folder / META).read_text()), plan, folder)
-    else:
-        build = _PartialBuild(folder, plan)
-        _encode_into(build, model, docs, chunk_size, progress)
-        build.finish()
-    folder.rename(final)
-    return EmbeddingStore.load(final)
+    return _complete(path, plan, lambda build: _encode_into(build, model, docs, chunk_size, progress))
 
 
 def convert_store(model: DocEncoder, source: str | Path, path: str | Path,
@@ -253,18 +242,30 @@ def convert_store(model: DocEncoder, source: str | Path, path: str | Path,
         StoreMismatchError: ``source`` was built by another model.
     """
     given = EmbeddingStore.load(source, model)
-    final = Path(path)
-    if final.exists():
-        raise RankerError(f"{final} already exists; remove it to rebuild")
     plan = {"dim": given.dim, "dtype": dtype, "quantization": quantization_rule(dtype, model.bounded),
             "model_fingerprint": given.fingerprint, "batch_size": given.meta["batch_size"],
             "converted_from": given.meta["quantization"]}
+
+    def requantize(build: _PartialBuild) -> None:
+        for start in range(build.rows, len(given), chunk_size):
+            docnos = given.docnos[start:start + chunk_size]
+            build.append([(docnos, *quantize(given.lookup(docnos), plan["quantization"]))])
+
+    return _complete(path, plan, requantize)
+
+
+def _complete(path: str | Path, plan: dict, fill: Callable[[_PartialBuild], None]) -> EmbeddingStore:
+    """Build (or resume) the store ``plan`` describes at ``path``: ``fill`` appends the rows the build lacks."""
+    final = Path(path)
+    if final.exists():
+        raise RankerError(f"{final} already exists; remove it to rebuild")
     folder = partial_path(final)
-    build = _PartialBuild(folder, plan)
-    for start in range(build.rows, len(given), chunk_size):
-        docnos = given.docnos[start:start + chunk_size]
-        build.append([(docnos, *quantize(given.lookup(docnos), plan["quantization"]))])
-    build.finish()
+    if (folder / META).is_file():  # finished, but stopped before the rename
+        _check_plan(json.loads((folder / META).read_text()), plan, folder)
+    else:
+        build = _PartialBuild(folder, plan)
+        fill(build)
+        build.finish()
     folder.rename(final)
     return EmbeddingStore.load(final)
 
