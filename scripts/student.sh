@@ -16,26 +16,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/student MODELS= RUNS= SCORES=work/teacher-scores QUERIES=1300
-while [ $# -gt 0 ]; do
-    case $1 in
-        --data) DATA=$2 ;; --out) OUT=$2 ;; --models) MODELS=$2 ;; --runs) RUNS=$2 ;; --scores) SCORES=$2 ;;
-        --queries) QUERIES=$2 ;;
-        *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-    shift 2
-done
-MODELS=${MODELS:-$OUT/models} RUNS=${RUNS:-$OUT/runs}
-rank() { .venv/bin/rank "$@"; }
-MS=$DATA/msmarco-passage SF=$DATA/beir-scifact
-start=$(date +%s)
+OPTIONS="data out models runs scores queries"
+source scripts/lib.sh
 
 rank distill --score-queries "$QUERIES" --teacher models/ensemble-msmarco.json --scifact-teacher models/ensemble-scifact.json \
     --scores "$SCORES" --data "$DATA" --output "$OUT/run" \
     --num-layers 6 --loss margin-mse --crossing cos --cos-scale 10 --pooling weighted --doc-max-length 128 \
     --max-steps 120 --eval-every 60 --val-depth 50 --seed 13
 mkdir -p "$MODELS" "$RUNS" "$OUT/stores"
-rm -rf "$MODELS/twinbert.tmp" && cp -r "$OUT/run/model" "$MODELS/twinbert.tmp"
-rm -rf "${MODELS:?}/twinbert" && mv "$MODELS/twinbert.tmp" "$MODELS/twinbert"
+ship "$OUT/run" twinbert
 echo "== student trained: $(( $(date +%s) - start )) s"
 
 # document stores: float16, then int8 re-quantized from it

@@ -14,17 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/teacher MODELS= RUNS=
-while [ $# -gt 0 ]; do
-    case $1 in
-        --data) DATA=$2 ;; --out) OUT=$2 ;; --models) MODELS=$2 ;; --runs) RUNS=$2 ;;
-        *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-    shift 2
-done
-MODELS=${MODELS:-$OUT/models} RUNS=${RUNS:-$OUT/runs}
-rank() { .venv/bin/rank "$@"; }
-MS=$DATA/msmarco-passage SF=$DATA/beir-scifact
-start=$(date +%s)
+OPTIONS="data out models runs"
+source scripts/lib.sh
 
 rank train-teacher --output "$OUT" --data "$MS" --layout joint --head span-cos --max-length 160 --lr 2e-5 \
     --max-steps 400 --warmup-steps 40 --eval-every 100 --seed 13 \
@@ -33,10 +24,6 @@ rank train-teacher --output "$OUT" --data "$MS" --layout joint --head span-cos -
 rank train-teacher --output "$OUT-scifact" --init "$OUT/model" --data "$MS" --layout joint --head span-cos \
     --max-length 160 --lr 2e-5 --max-steps 300 --warmup-steps 20 --eval-every 100 --seed 13 --sets scifact-train
 mkdir -p "$MODELS" "$RUNS" "$OUT/val"
-ship() {  # ship RUN_FOLDER NAME: the fp16 model folder into MODELS/NAME, replaced whole
-    rm -rf "$MODELS/$2.tmp" && cp -r "$1/model" "$MODELS/$2.tmp"
-    rm -rf "${MODELS:?}/$2" && mv "$MODELS/$2.tmp" "$MODELS/$2"
-}
 ship "$OUT" teacher
 ship "$OUT-scifact" teacher-scifact
 echo "== teachers trained: $(( $(date +%s) - start )) s"
