@@ -18,13 +18,15 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 
 @dataclass(frozen=True)
 class RerankerOptions:
-    """What a reranker may need: a model folder or name, candidate texts, an embedding store."""
+    """What a reranker may need: a model folder or name, candidate texts, an embedding store, the twinbert
+    query tower's dtype."""
 
     model: str | None = None
     texts: Mapping[str, str] | None = None
     store: str | None = None
     batch_size: int = 32
     encode_missing: bool = False
+    query_dtype: str = "float32"
 
 
 def _texts(options: RerankerOptions, name: str) -> Mapping[str, str]:
@@ -58,7 +60,7 @@ def _twinbert(options: RerankerOptions) -> Reranker:
     if options.store is None:
         raise RankerError("reranker 'twinbert' needs an embedding store: give --store DIR (built by 'rank encode')")
     return TwinBertReranker(options.model or _shipped("twinbert"), options.store, options.texts,
-                            options.encode_missing, options.batch_size)
+                            options.encode_missing, options.batch_size, options.query_dtype)
 
 
 def _ensemble(options: RerankerOptions) -> Reranker:

@@ -203,3 +203,19 @@ def test_encode_missing_scores_like_the_store(shared, store_path, tmp_path):
 def test_reranker_refuses_another_models_store(two_towers, store_path):
     with pytest.raises(StoreMismatchError):
         TwinBertReranker(two_towers, store_path)
+
+
+def test_bfloat16_query_tower_scores_close_to_float32_and_leaves_the_model_alone(shared, store_path):
+    exact = {d.docno: d.score for d in TwinBertReranker(shared, store_path)(TOPICS, CANDIDATES)["q1"]}
+    reranker = TwinBertReranker(shared, store_path, query_dtype="bfloat16")
+    fast = {d.docno: d.score for d in reranker(TOPICS, CANDIDATES)["q1"]}
+    assert fast.keys() == exact.keys() and fast != exact
+    assert fast == pytest.approx(exact, abs=0.05)
+    assert next(reranker.query_tower.parameters()).dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in shared.parameters())
+    assert reranker.config()["query_dtype"] == "bfloat16"
+
+
+def test_unknown_query_dtype_is_refused(shared, store_path):
+    with pytest.raises(RankerError, match="query_dtype"):
+        TwinBertReranker(shared, store_path, query_dtype="float8")

@@ -20,6 +20,8 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="Timed passes over the queries.")] = 3,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed queries first.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Reranker batch size.")] = 128,
+    query_dtype: Annotated[str, typer.Option(
+        help="twinbert query tower: float32, or bfloat16 (faster on CPUs with native bfloat16).")] = "float32",
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON.")] = None,
     reference: Annotated[str | None, typer.Option(
         help="The --reranker spec the others are compared with (default: the slowest).")] = None,
@@ -46,7 +48,7 @@ def bench(
     for spec in reranker:
         name, _, model = spec.partition("=")
         stage = make_reranker(name, RerankerOptions(model=model or None, texts=texts, store=store,
-                                                    batch_size=batch_size))
+                                                    batch_size=batch_size, query_dtype=query_dtype))
         results.append(time_reranker(spec, stage, topics, given, repeats, warmup))
     by_name = {r.name: r for r in results}
     if reference is not None and reference not in by_name:
@@ -57,4 +59,5 @@ def bench(
                    f"{base.p50_ms / r.p50_ms:10.1f}x faster than {base.name} (p50)  ({r.queries} queries x "
                    f"{r.repeats}, {r.candidates_per_query:.0f} candidates)")
     if output is not None:
-        write_json(output, {"threads": threads, "k": k, "results": [r.as_dict() for r in results]})
+        write_json(output, {"threads": threads, "k": k, "query_dtype": query_dtype,
+                            "results": [r.as_dict() for r in results]})
