@@ -25,7 +25,7 @@ def timing(seconds: float, queries: int) -> dict[str, float]:
             "ms_per_query": round(1000 * seconds / max(queries, 1), 3)}
 
 
-def _command_line() -> str:
+def command_line() -> str:
     """The command as a user would type it: ``rank ...`` for the console script and ``python -m ranker``."""
     program = "rank" if Path(sys.argv[0]).name in {"rank", "__main__.py"} else sys.argv[0]
     return " ".join([program, *sys.argv[1:]])
@@ -41,7 +41,7 @@ def save_run(ranking: Ranking, path: str | Path, tag: str, metadata: dict[str, A
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "command": _command_line(),
+        "command": command_line(),
         "queries": len(ranking),
         "documents": sum(len(d) for d in ranking.values()),
         **metadata,

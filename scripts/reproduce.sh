@@ -1,22 +1,92 @@
 #!/usr/bin/env bash
-# Install, then reproduce the BM25 figures: index SciFact, BM25 on its test queries, evaluate; DL19 BM25 run.
-# Usage: bash scripts/reproduce.sh [DATA_DIR]   (default ../shared/data)
+# Reproduce the reported numbers from a fresh clone, for TREC DL19 and BEIR SciFact, and write RESULTS.md.
+#
+# Usage: bash scripts/reproduce.sh [--profile quick|full] [--data DIR] [--out DIR]
+#   --profile quick (default; ~15 min on the 2-core CPU, no training): install, index SciFact, BM25, encode the
+#             document stores with the shipped student (DL19: only the passages BM25 retrieved), rerank DL19 with
+#             the shipped teacher, bi-encoder, ensemble and student and SciFact with the student, benchmark on
+#             DL19, then RESULTS.md from runs/ — SciFact's teacher, bi-encoder and ensemble runs are the committed
+#             ones (a cross-encoder over 300 x 100 SciFact pairs alone takes ~13 min here).
+#   --profile full: retrain the teacher (scripts/teacher.sh) and the student (scripts/student.sh, every
+#             distillation query) into models/, rerank everything, encode the whole DL19 passage set, benchmark
+#             every reranker on all 43 queries, then RESULTS.md. A GPU is used when present.
+#   --data    the shared data folder (default ../shared/data)
+#   --out     work folder: index, stores, training runs (default work/reproduce; rerun to resume)
+# Runs go to runs/ and models to models/, over the committed ones: `git diff --stat runs/ models/` then shows
+# whatever came out differently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-${RANKER_DATA:-../shared/data}}
-bash scripts/setup.sh
-rank() { .venv/bin/rank "$@"; }
-SCIFACT=$DATA/beir-scifact
-MSMARCO=$DATA/msmarco-passage
+PROFILE=quick DATA=${RANKER_DATA:-../shared/data} OUT=work/reproduce MODELS=models RUNS=runs
+OPTIONS="profile data out"
+source scripts/lib.sh
+case $PROFILE in quick | full) ;; *) echo "--profile must be quick or full, not '$PROFILE'" >&2; exit 2 ;; esac
+[ -x .venv/bin/rank ] || bash scripts/setup.sh
+step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 
-rank index --collection "$SCIFACT/corpus.jsonl" --index indexes/scifact
-rank run --topics "$SCIFACT/queries.jsonl" --judged-only "$SCIFACT/qrels/test.tsv" --index indexes/scifact \
-    --k 100 --k1 0.9 --b 0.4 --remove-query-id --output runs/bm25.scifact-test.trec
-# the train queries' candidates: negatives for the teacher, unlabeled pairs for distillation
-rank run --topics "$SCIFACT/queries.jsonl" --judged-only "$SCIFACT/qrels/train.tsv" --index indexes/scifact \
-    --k 100 --k1 0.9 --b 0.4 --remove-query-id --output runs/bm25.scifact-train.trec
+step "first stage: SciFact index and BM25 runs (DL19's BM25 top-100 over all of MS MARCO comes with the data)"
+[ -d "$OUT/indexes/scifact" ] || rank index --collection "$SF/corpus.jsonl" --index "$OUT/indexes/scifact"
+for split in test train; do  # train: candidates for the teacher's negatives and for distillation
+    rank run --topics "$SF/queries.jsonl" --judged-only "$SF/qrels/$split.tsv" --index "$OUT/indexes/scifact" \
+        --k 100 --k1 0.9 --b 0.4 --remove-query-id --output "runs/bm25.scifact-$split.trec"
+done
+# per test collection: topics, BM25 top-100 candidates, passage text
+declare -A TOPICS=([dl19]=$MS/topics/dl19.tsv [scifact-test]=$SF/queries.jsonl)
+declare -A CANDIDATES=([dl19]=$MS/runs/bm25.dl19.top100.trec [scifact-test]=runs/bm25.scifact-test.trec)
+declare -A TEXT=([dl19]=$MS/passages/dl19.tsv [scifact-test]=$SF/corpus.jsonl)
+rerank() {  # rerank NAME RUN_STEM RERANKER [OPTIONS...]: runs/RUN_STEM.NAME.trec from NAME's BM25 candidates
+    local name=$1 stem=$2 reranker=$3
+    shift 3
+    rank run --topics "${TOPICS[$name]}" --candidates "${CANDIDATES[$name]}" --collection "${TEXT[$name]}" \
+        --reranker "$reranker" "$@" --output "runs/$stem.$name.trec"
+}
 
-echo "== SciFact test (300 queries)"
-rank evaluate --qrels "$SCIFACT/qrels/test.tsv" runs/bm25.scifact-test.trec
-echo "== TREC DL19 (43 queries; BM25 top-100 over the full MS MARCO corpus, from $MSMARCO/runs)"
-rank evaluate --qrels "$MSMARCO/qrels/dl19.txt" "$MSMARCO/runs/bm25.dl19.top100.trec"
+if [ "$PROFILE" = full ]; then
+    step "teacher: train, validation fusion weights, DL19 and SciFact runs"
+    bash scripts/teacher.sh --data "$DATA" --out "$OUT/teacher" --models models --runs runs
+    rerank scifact-test teacher teacher --model models/teacher
+    step "student: teacher scores, distillation, stores, runs, benchmark"
+    bash scripts/student.sh --data "$DATA" --out "$OUT/student" --models models --runs runs --queries 1588
+    STORES=$OUT/student/stores
+else
+    step "teacher, bi-encoder and ensemble on DL19 (shipped models)"
+    rerank dl19 teacher teacher --model models/teacher
+    rerank dl19 biencoder biencoder
+    rank fuse --ensemble models/ensemble-msmarco.json --output runs/ensemble.dl19.trec runs/teacher.dl19.trec \
+        runs/biencoder.dl19.trec "${CANDIDATES[dl19]}"
+    STORES=$OUT/quick-stores
+    step "document stores of the shipped student (DL19: the BM25 candidates only)"
+    [ -d "$STORES/dl19.float16" ] || rank encode --collection "${TEXT[dl19]}" --candidates "${CANDIDATES[dl19]}" \
+        --store "$STORES/dl19.float16"
+    [ -d "$STORES/scifact.float16" ] || rank encode --collection "${TEXT[scifact-test]}" \
+        --store "$STORES/scifact.float16"
+    for name in dl19 scifact; do
+        [ -d "$STORES/$name.int8" ] || rank encode --from-store "$STORES/$name.float16" --dtype int8 \
+            --store "$STORES/$name.int8"
+    done
+fi
+
+step "student runs: float16 and int8 stores, bfloat16 query encoder (DL19), fused with BM25"
+declare -A FUSION=([dl19]=msmarco [scifact-test]=scifact) STORE=([dl19]=dl19 [scifact-test]=scifact)
+for name in dl19 scifact-test; do
+    rerank "$name" twinbert twinbert --store "$STORES/${STORE[$name]}.float16"
+    rerank "$name" twinbert-int8 twinbert --store "$STORES/${STORE[$name]}.int8"
+    [ "$name" = dl19 ] && rerank "$name" twinbert-bf16 twinbert --store "$STORES/dl19.float16" --query-dtype bfloat16
+    rank fuse --ensemble "models/twinbert-bm25-${FUSION[$name]}.json" --output "runs/twinbert-bm25.$name.trec" \
+        "runs/twinbert.$name.trec" "${CANDIDATES[$name]}"
+done
+
+step "benchmark: DL19, one CPU thread, 100 candidates a query"
+if [ "$PROFILE" = full ]; then
+    BENCH=(--reranker biencoder --reranker ensemble=models/ensemble-msmarco.json)
+else
+    BENCH=(--queries 20)
+fi
+BENCH_ON=(--topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}"
+          --store "$STORES/dl19.float16" --threads 1)
+rank bench "${BENCH_ON[@]}" --reranker identity --reranker twinbert --reranker teacher "${BENCH[@]}" --repeats 1 \
+    --output runs/bench.dl19.json
+rank bench "${BENCH_ON[@]}" --reranker twinbert --query-dtype bfloat16 --repeats 3 --output runs/bench-bf16.dl19.json
+
+step "RESULTS.md"
+rank report --spec scripts/results.toml --data "$DATA" --stores "$STORES" --output RESULTS.md --plot docs/results.png
+step "done, profile $PROFILE"

@@ -61,3 +61,15 @@ def test_candidate_missing_from_the_store(tiny, data):
                   "--reranker", "twinbert", "--model", model, "--store", store, "--output", out, check=False)
     assert_input_error(result, "not-a-passage", "not in the embedding store")
     assert not out.exists()
+
+
+def test_encode_only_the_candidates_of_a_run(tiny):
+    root, model = tiny
+    first = root / "cands-first.trec"
+    first.write_text("".join((root / "cands.trec").read_text().splitlines(keepends=True)[:10]))
+    store = root / "store-candidates"
+    printed = rank("encode", "--collection", root / "passages.tsv", "--candidates", first, "--store", store,
+                   "--model", model).stdout
+    assert "10 vectors" in printed
+    assert sorted((store / "docnos.txt").read_text().split()) == sorted(d.docno for ds in read_run(first).values()
+                                                                          for d in ds)

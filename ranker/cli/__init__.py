@@ -7,7 +7,7 @@ import sys
 import typer
 
 from ..errors import RankerError
-from . import bench, distill, encode, ensemble, evaluate, index, run, train
+from . import bench, distill, encode, ensemble, evaluate, index, report, run, train
 
 EXIT_CODES = {"ok": 0, "bad_input": 2}
 """Exit codes: 2 for anything the user can fix (bad file, missing index, wrong option), as click does."""
@@ -23,6 +23,7 @@ app.command("distill")(distill.distill)
 app.command("ensemble")(ensemble.ensemble)
 app.command("fuse")(ensemble.fuse)
 app.command("bench")(bench.bench)
+app.command("report")(report.report)
 
 
 def main() -> None:

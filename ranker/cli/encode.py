@@ -23,6 +23,8 @@ def encode(
     batch_size: Annotated[int, typer.Option(min=1, help="Passages per forward pass.")] = 64,
     from_store: Annotated[Path | None, typer.Option(
         help="Re-quantize this store of the same model instead of encoding (--collection is then unused).")] = None,
+    candidates: Annotated[Path | None, typer.Option(
+        help="Encode only the passages this TREC run ranks (a store for a fixed candidate set).")] = None,
 ) -> None:
     """Encode every passage once, offline; `rank run --reranker twinbert --store` then only encodes queries."""
     from ..errors import RankerError
@@ -37,5 +39,11 @@ def encode(
     elif collection is None:
         raise RankerError("give --collection FILE to encode, or --from-store STORE to re-quantize")
     else:
-        built = build_store(encoder, iter_docs(collection), store, dtype.value, batch_size=batch_size)
+        docs = iter_docs(collection)
+        if candidates is not None:
+            from ..formats import read_run
+
+            wanted = {d.docno for ranked in read_run(candidates).values() for d in ranked}
+            docs = (doc for doc in docs if doc.docno in wanted)
+        built = build_store(encoder, docs, store, dtype.value, batch_size=batch_size)
     typer.echo(f"{len(built)} vectors ({built.dim} dims, {built.dtype}, {built.size_bytes() / 2**20:.1f} MiB) -> {store}")
