@@ -133,33 +133,40 @@ def write_qrels(qrels: Iterable[Qrel], path: PathLike) -> None:
 
 
 def iter_collection(path: PathLike) -> Iterator[Doc]:
-    """Stream documents from TSV, BEIR ``corpus.jsonl`` or Pyserini JSONL (chosen per line by its keys)."""
+    """Stream documents from TSV, BEIR ``corpus.jsonl`` or Pyserini JSONL (chosen per line by its keys).
+
+    A document id seen before is an error naming its line (only the ids are kept for that check).
+    """
+    seen: set[str] = set()
+    for lineno, doc in _parse_collection(path):
+        if doc.docno in seen:
+            raise FormatError(path, lineno, f"duplicate document id {doc.docno!r}")
+        seen.add(doc.docno)
+        yield doc
+
+
+def _parse_collection(path: PathLike) -> Iterator[tuple[int, Doc]]:
     for lineno, line in iter_lines(path):
         if _is_jsonl(path):
             record = _json_record(path, lineno, line, ())
             if "_id" in record:  # BEIR
                 record = _json_record(path, lineno, line, ("_id", "text"))
                 docno = _id(path, lineno, record["_id"], "document id")
-                yield Doc(docno, str(record["text"] or ""), str(record.get("title") or ""))
+                yield lineno, Doc(docno, str(record["text"] or ""), str(record.get("title") or ""))
             elif "id" in record and "contents" in record:  # Pyserini
-                yield Doc(_id(path, lineno, record["id"], "document id"), str(record["contents"] or ""))
+                yield lineno, Doc(_id(path, lineno, record["id"], "document id"), str(record["contents"] or ""))
             else:
                 raise FormatError(path, lineno, "expected BEIR ('_id', 'title', 'text') or Pyserini ('id', 'contents')")
         else:
             if "\t" not in line:
                 raise FormatError(path, lineno, "expected 'docno<TAB>text', found no tab")
             docno, text = line.split("\t", 1)
-            yield Doc(_id(path, lineno, docno, "document id"), text)
+            yield lineno, Doc(_id(path, lineno, docno, "document id"), text)
 
 
 def read_collection(path: PathLike) -> dict[str, Doc]:
     """A whole (small) collection by docno; a repeated docno is an error."""
-    docs: dict[str, Doc] = {}
-    for doc in iter_collection(path):
-        if doc.docno in docs:
-            raise FormatError(path, None, f"duplicate document id {doc.docno!r}")
-        docs[doc.docno] = doc
-    return docs
+    return {doc.docno: doc for doc in iter_collection(path)}
 
 
 # ---------------------------------------------------------------- runs

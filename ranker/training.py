@@ -2,7 +2,8 @@
 
 A run lives in one folder: ``log.jsonl`` (one JSON record per event), ``checkpoint/`` (the last model),
 ``trainer.pt`` (optimizer, schedule and loop state, replaced atomically after each checkpoint), ``best/`` (the model
-with the best validation score so far). Resuming needs both the checkpoint and ``trainer.pt``. Steps are seeded by ``(seed, step)`` alone, so a resumed run draws what an
+with the best validation score so far). Resuming needs both the checkpoint and ``trainer.pt``; SIGINT/SIGTERM
+are held while the two are written (:func:`ranker.interrupt.deferred`), so a stop never leaves them out of step. Steps are seeded by ``(seed, step)`` alone, so a resumed run draws what an
 uninterrupted one would have drawn.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .interrupt import deferred
 from .io import atomic_open
 
 TRAINER_STATE = "trainer.pt"
@@ -118,7 +120,8 @@ class TrainingRun:
             self.log({"event": "eval", **point})
             if state["best"] is None or score > state["best"]["val_ndcg10"]:
                 state["best"] = point
-                save(self.best, torch.float32, metadata(state))
+                with deferred():
+                    save(self.best, torch.float32, metadata(state))
 
         if not state["curve"]:
             evaluate_now()
@@ -137,9 +140,10 @@ class TrainingRun:
             if state["step"] % s.eval_every == 0 or last:
                 evaluate_now()
             if state["step"] % s.checkpoint_every == 0 or last:
-                save(self.checkpoint, torch.float32, metadata(state))
-                with atomic_open(self.folder / TRAINER_STATE, "wb") as f:
-                    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                                "state": state}, f)
+                with deferred():  # a model and its trainer state land together, or neither does
+                    save(self.checkpoint, torch.float32, metadata(state))
+                    with atomic_open(self.folder / TRAINER_STATE, "wb") as f:
+                        torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                                    "state": state}, f)
         self.log({"event": "done", **(state["best"] or {})})
         return state

@@ -98,9 +98,16 @@ def test_collection_malformed(tmp_path, name, content, message):
     assert e.value.line == 2
 
 
-def test_duplicate_docno_in_collection(tmp_path):
+def test_duplicate_docno_in_a_streamed_collection_names_its_line(tmp_path):
+    """Streaming (index, encode) rejects a repeated id too, not only reading a whole collection."""
+    path = write(tmp_path, "c.tsv", "1\ta\n2\tb\n\n1\tc\n")
+    docs = formats.iter_collection(path)
+    assert [next(docs).docno, next(docs).docno] == ["1", "2"]
+    with pytest.raises(FormatError, match="duplicate document id '1'") as e:
+        next(docs)
+    assert e.value.line == 4
     with pytest.raises(FormatError, match="duplicate document id '1'"):
-        formats.read_collection(write(tmp_path, "c.tsv", "1\ta\n1\tb\n"))
+        formats.read_collection(path)
 
 
 def test_run_round_trip_sorts_and_breaks_ties_like_trec_eval(tmp_path):

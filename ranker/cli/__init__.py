@@ -7,6 +7,8 @@ import sys
 import typer
 
 from ..errors import RankerError
+from ..interrupt import Interrupted
+from ..interrupt import install as install_interrupts
 from . import bench, distill, encode, ensemble, evaluate, index, report, run, train
 
 EXIT_CODES = {"ok": 0, "bad_input": 2}
@@ -27,9 +29,15 @@ app.command("report")(report.report)
 
 
 def main() -> None:
-    """Entry point: a :class:`RankerError` becomes one line on stderr and exit code 2."""
+    """Entry point: a :class:`RankerError` becomes one line on stderr and exit code 2; SIGINT or SIGTERM one line
+    and 128 + the signal number, after every temporary file has been removed."""
+    install_interrupts()
     try:
         app()
     except RankerError as e:
         print(f"rank: error: {e}", file=sys.stderr)
         sys.exit(EXIT_CODES["bad_input"])
+    except Interrupted as e:
+        print(f"rank: interrupted by {e}: no partial output was written; rerun the same command to go on "
+              "(encode, train-teacher and distill resume where they stopped)", file=sys.stderr)
+        sys.exit(e.exit_code)

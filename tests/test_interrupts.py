@@ -1,0 +1,138 @@
+"""SIGINT/SIGTERM: a stopped command leaves no half-written output and says so in one line; a checkpoint and its
+trainer state always land together, so training resumes to the same weights; a stopped encode resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ranker.interrupt import Interrupted, deferred, install
+from ranker.training import TRAINER_STATE, LoopSettings, TrainingRun
+
+
+@pytest.fixture
+def handlers():
+    """Install the CLI's handlers for the test, then put pytest's back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    install()
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_a_signal_raises_and_a_deferred_one_waits_for_the_block(handlers):
+    with pytest.raises(Interrupted) as stopped:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+    assert stopped.value.exit_code == 143
+    done = []
+    with pytest.raises(Interrupted):
+        with deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("block finished")
+    assert done == ["block finished"]
+
+
+def _fit(folder: Path, stop_in_checkpoint_at: int | None = None) -> torch.Tensor:
+    """A small regression trained for 6 steps (checkpoints every 2), resuming from ``folder`` if it holds one."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    run = TrainingRun(folder, LoopSettings(max_steps=6, warmup_steps=1, eval_every=2, checkpoint_every=2, seed=3))
+    if run.resuming:
+        model.load_state_dict(torch.load(run.checkpoint / "model.pt"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(number: int) -> dict:
+        x = torch.randn(8, 4)
+        loss = ((model(x).squeeze(1) - x.sum(1)) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    def save(path: Path, dtype: torch.dtype, metadata: dict) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path / "model.pt")
+        if path == run.checkpoint and metadata["step"] == stop_in_checkpoint_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # the model is written, its trainer state not yet
+            time.sleep(0.05)
+
+    run.fit(model, optimizer, step, validate=lambda: {"toy": 0.0}, save=save,
+            metadata=lambda state: {"step": state["step"]}, pairs_per_step=8)
+    return model.weight.detach().clone()
+
+
+def test_training_stopped_inside_a_checkpoint_resumes_to_the_same_weights(handlers, tmp_path):
+    reference = _fit(tmp_path / "straight")
+    with pytest.raises(Interrupted):
+        _fit(tmp_path / "stopped", stop_in_checkpoint_at=4)
+    state = torch.load(tmp_path / "stopped" / TRAINER_STATE, weights_only=False)["state"]
+    assert state["step"] == 4  # the trainer state of the checkpoint that was being written when the signal came
+    resumed = _fit(tmp_path / "stopped")
+    torch.testing.assert_close(resumed, reference, rtol=0, atol=0)
+
+
+def _start(*args: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ranker", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _stop_once(process: subprocess.Popen, marker: str, sig: signal.Signals, timeout: float = 300) -> str:
+    """Wait until ``marker`` appears on stderr, send ``sig``, return the rest of stderr."""
+    seen, started = "", time.monotonic()
+    while marker not in seen:
+        char = process.stderr.read(1)
+        if not char or time.monotonic() - started > timeout:
+            process.kill()
+            raise AssertionError(f"{marker!r} never appeared on stderr:\n{seen[-2000:]}")
+        seen += char
+    process.send_signal(sig)
+    _, rest = process.communicate(timeout=120)
+    return seen + rest
+
+
+def _interrupted_line(stderr: str, name: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.startswith("rank: ")]
+    assert lines == [lines[0]] and lines[0].startswith(f"rank: interrupted by {name}"), stderr[-2000:]
+    assert "Traceback" not in stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from ranker.twinbert import TwinBert, TwinBertConfig
+
+    torch.manual_seed(0)
+    return TwinBert(TwinBertConfig(num_layers=1, doc_max_length=32)).save(tmp_path_factory.mktemp("m") / "model")
+
+
+def test_sigterm_during_encode_leaves_a_store_that_resumes(tiny_model, data, tmp_path):
+    store = tmp_path / "store"
+    corpus = data / "beir-scifact" / "corpus.jsonl"
+    args = ("encode", "--collection", corpus, "--store", store, "--model", tiny_model, "--batch-size", 8)
+    process = _start(*args)
+    stderr = _stop_once(process, "store: ", signal.SIGTERM)
+    assert process.returncode == 143
+    _interrupted_line(stderr, "SIGTERM")
+    assert not store.exists() and (tmp_path / "store.partial").is_dir()
+    finished = subprocess.run([sys.executable, "-m", "ranker", *map(str, args)], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert "5183 vectors" in finished.stdout
+
+
+def test_sigint_during_run_leaves_no_output(data, tmp_path):
+    out = tmp_path / "runs" / "teacher.trec"
+    msmarco = data / "msmarco-passage"
+    process = _start("run", "--topics", msmarco / "topics/dl19.tsv", "--candidates", msmarco / "runs/bm25.dl19.top100.trec",
+                     "--collection", msmarco / "passages/dl19.tsv", "--reranker", "biencoder", "--output", out)
+    stderr = _stop_once(process, "encode: ", signal.SIGINT)
+    assert process.returncode == 130
+    _interrupted_line(stderr, "SIGINT")
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
