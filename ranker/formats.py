@@ -69,7 +69,10 @@ def _id(path: PathLike, lineno: int, value: object, what: str) -> str:
 
 
 def read_topics(path: PathLike) -> dict[str, Query]:
-    """Queries by qid, in file order. ``.jsonl`` is BEIR (``_id``, ``text``), anything else TSV."""
+    """Queries by qid, in file order. ``.jsonl`` is BEIR (``_id``, ``text``), anything else TSV.
+
+    A query whose text is empty (or only whitespace) is an error: no stage can rank for it.
+    """
     topics: dict[str, Query] = {}
     for lineno, line in iter_lines(path):
         if _is_jsonl(path):
@@ -82,6 +85,8 @@ def read_topics(path: PathLike) -> dict[str, Query]:
             qid = _id(path, lineno, qid, "query id")
         if qid in topics:
             raise FormatError(path, lineno, f"duplicate query id {qid!r}")
+        if not text.strip():
+            raise FormatError(path, lineno, f"query {qid!r} has no text")
         topics[qid] = Query(qid, text.strip())
     return topics
 

@@ -30,6 +30,7 @@ def test_topics_bom_crlf_and_blank_lines(tmp_path):
     ("1\tok\n2 no tab here\n", 2, "no tab"),
     ("1\tok\n1\tagain\n", 2, "duplicate query id"),
     ("\tempty id\n", 1, "query id"),
+    ("1\tok\n2\t  \n", 2, "query '2' has no text"),
 ])
 def test_topics_malformed(tmp_path, content, line, message):
     path = write(tmp_path, "t.tsv", content)
