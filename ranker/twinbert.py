@@ -48,7 +48,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .biencoder import auto_device, bundled_minilm, length_order
+from .biencoder import auto_device, bundled_minilm, length_order, load_tokenizer
 from .errors import MissingInputError, RankerError
 from .io import write_json
 from .pipeline import Reranker, rescored
@@ -106,7 +106,7 @@ def load_encoder(path: str | Path, num_layers: int | None = None) -> tuple[nn.Mo
     Raises:
         RankerError: The checkpoint has fewer than ``num_layers`` layers.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = AutoConfig.from_pretrained(path)
@@ -115,7 +115,7 @@ def load_encoder(path: str | Path, num_layers: int | None = None) -> tuple[nn.Mo
             raise RankerError(f"{path} has {config.num_hidden_layers} layers, cannot keep {num_layers}")
         config.num_hidden_layers = num_layers
     model = AutoModel.from_pretrained(path, config=config, dtype=torch.float32, add_pooling_layer=False)
-    return model, AutoTokenizer.from_pretrained(path)
+    return model, load_tokenizer(path, config)
 
 
 class WeightedPooling(nn.Module):

@@ -219,3 +219,18 @@ def test_bfloat16_query_tower_scores_close_to_float32_and_leaves_the_model_alone
 def test_unknown_query_dtype_is_refused(shared, store_path):
     with pytest.raises(RankerError, match="query_dtype"):
         TwinBertReranker(shared, store_path, query_dtype="float8")
+
+
+def test_a_tokenizer_from_another_model_is_refused(shared, tmp_path):
+    from transformers import AutoTokenizer
+
+    from ranker.teacher import CrossEncoder
+
+    folder = shared.save(tmp_path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(folder / "doc_encoder")
+    tokenizer.add_tokens([f"extra-token-{i}" for i in range(3)])  # ids past the embedding table
+    tokenizer.save_pretrained(folder / "doc_encoder")
+    with pytest.raises(RankerError, match="tokenizer has 30525 tokens but the model's vocabulary 30522"):
+        TwinBert.load(folder)
+    with pytest.raises(RankerError, match="do not belong together"):
+        CrossEncoder.from_pretrained(folder / "doc_encoder")
