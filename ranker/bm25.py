@@ -80,6 +80,10 @@ class Bm25Params:
     """Drop a hit whose docid equals the query id (BEIR's convention for corpora that contain the queries)."""
 
 
+MAX_QUERY_TERMS = 2**31 - 1
+"""Lucene's limit on a query's terms, raised from its default of 1,024: BM25 reads every word of a query."""
+
+
 class Bm25Retriever(Stage):
     """BM25 retrieval over a Lucene index (a first stage), with access to the stored document text."""
 
@@ -90,8 +94,11 @@ class Bm25Retriever(Stage):
         if not index_dir.is_dir():
             raise MissingInputError(f"{index_dir}: no such index folder (build one with 'rank index')")
         start_jvm()
+        from jnius import autoclass
         from pyserini.search.lucene import LuceneSearcher
 
+        # Lucene refuses a query of more than 1,024 terms by default; a long query is the user's to make
+        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_QUERY_TERMS)
         try:
             self._searcher = LuceneSearcher(str(index_dir))
         except Exception as e:  # jnius raises JavaException for a folder that is not a Lucene index

@@ -9,7 +9,7 @@ from ranker.errors import MissingInputError, RankerError
 from ranker.evaluate import evaluate, parse_measures
 from ranker.formats import read_qrels, read_topics
 from ranker.sources import iter_docs
-from ranker.types import Doc
+from ranker.types import Doc, Query
 
 from .conftest import FIXTURES
 
@@ -61,6 +61,13 @@ def test_scores_sorted_descending(tiny_index):
     ranking = Bm25Retriever(tiny_index, Bm25Params(k=10))(read_topics(FIXTURES / "topics.tsv"))
     for docs in ranking.values():
         assert [d.score for d in docs] == sorted((d.score for d in docs), reverse=True)
+
+
+def test_a_query_of_thousands_of_terms_is_searched_whole(tiny_index):
+    """Lucene's default limit of 1,024 clauses made such a query fail inside the JVM."""
+    long = " ".join(f"word{i}" for i in range(3000)) + " lucene"
+    ranking = Bm25Retriever(tiny_index, Bm25Params(k=3))({"q": Query("q", long)})
+    assert ranking["q"][0].docno == "d2"
 
 
 def test_missing_or_invalid_index(tmp_path):

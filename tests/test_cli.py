@@ -53,6 +53,10 @@ def test_scifact_bm25_through_the_cli(data, scifact_index, tmp_path):
     table = json.loads(rank("evaluate", "--qrels", scifact / "qrels" / "test.tsv", out, "--format", "json").stdout)
     assert round(table["systems"]["bm25.scifact"]["nDCG@10"], 4) == 0.6789
     assert round(table["systems"]["bm25.scifact"]["R@100"], 4) == 0.9253
+    again = tmp_path / "again" / "bm25.scifact.trec"
+    rank("run", "--topics", scifact / "queries.jsonl", "--judged-only", scifact / "qrels" / "test.tsv",
+         "--index", scifact_index, "--k", 100, "--remove-query-id", "--output", again)
+    assert again.read_bytes() == out.read_bytes()  # same inputs, same bytes (ties ordered by docno)
 
 
 def test_evaluate_dl19_table_with_baseline(data, tmp_path):

@@ -38,6 +38,10 @@ def test_encode_then_rerank_from_the_store(tiny, data):
     rank("run", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
          "--reranker", "twinbert", "--model", model, "--store", store, "--output", out)
     assert sum(len(d) for d in read_run(out).values()) == 20
+    again = root / "again" / "twinbert.trec"
+    rank("run", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
+         "--reranker", "twinbert", "--model", model, "--store", store, "--output", again)
+    assert again.read_bytes() == out.read_bytes()  # byte-identical on a second run
     split = json.loads((root / "twinbert.trec.json").read_text())["timing"]["reranker_ms_per_query"]
     assert {"query_encoding", "lookup", "crossing"} <= set(split) and split["query_encoding"] > 0
     bench = root / "bench.json"

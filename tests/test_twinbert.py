@@ -234,3 +234,12 @@ def test_a_tokenizer_from_another_model_is_refused(shared, tmp_path):
         TwinBert.load(folder)
     with pytest.raises(RankerError, match="do not belong together"):
         CrossEncoder.from_pretrained(folder / "doc_encoder")
+
+
+def test_a_long_query_or_passage_is_cut_to_the_configured_tokens(shared):
+    """Truncation rule: queries keep config.query_max_length tokens, passages config.doc_max_length."""
+    cut = {"query": shared.config.query_max_length, "doc": shared.config.doc_max_length}
+    long, short = " ".join(["capital"] * 5000), " ".join(["capital"] * (cut["doc"] + 5))
+    torch.testing.assert_close(shared.encode_queries([long]), shared.encode_queries([" ".join(["capital"] * 40)]))
+    torch.testing.assert_close(shared.encode_docs([long]), shared.encode_docs([short]))
+    assert not torch.allclose(shared.encode_queries(["capital"]), shared.encode_queries([long]))
