@@ -28,13 +28,16 @@ INDEX_META = "ranker_index.json"
 class IndexStats:
     documents: int
     seconds: float
+    empty: int = 0  # documents with no text, left out (Anserini indexes none; BM25 could never retrieve them)
 
 
 def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2, source: str = "") -> IndexStats:
     """Index documents (contents = title + " " + text) into ``index_dir``, storing raw text.
 
     The documents are streamed to a Pyserini JSONL file, indexed by Anserini's ``IndexCollection`` into a
-    temporary folder, which replaces ``index_dir`` only when indexing succeeded.
+    temporary folder, which replaces ``index_dir`` only when indexing succeeded. A document with no text is left
+    out and counted (``IndexStats.empty``, ``empty_documents`` in the index metadata): Anserini skips such
+    documents, and BM25 could never retrieve them.
     """
     index_dir = Path(index_dir)
     index_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -42,9 +45,12 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
     with tempfile.TemporaryDirectory(prefix=f".{index_dir.name}.", dir=index_dir.parent) as tmp:
         corpus_dir, lucene_dir = Path(tmp, "corpus"), Path(tmp, "index")
         corpus_dir.mkdir()
-        count = 0
+        count = empty = 0
         with open(corpus_dir / "docs.jsonl", "w", encoding="utf-8") as f:
             for doc in tqdm(docs, desc="collection", unit=" docs", mininterval=1.0):
+                if not doc.contents.strip():
+                    empty += 1
+                    continue
                 f.write(json.dumps({"id": doc.docno, "contents": doc.contents}, ensure_ascii=False) + "\n")
                 count += 1
         if count == 0:
@@ -60,12 +66,13 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
         if indexed != count:
             raise RankerError(f"Anserini indexed {indexed} of {count} documents from {source or 'the collection'}")
         seconds = time.perf_counter() - start
-        write_json(lucene_dir / INDEX_META, {"source": source, "documents": count, "seconds": round(seconds, 2),
-                                             "contents": "title + ' ' + text", "java": start_jvm()})
+        write_json(lucene_dir / INDEX_META, {"source": source, "documents": count, "empty_documents": empty,
+                                             "seconds": round(seconds, 2), "contents": "title + ' ' + text",
+                                             "java": start_jvm()})
         if index_dir.exists():
             shutil.rmtree(index_dir)
         lucene_dir.rename(index_dir)
-    return IndexStats(count, seconds)
+    return IndexStats(count, seconds, empty)
 
 
 @dataclass(frozen=True)

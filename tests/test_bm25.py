@@ -87,3 +87,12 @@ def test_failed_indexing_keeps_the_old_index(tiny_index, tmp_path):
     with pytest.raises(RankerError, match="half-way"):
         build_index(broken(), target)
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_document_with_no_text_is_left_out_and_counted(tmp_path):
+    docs = [Doc("a", "hello world"), Doc("b", "  "), Doc("c", "second document")]
+    stats = build_index(docs, tmp_path / "index")
+    assert (stats.documents, stats.empty) == (2, 1)
+    assert json.loads((tmp_path / "index" / INDEX_META).read_text())["empty_documents"] == 1
+    with pytest.raises(RankerError, match="'b' is not in the index"):
+        Bm25Retriever(tmp_path / "index").text("b")

@@ -18,4 +18,5 @@ def index(
     from ..sources import iter_docs
 
     stats = build_index(iter_docs(collection), index, threads=threads, source=collection)
-    typer.echo(f"indexed {stats.documents} documents into {index} in {stats.seconds:.1f} s")
+    skipped = f" ({stats.empty} with no text left out)" if stats.empty else ""
+    typer.echo(f"indexed {stats.documents} documents{skipped} into {index} in {stats.seconds:.1f} s")
