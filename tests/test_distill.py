@@ -184,6 +184,32 @@ def test_distill_command_can_train_on_the_cache_as_it_is(small_data, data, tmp_p
     assert meta["training_queries"] == len(small_data.queries) and meta["pairs_seen"] == 4
 
 
+def test_distill_stopped_by_sigterm_resumes_from_its_checkpoint(small_data, data, tmp_path):
+    import signal
+
+    from .test_cli import rank
+    from .test_interrupts import assert_interrupted, start, stop_once
+
+    scores = tmp_path / "scores"
+    score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), small_data.texts), small_data,
+                       scores, "index-teacher")
+    run = tmp_path / "run"
+    args = ("distill", "--cached-only", "--scores", scores, "--data", data, "--output", run, "--num-layers", 1,
+            "--doc-max-length", 32, "--max-steps", 6, "--eval-every", 2, "--queries-per-step", 2, "--group-size", 2,
+            "--val-depth", 3)
+    process = start(*args)
+    output = stop_once(process, "event=eval step=2 ", signal.SIGTERM)  # the step-2 checkpoint follows its eval
+    assert process.returncode == 143
+    assert_interrupted(output, "SIGTERM")
+    assert not (run / "model").exists()
+    rank(*args)
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    resumed = [e["step"] for e in events if e["event"] == "resume"]
+    assert len(resumed) == 1 and resumed[0] >= 2
+    assert [e["step"] for e in events if e["event"] == "step"][-1] == 6
+    assert json.loads((run / "model" / "training.json").read_text())["pairs_seen"] == 6 * 4
+
+
 def test_scifact_validation_queries_are_never_distilled_on(data):
     from ranker.distill import validation_split
 

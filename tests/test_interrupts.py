@@ -80,29 +80,31 @@ def test_training_stopped_inside_a_checkpoint_resumes_to_the_same_weights(handle
     torch.testing.assert_close(resumed, reference, rtol=0, atol=0)
 
 
-def _start(*args: object) -> subprocess.Popen:
+def start(*args: object) -> subprocess.Popen:
+    """``rank ARGS`` in a subprocess, stdout and stderr as one text stream."""
     return subprocess.Popen([sys.executable, "-m", "ranker", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.STDOUT, text=True)
 
 
-def _stop_once(process: subprocess.Popen, marker: str, sig: signal.Signals, timeout: float = 300) -> str:
-    """Wait until ``marker`` appears on stderr, send ``sig``, return the rest of stderr."""
+def stop_once(process: subprocess.Popen, marker: str, sig: signal.Signals, timeout: float = 300) -> str:
+    """Wait until ``marker`` appears in the output, send ``sig``, return all the output."""
     seen, started = "", time.monotonic()
     while marker not in seen:
-        char = process.stderr.read(1)
+        char = process.stdout.read(1)
         if not char or time.monotonic() - started > timeout:
             process.kill()
             raise AssertionError(f"{marker!r} never appeared on stderr:\n{seen[-2000:]}")
         seen += char
     process.send_signal(sig)
-    _, rest = process.communicate(timeout=120)
+    rest, _ = process.communicate(timeout=120)
     return seen + rest
 
 
-def _interrupted_line(stderr: str, name: str) -> None:
-    lines = [line for line in stderr.splitlines() if line.startswith("rank: ")]
-    assert lines == [lines[0]] and lines[0].startswith(f"rank: interrupted by {name}"), stderr[-2000:]
-    assert "Traceback" not in stderr
+def assert_interrupted(output: str, name: str) -> None:
+    """One ``rank: interrupted by NAME`` line and no traceback."""
+    lines = [line for line in output.splitlines() if line.startswith("rank: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"rank: interrupted by {name}"), output[-2000:]
+    assert "Traceback" not in output
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +119,10 @@ def test_sigterm_during_encode_leaves_a_store_that_resumes(tiny_model, data, tmp
     store = tmp_path / "store"
     corpus = data / "beir-scifact" / "corpus.jsonl"
     args = ("encode", "--collection", corpus, "--store", store, "--model", tiny_model, "--batch-size", 8)
-    process = _start(*args)
-    stderr = _stop_once(process, "store: ", signal.SIGTERM)
+    process = start(*args)
+    output = stop_once(process, "store: ", signal.SIGTERM)
     assert process.returncode == 143
-    _interrupted_line(stderr, "SIGTERM")
+    assert_interrupted(output, "SIGTERM")
     assert not store.exists() and (tmp_path / "store.partial").is_dir()
     finished = subprocess.run([sys.executable, "-m", "ranker", *map(str, args)], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
@@ -130,9 +132,9 @@ def test_sigterm_during_encode_leaves_a_store_that_resumes(tiny_model, data, tmp
 def test_sigint_during_run_leaves_no_output(data, tmp_path):
     out = tmp_path / "runs" / "teacher.trec"
     msmarco = data / "msmarco-passage"
-    process = _start("run", "--topics", msmarco / "topics/dl19.tsv", "--candidates", msmarco / "runs/bm25.dl19.top100.trec",
+    process = start("run", "--topics", msmarco / "topics/dl19.tsv", "--candidates", msmarco / "runs/bm25.dl19.top100.trec",
                      "--collection", msmarco / "passages/dl19.tsv", "--reranker", "biencoder", "--output", out)
-    stderr = _stop_once(process, "encode: ", signal.SIGINT)
+    output = stop_once(process, "encode: ", signal.SIGINT)
     assert process.returncode == 130
-    _interrupted_line(stderr, "SIGINT")
+    assert_interrupted(output, "SIGINT")
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
