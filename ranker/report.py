@@ -219,9 +219,9 @@ def plot(results: Sequence[CollectionResult], path: str | Path) -> Path | None:
     for ax, r in zip(axes[0], panels):
         timed = r.table[r.table["p50_ms"].notna()]
         ax.scatter(timed["p50_ms"], timed["nDCG@10"], zorder=3)
-        for name, row in timed.iterrows():
-            ax.annotate(name, (row["p50_ms"], row["nDCG@10"]), textcoords="offset points", xytext=(5, 4),
-                        fontsize=8)
+        for i, (name, row) in enumerate(timed.sort_values("p50_ms").iterrows()):  # neighbours: above, below
+            ax.annotate(name, (row["p50_ms"], row["nDCG@10"]), textcoords="offset points",
+                        xytext=(5, 4 if i % 2 == 0 else -12), fontsize=8)
         for name, row in r.table[r.table["external"]].iterrows():
             ax.axhline(row["nDCG@10"], color="grey", linestyle=":", linewidth=1)
             ax.annotate(f"{name} (external)", (0.01, row["nDCG@10"]), xycoords=("axes fraction", "data"),

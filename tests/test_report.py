@@ -119,3 +119,17 @@ def test_cli_writes_results_and_refuses_a_missing_run(bundle):
                   check=False)
     assert_input_error(result, "mixed.trec")
     assert not (root / "again.md").exists()
+
+
+def test_the_projects_results_spec_names_committed_files(data, monkeypatch):
+    """Every run, benchmark and model that RESULTS.md is built from is in the repository (or the data)."""
+    from .conftest import ROOT
+
+    spec = read_spec(ROOT / "scripts" / "results.toml", data.resolve())
+    monkeypatch.chdir(ROOT)  # the spec's own paths are relative to the repository, as scripts/reproduce.sh runs it
+    for collection in spec.collections:
+        for system in collection.systems:
+            assert system.run.is_file(), f"{collection.key}: {system.name}: {system.run}"
+            assert system.bench_file is None or system.bench_file.is_file()
+        assert collection.bench is None or collection.bench.is_file()
+    assert all(path.exists() for path in spec.models.values())
