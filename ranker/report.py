@@ -10,6 +10,7 @@ by :func:`build_report`, so ``rank evaluate`` on any listed run gives the number
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -139,12 +140,7 @@ def parameters(folder: Path) -> int:
     total = 0
     for file in sorted(folder.rglob("*.safetensors")):
         with safe_open(str(file), framework="numpy") as f:
-            for name in f.keys():
-                shape = f.get_slice(name).get_shape()
-                count = 1
-                for n in shape:
-                    count *= n
-                total += count
+            total += sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
     return total
 
 
@@ -162,15 +158,21 @@ def training_summary(folder: Path) -> str:
         meta = json.loads((folder / "ranker_config.json").read_text()).get("training")
     if not meta:
         return "no training metadata"
-    best = meta.get("best", {})
-    parts = [f"{meta.get('pairs_seen', '?'):,} pairs" if isinstance(meta.get("pairs_seen"), int) else "",
-             f"best step {best.get('step')}" if best else "",
-             f"validation nDCG@10 {best['val_ndcg10']:.4f}" if "val_ndcg10" in best else "",
-             f"{meta['wall_seconds'] / 60:.0f} min" if "wall_seconds" in meta else "",
-             f"on {meta['device']}" if "device" in meta else ""]
+    best = meta.get("best") or {}
+    parts = []
     if "training_queries" in meta:
-        parts.insert(0, f"{meta['training_queries']:,} queries")
-    return ", ".join(p for p in parts if p)
+        parts.append(f"{meta['training_queries']:,} queries")
+    if isinstance(meta.get("pairs_seen"), int):
+        parts.append(f"{meta['pairs_seen']:,} pairs")
+    if "step" in best:
+        parts.append(f"best step {best['step']}")
+    if "val_ndcg10" in best:
+        parts.append(f"validation nDCG@10 {best['val_ndcg10']:.4f}")
+    if "wall_seconds" in meta:
+        parts.append(f"{meta['wall_seconds'] / 60:.0f} min")
+    if "device" in meta:
+        parts.append(f"on {meta['device']}")
+    return ", ".join(parts)
 
 
 def models_table(models: dict[str, Path]) -> list[list[str]]:
@@ -263,7 +265,7 @@ def _ms(value: float | None) -> str:
 
 
 def collection_markdown(r: CollectionResult) -> str:
-    measures = [c for c in r.evaluation.means.columns]
+    measures = list(r.evaluation.means.columns)
     rows = []
     for name, row in r.table.iterrows():
         cells = [f"{row[m]:.4f}{' †' if r.evaluation.significant(name, m) else ''}" for m in measures]
