@@ -295,9 +295,11 @@ def provenance() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
+        # runs/ and the report itself are what a reproduction rewrites: only other changes make the tree dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!runs",
+                                ":!RESULTS.md", ":!docs/results.png"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        commit += " (with uncommitted changes outside runs/)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     cpu = _cpu_name()
