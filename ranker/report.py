@@ -25,6 +25,7 @@ import pandas as pd
 from .errors import RankerError
 from .evaluate import ALPHA, Evaluation, evaluate, parse_measures
 from .formats import read_run
+from .fusion import read_ensemble
 from .sources import load_qrels
 
 MEASURES = ("nDCG@10", "RR@10", "R@100")
@@ -182,7 +183,7 @@ def models_table(models: dict[str, Path]) -> list[list[str]]:
             rows.append([name, f"`{path}`", f"{parameters(path) / 1e6:.1f} M", f"{folder_mb(path):.1f}",
                          training_summary(path)])
         elif path.is_file():  # an ensemble spec: components and weights
-            spec = json.loads(path.read_text())
+            spec = read_ensemble(path)
             parts = ", ".join(f"{c.get('model') or c['reranker']} × {w}"
                               for c, w in zip(spec["components"], spec["weights"]))
             rows.append([name, f"`{path}`", "—", f"{folder_mb(path):.3f}", f"fusion of z-scores: {parts}"])
