@@ -2,7 +2,7 @@
 # Peak memory of `rank index`, `rank encode` and `rank run` on SciFact and on SciFact ten times over (every
 # document repeated under new ids: 51,830 documents), to show that they stream their input.
 #
-# Usage: bash scripts/scale.sh [--data DIR] [--out DIR]   (default work/scale; ~10 min on the 2-core CPU)
+# Usage: bash scripts/scale.sh [--data DIR] [--out DIR]   (default work/scale; 186 s on the 2-core CPU)
 # Encoding uses a 1-layer TwinBERT (random weights, passages cut to 64 tokens) so that ten SciFacts encode in
 # minutes: the memory it shows is the pipeline's, the model's own weights being a constant. Writes OUT/memory.tsv.
 set -euo pipefail
