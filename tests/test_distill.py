@@ -195,10 +195,10 @@ def test_distill_stopped_by_sigterm_resumes_from_its_checkpoint(small_data, data
                        scores, "index-teacher")
     run = tmp_path / "run"
     args = ("distill", "--cached-only", "--scores", scores, "--data", data, "--output", run, "--num-layers", 1,
-            "--doc-max-length", 32, "--max-steps", 6, "--eval-every", 2, "--queries-per-step", 2, "--group-size", 2,
+            "--doc-max-length", 32, "--max-steps", 40, "--eval-every", 2, "--queries-per-step", 2, "--group-size", 2,
             "--val-depth", 3)
     process = start(*args)
-    output = stop_once(process, "event=eval step=2 ", signal.SIGTERM)  # the step-2 checkpoint follows its eval
+    output = stop_once(process, "event=step step=3 ", signal.SIGTERM)  # step 3 begins after the step-2 checkpoint
     assert process.returncode == 143
     assert_interrupted(output, "SIGTERM")
     assert not (run / "model").exists()
@@ -206,8 +206,8 @@ def test_distill_stopped_by_sigterm_resumes_from_its_checkpoint(small_data, data
     events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     resumed = [e["step"] for e in events if e["event"] == "resume"]
     assert len(resumed) == 1 and resumed[0] >= 2
-    assert [e["step"] for e in events if e["event"] == "step"][-1] == 6
-    assert json.loads((run / "model" / "training.json").read_text())["pairs_seen"] == 6 * 4
+    assert [e["step"] for e in events if e["event"] == "step"][-1] == 40
+    assert json.loads((run / "model" / "training.json").read_text())["pairs_seen"] == 40 * 4
 
 
 def test_scifact_validation_queries_are_never_distilled_on(data):

@@ -96,7 +96,9 @@ def stop_once(process: subprocess.Popen, marker: str, sig: signal.Signals, timeo
             raise AssertionError(f"{marker!r} never appeared on stderr:\n{seen[-2000:]}")
         seen += char
     process.send_signal(sig)
-    rest, _ = process.communicate(timeout=120)
+    # read through the text wrapper: communicate() reads the pipe itself and would drop what the wrapper buffered
+    rest = process.stdout.read()
+    process.wait(timeout=120)
     return seen + rest
 
 

@@ -38,6 +38,9 @@ def main() -> None:
         print(f"rank: error: {e}", file=sys.stderr)
         sys.exit(EXIT_CODES["bad_input"])
     except Interrupted as e:
-        print(f"rank: interrupted by {e}: no partial output was written; rerun the same command to go on "
+        # what was printed comes first, and the message starts a line of its own even when the signal cut a
+        # print short before its newline (stdout and stderr often share a terminal or a log)
+        sys.stdout.flush()
+        print(f"\nrank: interrupted by {e}: no partial output was written; rerun the same command to go on "
               "(encode, train-teacher and distill resume where they stopped)", file=sys.stderr)
         sys.exit(e.exit_code)
