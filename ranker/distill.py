@@ -135,6 +135,22 @@ def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: 
     return out
 
 
+def set_queries(data: str | Path, sets: Sequence[str]) -> set[str]:
+    """Query ids of the distillation ``sets`` as :func:`distill_data` and the score cache write them."""
+    data = Path(data)
+    msmarco, ids = data / "msmarco-passage", set()
+    for name in sets:
+        if name == "scifact-train":
+            ids |= {SCIFACT_PREFIX + q.qid for q in read_qrels(data / "beir-scifact" / "qrels" / "train.tsv")}
+        elif name == "dev600":
+            ids |= set(read_topics(msmarco / "dev600" / "topics.tsv"))
+        elif name in DISTILL_SETS:
+            ids |= set(read_topics(msmarco / "topics" / f"{name}.tsv"))
+        else:
+            raise RankerError(f"unknown distillation set {name!r}; known: {', '.join(DISTILL_SETS)}")
+    return ids
+
+
 # ---------------------------------------------------------------- teacher scores
 
 
@@ -220,6 +236,10 @@ class DistillConfig:
         output: Run folder (see :mod:`ranker.training`); the final fp16 student is ``output/model``.
         scores: Folder of cached teacher scores (:func:`score_with_teacher`).
         student: The student's architecture (:class:`ranker.twinbert.TwinBertConfig` fields).
+        init: A TwinBERT folder to start from instead (e.g. the shipped student, to adapt it to one collection):
+            its architecture is kept, only ``student``'s ``doc_max_length`` applies.
+        sets: Distillation sets trained on (:data:`DISTILL_SETS`): their cached queries only. Validation covers
+            the collections (MS MARCO, SciFact) of those queries.
         loss: ``margin-mse``, ``kl`` (listwise, at ``temperature``) or ``bce`` (the paper's soft cross-entropy).
         temperature: For ``kl`` and ``bce``.
         label_weight: Weight of a label term added to the distillation loss (0: none): for each group holding a
@@ -243,6 +263,8 @@ class DistillConfig:
     output: str
     scores: str
     student: dict = field(default_factory=dict)
+    init: str | None = None
+    sets: tuple[str, ...] = DISTILL_SETS
     loss: str = "margin-mse"
     temperature: float = 1.0
     label_weight: float = 0.0
@@ -351,9 +373,12 @@ def distill(config: DistillConfig) -> Path:
         torch.set_num_threads(config.threads)
     run = TrainingRun(config.output, config.loop)
     frame = read_scores(config.scores)
-    trainset = validation_split(config.data, config.val_fraction, config.loop.seed,
-                                scifact=frame["qid"].str.startswith(SCIFACT_PREFIX).any())
-    validation, val_texts = trainset.validation, trainset.texts
+    frame = frame[frame["qid"].isin(set_queries(config.data, config.sets))]
+    if frame.empty:
+        raise RankerError(f"{config.scores}: no teacher scores for the sets {', '.join(config.sets)}")
+    collections = set(frame["qid"].map(collection_of))
+    trainset = validation_split(config.data, config.val_fraction, config.loop.seed, scifact="scifact" in collections)
+    validation, val_texts = trainset.validation.only(collections), trainset.texts
     validation.write(Path(config.output) / "validation")
     frame = frame[~frame["qid"].isin(validation.queries)]
     texts = dict(zip(frame["docno"], frame["text"]))
@@ -362,7 +387,14 @@ def distill(config: DistillConfig) -> Path:
     qids = sorted(scores)
 
     torch.manual_seed(config.loop.seed)
-    model = TwinBert.load(run.checkpoint) if run.resuming else TwinBert(TwinBertConfig(**config.student))
+    if run.resuming:
+        model = TwinBert.load(run.checkpoint)
+    elif config.init:
+        model = TwinBert.load(config.init)
+        model.config = dataclasses.replace(model.config, doc_max_length=config.student.get(
+            "doc_max_length", model.config.doc_max_length))
+    else:
+        model = TwinBert(TwinBertConfig(**config.student))
     head = [p for n, p in model.named_parameters() if ".encoder." not in n]
     body = [p for n, p in model.named_parameters() if ".encoder." in n]
     optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
@@ -394,7 +426,9 @@ def distill(config: DistillConfig) -> Path:
                                                  cutoff(validation.candidates, config.val_depth), val_texts))
 
     def metadata(state: dict) -> dict:
-        return {"config": dataclasses.asdict(config), "curve": state["curve"], "best": state["best"],
+        # the architecture trained, whether from ``student`` or from ``init``
+        recorded = {**dataclasses.asdict(config), "student": dataclasses.asdict(model.config)}
+        return {"config": recorded, "curve": state["curve"], "best": state["best"],
                 "pairs_seen": state["step"] * config.queries_per_step * config.group_size,
                 "wall_seconds": round(state["elapsed"], 1), "training_queries": len(qids)}
 

@@ -161,6 +161,8 @@ def training_summary(folder: Path) -> str:
         return "no training metadata"
     best = meta.get("best") or {}
     parts = []
+    if (meta.get("config") or {}).get("init"):
+        parts.append(f"started from {meta['config']['init']}")
     if "training_queries" in meta:
         parts.append(f"{meta['training_queries']:,} queries")
     if isinstance(meta.get("pairs_seen"), int):

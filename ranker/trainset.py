@@ -84,6 +84,13 @@ class ValidationSet:
         values = evaluate(self.qrels, {"r": ranking}, parse_measures(["nDCG@10"])).queries["r"]["nDCG@10"]
         return {c: round(float(v), 4) for c, v in values.groupby(collection_of).mean().items()}
 
+    def only(self, collections: set[str]) -> ValidationSet:
+        """The queries of ``collections`` (``msmarco``, ``scifact``) alone."""
+        keep = {q for q in self.queries if collection_of(q) in collections}
+        return ValidationSet({q: self.queries[q] for q in keep},
+                             {q: docs for q, docs in self.candidates.items() if q in keep},
+                             [r for r in self.qrels if r.qid in keep])
+
     def write(self, folder: str | Path) -> None:
         """Per collection ``NAME.topics.tsv``, ``NAME.qrels.txt``, ``NAME.bm25.trec`` with the collection's own ids.
 

@@ -126,6 +126,47 @@ def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
     assert (tmp_path / "run" / "validation" / "msmarco.qrels.txt").stat().st_size > 0
 
 
+def test_a_student_can_start_from_another_and_train_on_some_sets(small_data, data, tmp_path):
+    from ranker.twinbert import TwinBert
+
+    scores = tmp_path / "scores"
+    score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), small_data.texts), small_data,
+                       scores, "index-teacher")
+    loop = LoopSettings(max_steps=1, warmup_steps=1, eval_every=1, checkpoint_every=1)
+    first = distill(DistillConfig(output=str(tmp_path / "a"), scores=str(scores), data=str(data), val_depth=3,
+                                  student={"num_layers": 1, "doc_max_length": 32}, group_size=2, queries_per_step=2,
+                                  loop=loop))
+    # no learning: the second student must hold exactly the first one's weights
+    second = distill(DistillConfig(output=str(tmp_path / "b"), scores=str(scores), data=str(data), val_depth=3,
+                                   init=str(first), sets=("dl23",), student={"num_layers": 2, "doc_max_length": 48},
+                                   group_size=2, queries_per_step=2, lr=0.0, head_lr=0.0, loop=loop))
+    a, b = TwinBert.load(first), TwinBert.load(second)
+    assert b.config.num_layers == 1 and b.config.doc_max_length == 48
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert json.loads((second / "training.json").read_text())["training_queries"] == 73  # dl23's, not dev600's
+    with pytest.raises(RankerError, match="no teacher scores for the sets scifact-train"):
+        distill(DistillConfig(output=str(tmp_path / "c"), scores=str(scores), data=str(data),
+                              sets=("scifact-train",), loop=loop))
+
+
+def test_a_scifact_only_student_is_validated_on_scifact_alone(data, tmp_path):
+    from .conftest import ROOT
+
+    scifact = distill_data(data, sets=("scifact-train",), scifact_candidates=ROOT / "runs/bm25.scifact-train.trec")
+    scores = tmp_path / "scores"
+    score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), scifact.texts), scifact, scores,
+                       "index-teacher", limit=4)
+    model = distill(DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data=str(data), val_depth=2,
+                                  sets=("scifact-train",), student={"num_layers": 1, "doc_max_length": 32},
+                                  group_size=2, queries_per_step=2,
+                                  loop=LoopSettings(max_steps=1, warmup_steps=1, eval_every=1, checkpoint_every=1)))
+    curve = json.loads((model / "training.json").read_text())["curve"]
+    assert [set(point["val"]) for point in curve] == [{"scifact"}, {"scifact"}]
+    assert sorted(p.name for p in (tmp_path / "run" / "validation").iterdir()) == [
+        "scifact.bm25.trec", "scifact.qrels.txt", "scifact.topics.tsv"]
+
+
 def test_head_warmup_leaves_the_encoder_untouched(small_data, data, tmp_path):
     from ranker.twinbert import TwinBert
 

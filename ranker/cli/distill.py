@@ -18,7 +18,8 @@ def distill(
     scifact_teacher: Annotated[str | None, typer.Option(
         help="Teacher of the SciFact train queries (default: the same as --teacher).")] = None,
     data: Annotated[Path, typer.Option(help="Shared data folder.")] = Path("../shared/data"),
-    sets: Annotated[list[str], typer.Option(help="Query sets distilled on.")] = [
+    sets: Annotated[list[str], typer.Option(
+        help="Query sets scored and trained on; validation covers their collections.")] = [
         "dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train"],
     scifact_candidates: Annotated[Path, typer.Option(help="BM25 run over SciFact train queries.")] = Path(
         "runs/bm25.scifact-train.trec"),
@@ -27,6 +28,9 @@ def distill(
         min=1, help="Score only the first N distillation queries (their order is fixed).")] = None,
     cached_only: Annotated[bool, typer.Option(
         help="Train on the scores already cached; queries not yet scored are left out.")] = False,
+    init: Annotated[Path | None, typer.Option(
+        help="Start from this TwinBERT folder (its architecture; of the options below only "
+             "--doc-max-length applies).")] = None,
     loss: Annotated[str, typer.Option(help="margin-mse, kl or bce.")] = "margin-mse",
     temperature: Annotated[float, typer.Option(help="Temperature of kl and bce.")] = 1.0,
     label_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the label term (0: distillation only).")] = 0.0,
@@ -36,7 +40,8 @@ def distill(
     cos_scale: Annotated[float, typer.Option(help="Starting scale of the cos crossing.")] = 10.0,
     proj_dim: Annotated[int | None, typer.Option(help="tanh down-projection size.")] = None,
     shared_encoder: Annotated[bool, typer.Option(help="One encoder for queries and passages.")] = True,
-    doc_max_length: Annotated[int, typer.Option(min=16, help="Passage tokens the student reads.")] = 256,
+    doc_max_length: Annotated[int | None, typer.Option(
+        min=16, help="Passage tokens the student reads (default: 256, or as the --init model).")] = None,
     lr: Annotated[float, typer.Option(help="Encoder learning rate.")] = 5e-5,
     head_warmup_steps: Annotated[int, typer.Option(
         min=0, help="First steps train only pooling and crossing (encoders frozen).")] = 0,
@@ -55,9 +60,12 @@ def distill(
     from ..training import LoopSettings
 
     student = {"num_layers": num_layers, "pooling": pooling, "crossing": crossing, "cos_scale": cos_scale,
-               "proj_dim": proj_dim, "shared_encoder": shared_encoder, "doc_max_length": doc_max_length}
+               "proj_dim": proj_dim, "shared_encoder": shared_encoder}
+    if doc_max_length is not None:
+        student["doc_max_length"] = doc_max_length
     config = DistillConfig(
-        output=str(output), scores=str(scores), student=student, loss=loss, temperature=temperature,
+        output=str(output), scores=str(scores), student=student, init=str(init) if init else None,
+        sets=tuple(sets), loss=loss, temperature=temperature,
         label_weight=label_weight, lr=lr, head_warmup_steps=head_warmup_steps,
         group_size=group_size, queries_per_step=queries_per_step, data=str(data), val_depth=val_depth,
         loop=LoopSettings(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
