@@ -55,22 +55,24 @@ else
     rank fuse --ensemble models/ensemble-msmarco.json --output runs/ensemble.dl19.trec runs/teacher.dl19.trec \
         runs/biencoder.dl19.trec "${CANDIDATES[dl19]}"
     STORES=$OUT/quick-stores
-    step "document stores of the shipped student (DL19: the BM25 candidates only)"
+    step "document stores of the shipped students (DL19: the BM25 candidates only; SciFact: twinbert-scifact)"
     [ -d "$STORES/dl19.float16" ] || rank encode --collection "${TEXT[dl19]}" --candidates "${CANDIDATES[dl19]}" \
         --store "$STORES/dl19.float16"
-    [ -d "$STORES/scifact.float16" ] || rank encode --collection "${TEXT[scifact-test]}" \
-        --store "$STORES/scifact.float16"
+    [ -d "$STORES/scifact.float16" ] || rank encode --model models/twinbert-scifact \
+        --collection "${TEXT[scifact-test]}" --store "$STORES/scifact.float16"
+    declare -A STUDENT=([dl19]=models/twinbert [scifact]=models/twinbert-scifact)
     for name in dl19 scifact; do
-        [ -d "$STORES/$name.int8" ] || rank encode --from-store "$STORES/$name.float16" --dtype int8 \
-            --store "$STORES/$name.int8"
+        [ -d "$STORES/$name.int8" ] || rank encode --model "${STUDENT[$name]}" --from-store "$STORES/$name.float16" \
+            --dtype int8 --store "$STORES/$name.int8"
     done
 fi
 
 step "student runs: float16 and int8 stores, bfloat16 query encoder (DL19), fused with BM25"
 declare -A FUSION=([dl19]=msmarco [scifact-test]=scifact) STORE=([dl19]=dl19 [scifact-test]=scifact)
+declare -A MODEL=([dl19]=models/twinbert [scifact-test]=models/twinbert-scifact)
 for name in dl19 scifact-test; do
-    rerank "$name" twinbert twinbert --store "$STORES/${STORE[$name]}.float16"
-    rerank "$name" twinbert-int8 twinbert --store "$STORES/${STORE[$name]}.int8"
+    rerank "$name" twinbert twinbert --model "${MODEL[$name]}" --store "$STORES/${STORE[$name]}.float16"
+    rerank "$name" twinbert-int8 twinbert --model "${MODEL[$name]}" --store "$STORES/${STORE[$name]}.int8"
     [ "$name" = dl19 ] && rerank "$name" twinbert-bf16 twinbert --store "$STORES/dl19.float16" --query-dtype bfloat16
     rank fuse --ensemble "models/twinbert-bm25-${FUSION[$name]}.json" --output "runs/twinbert-bm25.$name.trec" \
         "runs/twinbert.$name.trec" "${CANDIDATES[$name]}"

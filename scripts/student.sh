@@ -26,13 +26,22 @@ rank distill --score-queries "$QUERIES" --teacher models/ensemble-msmarco.json -
 mkdir -p "$MODELS" "$RUNS" "$OUT/stores"
 ship "$OUT/run" twinbert
 echo "== student trained: $(( $(date +%s) - start )) s"
+# SciFact protocol (as for the teacher): the student adapted on SciFact train's teacher scores alone, picked on
+# the SciFact validation queries
+rank distill --cached-only --scores "$SCORES" --data "$DATA" --sets scifact-train --init "$MODELS/twinbert" \
+    --output "$OUT/scifact" --loss margin-mse --label-weight 0.5 --doc-max-length 128 --max-steps 120 --eval-every 30 \
+    --val-depth 50 --seed 13
+ship "$OUT/scifact" twinbert-scifact
+echo "== SciFact student trained: $(( $(date +%s) - start )) s"
 
 # document stores: float16, then int8 re-quantized from it
 declare -A COLLECTION=([dl19]=$MS/passages/dl19.tsv [scifact]=$SF/corpus.jsonl)
+declare -A STUDENT=([dl19]=twinbert [msmarco]=twinbert [scifact]=twinbert-scifact [scifact-test]=twinbert-scifact)
 for name in dl19 scifact; do
-    [ -d "$OUT/stores/$name.float16" ] || rank encode --model "$MODELS/twinbert" --collection "${COLLECTION[$name]}" \
+    model=$MODELS/${STUDENT[$name]}
+    [ -d "$OUT/stores/$name.float16" ] || rank encode --model "$model" --collection "${COLLECTION[$name]}" \
         --store "$OUT/stores/$name.float16"
-    [ -d "$OUT/stores/$name.int8" ] || rank encode --model "$MODELS/twinbert" --from-store "$OUT/stores/$name.float16" \
+    [ -d "$OUT/stores/$name.int8" ] || rank encode --model "$model" --from-store "$OUT/stores/$name.float16" \
         --dtype int8 --store "$OUT/stores/$name.int8"
 done
 echo "== stores: $(( $(date +%s) - start )) s"
@@ -47,19 +56,20 @@ mkdir -p "$OUT/val"
 for c in msmarco scifact; do
     # shellcheck disable=SC2086
     rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" ${TEXT[$c]} --reranker twinbert \
-        --model "$MODELS/twinbert" --store "$OUT/stores/${STORE[$c]}.float16" --encode-missing \
+        --model "$MODELS/${STUDENT[$c]}" --store "$OUT/stores/${STORE[$c]}.float16" --encode-missing \
         --output "$OUT/val/$c.twinbert.trec"
-    rank ensemble --qrels "$V/$c.qrels.txt" --component twinbert=twinbert --component identity \
+    rank ensemble --qrels "$V/$c.qrels.txt" --component "twinbert=${STUDENT[$c]}" --component identity \
         --output "$MODELS/twinbert-bm25-$c.json" "$OUT/val/$c.twinbert.trec" "$V/$c.bm25.trec"
 done
 
 # test collection: name, store, topics, BM25 candidates, qrels, collection of the fusion, runs compared against
 test_runs() {
     local name=$1 store=$OUT/stores/$2 topics=$3 candidates=$4 qrels=$5 fusion=$MODELS/twinbert-bm25-$6.json
+    local model=$MODELS/${STUDENT[$1]}
     shift 6
-    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --model "$MODELS/twinbert" \
+    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --model "$model" \
         --store "$store.float16" --output "$RUNS/twinbert.$name.trec"
-    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --model "$MODELS/twinbert" \
+    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --model "$model" \
         --store "$store.int8" --output "$OUT/twinbert-int8.$name.trec"
     rank fuse --ensemble "$fusion" --output "$RUNS/twinbert-bm25.$name.trec" "$RUNS/twinbert.$name.trec" "$candidates"
     rank evaluate --qrels "$qrels" --baseline "$candidates" "$candidates" "$@" \
