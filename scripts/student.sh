@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Reproduce the TwinBERT student (issue 9): score every distillation query's candidates with the teachers
 # (models/ensemble-msmarco.json for MS MARCO queries, models/ensemble-scifact.json for SciFact train), distil the
-# student on those scores, encode the DL19 and SciFact document stores (float16 and int8), rerank DL19 and SciFact
-# test (BM25 top-100) from the stores, evaluate against BM25 and the committed teacher runs, and benchmark.
+# student on those scores, adapt a copy to SciFact train alone (twinbert-scifact), encode the DL19 and SciFact
+# document stores (float16 and int8), rerank DL19 and SciFact test (BM25 top-100) from the stores, evaluate against
+# BM25 and the committed teacher runs, and benchmark.
 #
 # Usage: bash scripts/student.sh [--data DIR] [--out DIR] [--models DIR] [--runs DIR] [--scores DIR] [--queries N]
 #   --out      training run folder, stores and benchmark (default work/student; rerun to resume)
-#   --models   where the fp16 student goes as twinbert (default OUT/models; the shipped one: --models models)
+#   --models   where the fp16 students go as twinbert and twinbert-scifact (default OUT/models; the shipped
+#              ones: --models models)
 #   --runs     where the test runs go (default OUT/runs; the committed ones were made with --runs runs)
 #   --scores   teacher-score cache (default work/teacher-scores; resumable)
 #   --queries  distillation queries scored by the teachers, the first N in their fixed order (default all 1,588,
