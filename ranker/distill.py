@@ -365,17 +365,19 @@ def distill(config: DistillConfig) -> Path:
 
     The shipped model (``output/model``) is the checkpoint with the best validation nDCG@10.
     """
-    from .twinbert import TwinBert, TwinBertConfig
+    from .twinbert import TwinBert, TwinBertConfig, read_ranker_config
 
     if config.loss not in LOSSES:
         raise RankerError(f"unknown loss {config.loss!r}; known: {', '.join(LOSSES)}")
     if config.threads:
         torch.set_num_threads(config.threads)
-    run = TrainingRun(config.output, config.loop)
     frame = read_scores(config.scores)
     frame = frame[frame["qid"].isin(set_queries(config.data, config.sets))]
     if frame.empty:
         raise RankerError(f"{config.scores}: no teacher scores for the sets {', '.join(config.sets)}")
+    if config.init:
+        read_ranker_config(config.init)  # a folder that is no model fails before the run folder is made
+    run = TrainingRun(config.output, config.loop)
     collections = set(frame["qid"].map(collection_of))
     trainset = validation_split(config.data, config.val_fraction, config.loop.seed, scifact="scifact" in collections)
     validation, val_texts = trainset.validation.only(collections), trainset.texts

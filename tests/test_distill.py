@@ -148,6 +148,10 @@ def test_a_student_can_start_from_another_and_train_on_some_sets(small_data, dat
     with pytest.raises(RankerError, match="no teacher scores for the sets scifact-train"):
         distill(DistillConfig(output=str(tmp_path / "c"), scores=str(scores), data=str(data),
                               sets=("scifact-train",), loop=loop))
+    with pytest.raises(RankerError, match="no ranker_config.json"):
+        distill(DistillConfig(output=str(tmp_path / "d"), scores=str(scores), data=str(data),
+                              init=str(tmp_path / "nothing"), loop=loop))
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # bad input makes no run folder
 
 
 def test_a_scifact_only_student_is_validated_on_scifact_alone(data, tmp_path):
