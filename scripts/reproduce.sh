@@ -34,6 +34,9 @@ done
 declare -A TOPICS=([dl19]=$MS/topics/dl19.tsv [scifact-test]=$SF/queries.jsonl)
 declare -A CANDIDATES=([dl19]=$MS/runs/bm25.dl19.top100.trec [scifact-test]=runs/bm25.scifact-test.trec)
 declare -A TEXT=([dl19]=$MS/passages/dl19.tsv [scifact-test]=$SF/corpus.jsonl)
+# the student, its store and its BM25 fusion per test collection
+declare -A MODEL=([dl19]=models/twinbert [scifact-test]=models/twinbert-scifact)
+declare -A STORE=([dl19]=dl19 [scifact-test]=scifact) FUSION=([dl19]=msmarco [scifact-test]=scifact)
 rerank() {  # rerank NAME RUN_STEM RERANKER [OPTIONS...]: runs/RUN_STEM.NAME.trec from NAME's BM25 candidates
     local name=$1 stem=$2 reranker=$3
     shift 3
@@ -58,18 +61,16 @@ else
     step "document stores of the shipped students (DL19: the BM25 candidates only; SciFact: twinbert-scifact)"
     [ -d "$STORES/dl19.float16" ] || rank encode --collection "${TEXT[dl19]}" --candidates "${CANDIDATES[dl19]}" \
         --store "$STORES/dl19.float16"
-    [ -d "$STORES/scifact.float16" ] || rank encode --model models/twinbert-scifact \
+    [ -d "$STORES/scifact.float16" ] || rank encode --model "${MODEL[scifact-test]}" \
         --collection "${TEXT[scifact-test]}" --store "$STORES/scifact.float16"
-    declare -A STUDENT=([dl19]=models/twinbert [scifact]=models/twinbert-scifact)
-    for name in dl19 scifact; do
-        [ -d "$STORES/$name.int8" ] || rank encode --model "${STUDENT[$name]}" --from-store "$STORES/$name.float16" \
-            --dtype int8 --store "$STORES/$name.int8"
+    for name in dl19 scifact-test; do
+        store=$STORES/${STORE[$name]}
+        [ -d "$store.int8" ] || rank encode --model "${MODEL[$name]}" --from-store "$store.float16" --dtype int8 \
+            --store "$store.int8"
     done
 fi
 
 step "student runs: float16 and int8 stores, bfloat16 query encoder (DL19), fused with BM25"
-declare -A FUSION=([dl19]=msmarco [scifact-test]=scifact) STORE=([dl19]=dl19 [scifact-test]=scifact)
-declare -A MODEL=([dl19]=models/twinbert [scifact-test]=models/twinbert-scifact)
 for name in dl19 scifact-test; do
     rerank "$name" twinbert twinbert --model "${MODEL[$name]}" --store "$STORES/${STORE[$name]}.float16"
     rerank "$name" twinbert-int8 twinbert --model "${MODEL[$name]}" --store "$STORES/${STORE[$name]}.int8"

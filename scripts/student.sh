@@ -37,14 +37,14 @@ ship "$OUT/scifact" twinbert-scifact
 echo "== SciFact student trained: $(( $(date +%s) - start )) s"
 
 # document stores: float16, then int8 re-quantized from it
-declare -A COLLECTION=([dl19]=$MS/passages/dl19.tsv [scifact]=$SF/corpus.jsonl)
-declare -A STUDENT=([dl19]=twinbert [msmarco]=twinbert [scifact]=twinbert-scifact [scifact-test]=twinbert-scifact)
-for name in dl19 scifact; do
-    model=$MODELS/${STUDENT[$name]}
-    [ -d "$OUT/stores/$name.float16" ] || rank encode --model "$model" --collection "${COLLECTION[$name]}" \
-        --store "$OUT/stores/$name.float16"
-    [ -d "$OUT/stores/$name.int8" ] || rank encode --model "$model" --from-store "$OUT/stores/$name.float16" \
-        --dtype int8 --store "$OUT/stores/$name.int8"
+# per collection: the student, its store, the passages encoded into it
+declare -A STUDENT=([msmarco]=twinbert [scifact]=twinbert-scifact) STORE=([msmarco]=dl19 [scifact]=scifact)
+declare -A COLLECTION=([msmarco]=$MS/passages/dl19.tsv [scifact]=$SF/corpus.jsonl)
+for c in msmarco scifact; do
+    model=$MODELS/${STUDENT[$c]} store=$OUT/stores/${STORE[$c]}
+    [ -d "$store.float16" ] || rank encode --model "$model" --collection "${COLLECTION[$c]}" --store "$store.float16"
+    [ -d "$store.int8" ] || rank encode --model "$model" --from-store "$store.float16" --dtype int8 \
+        --store "$store.int8"
 done
 echo "== stores: $(( $(date +%s) - start )) s"
 
@@ -52,7 +52,6 @@ echo "== stores: $(( $(date +%s) - start )) s"
 # with the candidates): validation passages absent from the stores are encoded on the fly
 declare -A TEXT=([msmarco]="--collection $MS/passages/dl20.tsv --collection $MS/passages/dl21.tsv"
                  [scifact]="--collection $SF/corpus.jsonl")
-declare -A STORE=([msmarco]=dl19 [scifact]=scifact)
 V=$OUT/run/validation
 mkdir -p "$OUT/val"
 for c in msmarco scifact; do
@@ -67,7 +66,7 @@ done
 # test collection: name, store, topics, BM25 candidates, qrels, collection of the fusion, runs compared against
 test_runs() {
     local name=$1 store=$OUT/stores/$2 topics=$3 candidates=$4 qrels=$5 fusion=$MODELS/twinbert-bm25-$6.json
-    local model=$MODELS/${STUDENT[$1]}
+    local model=$MODELS/${STUDENT[$6]}
     shift 6
     rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --model "$model" \
         --store "$store.float16" --output "$RUNS/twinbert.$name.trec"
