@@ -31,7 +31,7 @@ echo "== student trained: $(( $(date +%s) - start )) s"
 # SciFact protocol (as for the teacher): the student adapted on SciFact train's teacher scores alone, picked on
 # the SciFact validation queries
 rank distill --cached-only --scores "$SCORES" --data "$DATA" --sets scifact-train --init "$MODELS/twinbert" \
-    --output "$OUT/scifact" --loss margin-mse --label-weight 0.5 --doc-max-length 128 --max-steps 120 --eval-every 30 \
+    --output "$OUT/scifact" --loss margin-mse --label-weight 0.5 --doc-max-length 128 --max-steps 240 --eval-every 30 \
     --val-depth 50 --seed 13
 ship "$OUT/scifact" twinbert-scifact
 echo "== SciFact student trained: $(( $(date +%s) - start )) s"
