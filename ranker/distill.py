@@ -89,6 +89,15 @@ class DistillData:
         return per
 
 
+def _topics_file(data: Path, name: str) -> Path:
+    """The topics file of the distillation set ``name`` under the shared data folder ``data``."""
+    if name == "scifact-train":
+        return data / "beir-scifact" / "queries.jsonl"
+    if name == "dev600":
+        return data / "msmarco-passage" / "dev600" / "topics.tsv"
+    return data / "msmarco-passage" / "topics" / f"{name}.tsv"
+
+
 def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: set[str] = frozenset(),
                  scifact_candidates: str | Path | None = None) -> DistillData:
     """Every query of ``sets`` with its candidates, minus ``exclude`` (the validation queries).
@@ -108,18 +117,18 @@ def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: 
             for run in runs:
                 for qid, docs in read_run(run).items():
                     union.setdefault(qid, []).extend((d.docno, 0.0) for d in docs)
-            out.add(name, read_topics(msmarco / "topics" / f"{name}.tsv"), union,
+            out.add(name, read_topics(_topics_file(data, name)), union,
                     TextSource([msmarco / "passages" / f"{name}.tsv"]), exclude)
         elif name == "dl23":
             pools: dict[str, list[tuple[str, float]]] = {}
             for q in read_qrels(msmarco / "qrels" / "dl23.txt"):
                 pools.setdefault(q.qid, []).append((q.docno, 0.0))
-            out.add(name, read_topics(msmarco / "topics" / "dl23.tsv"), pools,
+            out.add(name, read_topics(_topics_file(data, name)), pools,
                     TextSource([msmarco / "passages" / "dl23.tsv"]), exclude)
         elif name == "dev600":
             dev = msmarco / "dev600"
             run = {qid: [(d.docno, d.score) for d in docs] for qid, docs in read_run(dev / "candidates.trec").items()}
-            out.add(name, read_topics(dev / "topics.tsv"), run, TextSource([dev / "passages.tsv"]), exclude)
+            out.add(name, read_topics(_topics_file(data, name)), run, TextSource([dev / "passages.tsv"]), exclude)
         elif name == "scifact-train":
             if scifact_candidates is None:
                 raise RankerError("scifact-train needs the project's BM25 run over SciFact train queries")
@@ -128,7 +137,7 @@ def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: 
             test = {q.qid for q in read_qrels(scifact / "qrels" / "test.tsv")}
             run = {qid: [(d.docno, d.score) for d in docs] for qid, docs in read_run(scifact_candidates).items()
                    if qid in train and qid not in test}
-            out.add(name, read_topics(scifact / "queries.jsonl"), run, TextSource([scifact / "corpus.jsonl"]),
+            out.add(name, read_topics(_topics_file(data, name)), run, TextSource([scifact / "corpus.jsonl"]),
                     exclude, prefix=SCIFACT_PREFIX)
         else:
             raise RankerError(f"unknown distillation set {name!r}; known: {', '.join(DISTILL_SETS)}")
@@ -137,15 +146,12 @@ def distill_data(data: str | Path, sets: Sequence[str] = DISTILL_SETS, exclude: 
 
 def set_queries(data: str | Path, sets: Sequence[str]) -> set[str]:
     """Query ids of the distillation ``sets`` as :func:`distill_data` and the score cache write them."""
-    data = Path(data)
-    msmarco, ids = data / "msmarco-passage", set()
+    data, ids = Path(data), set()
     for name in sets:
         if name == "scifact-train":
             ids |= {SCIFACT_PREFIX + q.qid for q in read_qrels(data / "beir-scifact" / "qrels" / "train.tsv")}
-        elif name == "dev600":
-            ids |= set(read_topics(msmarco / "dev600" / "topics.tsv"))
         elif name in DISTILL_SETS:
-            ids |= set(read_topics(msmarco / "topics" / f"{name}.tsv"))
+            ids |= set(read_topics(_topics_file(data, name)))
         else:
             raise RankerError(f"unknown distillation set {name!r}; known: {', '.join(DISTILL_SETS)}")
     return ids
