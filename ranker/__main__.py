@@ -1,5 +1,6 @@
 """``python -m ranker`` is the ``rank`` command."""
+from __future__ import annotations
 
-from .cli import main
+from ranker.cli import main
 
 main()

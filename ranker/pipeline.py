@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from .errors import RankerError
-from .types import Query, Ranking, ScoredDoc, cutoff, sort_ranking
+from ranker.errors import RankerError
+from ranker.types import Query, Ranking, ScoredDoc, cutoff, sort_ranking
 
 
 class Stage:

@@ -47,13 +47,13 @@ rerank() {  # rerank NAME RUN_STEM RERANKER [OPTIONS...]: runs/RUN_STEM.NAME.tre
 if [ "$PROFILE" = full ]; then
     step "teacher: train, validation fusion weights, DL19 and SciFact runs"
     bash scripts/teacher.sh --data "$DATA" --out "$OUT/teacher" --models models --runs runs
-    rerank scifact-test teacher teacher --model models/teacher
+    rerank scifact-test teacher cross-encoder --model models/teacher
     step "student: teacher scores, distillation, stores, runs, benchmark"
     bash scripts/student.sh --data "$DATA" --out "$OUT/student" --models models --runs runs --queries 1588
     STORES=$OUT/student/stores
 else
     step "teacher, bi-encoder and ensemble on DL19 (shipped models)"
-    rerank dl19 teacher teacher --model models/teacher
+    rerank dl19 teacher cross-encoder --model models/teacher
     rerank dl19 biencoder biencoder
     rank fuse --ensemble models/ensemble-msmarco.json --output runs/ensemble.dl19.trec runs/teacher.dl19.trec \
         runs/biencoder.dl19.trec "${CANDIDATES[dl19]}"
@@ -83,8 +83,8 @@ step "benchmark: DL19, one CPU thread, 100 candidates a query"
 BENCH_ON=(--topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}"
           --store "$STORES/dl19.float16" --threads 1)
 [ "$PROFILE" = quick ] && QUERIES=(--queries 15) || QUERIES=()  # quick: the cross-encoders on 15 queries (~5 min)
-rank bench "${BENCH_ON[@]}" --reranker identity --reranker twinbert --reranker teacher --reranker biencoder \
-    --reranker ensemble=models/ensemble-msmarco.json "${QUERIES[@]}" --reference teacher --repeats 1 \
+rank bench "${BENCH_ON[@]}" --reranker identity --reranker twinbert --reranker cross-encoder --reranker biencoder \
+    --reranker ensemble=models/ensemble-msmarco.json "${QUERIES[@]}" --reference cross-encoder --repeats 1 \
     --output runs/bench.dl19.json
 rank bench "${BENCH_ON[@]}" --reranker twinbert --query-dtype bfloat16 --repeats 3 --output runs/bench-bf16.dl19.json
 

@@ -85,6 +85,6 @@ echo "== stores, runs, evaluation: $(( $(date +%s) - start )) s"
 # one CPU thread, the same 43 DL19 queries x 100 candidates for every reranker
 rank bench --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" \
     --collection "$MS/passages/dl19.tsv" --reranker identity --reranker "twinbert=$MODELS/twinbert" \
-    --reranker biencoder --reranker teacher --reference teacher --store "$OUT/stores/dl19.float16" --threads 1 --repeats 1 \
+    --reranker biencoder --reranker cross-encoder --reference cross-encoder --store "$OUT/stores/dl19.float16" --threads 1 --repeats 1 \
     --output "$OUT/bench.dl19.json"
 echo "== done: $(( $(date +%s) - start )) s"

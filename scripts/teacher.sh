@@ -17,11 +17,11 @@ DATA=../shared/data OUT=work/teacher MODELS= RUNS=
 OPTIONS="data out models runs"
 source scripts/lib.sh
 
-rank train-teacher --output "$OUT" --data "$MS" --layout joint --head span-cos --max-length 160 --lr 2e-5 \
+rank train-teacher --output "$OUT" --data "$DATA" --layout joint --head span-cos --max-length 160 --lr 2e-5 \
     --max-steps 400 --warmup-steps 40 --eval-every 100 --seed 13 \
     --sets dl20 --sets dl21 --sets dl23 --sets dev600 --sets scifact-train
 # the SciFact protocol: the same model, 300 more steps on SciFact train alone (its 50 held-out queries select)
-rank train-teacher --output "$OUT-scifact" --init "$OUT/model" --data "$MS" --layout joint --head span-cos \
+rank train-teacher --output "$OUT-scifact" --init "$OUT/model" --data "$DATA" --layout joint --head span-cos \
     --max-length 160 --lr 2e-5 --max-steps 300 --warmup-steps 20 --eval-every 100 --seed 13 --sets scifact-train
 mkdir -p "$MODELS" "$RUNS" "$OUT/val"
 ship "$OUT" teacher
@@ -36,11 +36,11 @@ V=$OUT/validation
 for c in msmarco scifact; do
     # shellcheck disable=SC2086
     rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" ${TEXT[$c]} \
-        --reranker teacher --model "$MODELS/${TEACHER[$c]}" --output "$OUT/val/$c.${TEACHER[$c]}.trec"
+        --reranker cross-encoder --model "$MODELS/${TEACHER[$c]}" --output "$OUT/val/$c.${TEACHER[$c]}.trec"
     # shellcheck disable=SC2086
     rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" ${TEXT[$c]} \
         --reranker biencoder --output "$OUT/val/$c.biencoder.trec"
-    rank ensemble --qrels "$V/$c.qrels.txt" --component "teacher=${TEACHER[$c]}" --component biencoder \
+    rank ensemble --qrels "$V/$c.qrels.txt" --component "cross-encoder=${TEACHER[$c]}" --component biencoder \
         --component identity --output "$MODELS/ensemble-$c.json" \
         "$OUT/val/$c.${TEACHER[$c]}.trec" "$OUT/val/$c.biencoder.trec" "$V/$c.bm25.trec"
 done
@@ -50,7 +50,7 @@ echo "== validation runs and fusion weights: $(( $(date +%s) - start )) s"
 test_runs() {
     local name=$1 topics=$2 candidates=$3 text=$4 qrels=$5 teacher=${TEACHER[$6]} ensemble=$MODELS/ensemble-$6.json
     # shellcheck disable=SC2086
-    rank run --topics "$topics" --candidates "$candidates" $text --reranker teacher --model "$MODELS/$teacher" \
+    rank run --topics "$topics" --candidates "$candidates" $text --reranker cross-encoder --model "$MODELS/$teacher" \
         --output "$RUNS/$teacher.$name.trec"
     # shellcheck disable=SC2086
     rank run --topics "$topics" --candidates "$candidates" $text --reranker biencoder \

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install, then run the test suite. Extra arguments go to pytest (e.g. --data=DIR, -m "not java").
+# Install, lint, then run the test suite. Extra arguments go to pytest (e.g. --data=DIR, -m "not java").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+.venv/bin/ruff check ranker tests || { echo "ruff found problems (pyproject.toml [tool.ruff])" >&2; exit 1; }
 .venv/bin/python -m pytest "$@"
 status=$?
 # pytest exits 5 when it collected no test: that is a failure of the suite, say so

@@ -20,15 +20,16 @@ def pytest_addoption(parser):
 def data(request) -> Path:
     path = Path(request.config.getoption("--data"))
     if not (path / "msmarco-passage").is_dir():
-        pytest.fail(f"shared data not found at {path}: pass --data or set RANKER_DATA")
+        pytest.skip(f"needs the shared data (msmarco-passage/, beir-scifact/), not found at {path}: "
+                    "pass --data or set RANKER_DATA")
     return path
 
 
 @pytest.fixture(scope="session")
 def scifact_index(data, tmp_path_factory) -> Path:
     """SciFact indexed once per session through the library (title + ' ' + text)."""
-    from ranker.bm25 import build_index
-    from ranker.sources import iter_docs
+    from ranker.first_stage.bm25 import build_index
+    from ranker.io.sources import iter_docs
 
     index = tmp_path_factory.mktemp("indexes") / "scifact"
     build_index(iter_docs(data / "beir-scifact" / "corpus.jsonl"), index, source="scifact")

@@ -4,11 +4,13 @@ import json
 
 import pytest
 
-from ranker.bm25 import INDEX_META, Bm25Params, Bm25Retriever, build_index
 from ranker.errors import MissingInputError, RankerError
-from ranker.evaluate import evaluate, parse_measures
-from ranker.formats import read_qrels, read_topics
-from ranker.sources import iter_docs
+from ranker.eval.evaluate import evaluate
+from ranker.first_stage.bm25 import Bm25Config, Bm25Retriever, build_index
+from ranker.io.artifact import META_FILE
+from ranker.io.formats import read_qrels, read_topics
+from ranker.io.sources import iter_docs
+from ranker.measures import parse_measures
 from ranker.types import Doc, Query
 
 from .conftest import FIXTURES
@@ -30,7 +32,7 @@ def test_scifact_reproduces_pyserini_beir_flat(data, scifact_index):
     qrels = read_qrels(scifact / "qrels" / "test.tsv")
     judged = {q.qid for q in qrels}
     queries = {qid: q for qid, q in read_topics(scifact / "queries.jsonl").items() if qid in judged}
-    retriever = Bm25Retriever(scifact_index, Bm25Params(k=100, remove_query_id=True))
+    retriever = Bm25Retriever(scifact_index, Bm25Config(k=100, remove_query_id=True))
     ranking = retriever(queries)
     assert len(ranking) == 300 and max(len(docs) for docs in ranking.values()) == 100
     means = evaluate(qrels, {"bm25": ranking}, parse_measures(["nDCG@10", "R@100"])).means.loc["bm25"]
@@ -44,21 +46,21 @@ def test_stored_text_and_metadata(tiny_index):
     assert retriever.text("d2") == "Lucene Lucene builds an inverted index; BM25 scores documents with it."
     with pytest.raises(RankerError, match="'nope' is not in the index"):
         retriever.text("nope")
-    meta = json.loads((tiny_index / INDEX_META).read_text())
+    meta = json.loads((tiny_index / META_FILE).read_text())
     assert meta["documents"] == 4 and meta["source"] == "fixture"
 
 
 def test_remove_query_id(tiny_index):
     queries = read_topics(FIXTURES / "topics.tsv")
-    kept = Bm25Retriever(tiny_index, Bm25Params(k=2))(queries)
-    dropped = Bm25Retriever(tiny_index, Bm25Params(k=2, remove_query_id=True))(queries)
+    kept = Bm25Retriever(tiny_index, Bm25Config(k=2))(queries)
+    dropped = Bm25Retriever(tiny_index, Bm25Config(k=2, remove_query_id=True))(queries)
     assert kept["d3"][0].docno == "d3"
     assert "d3" not in [d.docno for d in dropped["d3"]] and len(dropped["d3"]) <= 2
     assert kept["q1"][0].docno == "d1" and kept["q1"] == dropped["q1"]
 
 
 def test_scores_sorted_descending(tiny_index):
-    ranking = Bm25Retriever(tiny_index, Bm25Params(k=10))(read_topics(FIXTURES / "topics.tsv"))
+    ranking = Bm25Retriever(tiny_index, Bm25Config(k=10))(read_topics(FIXTURES / "topics.tsv"))
     for docs in ranking.values():
         assert [d.score for d in docs] == sorted((d.score for d in docs), reverse=True)
 
@@ -66,7 +68,7 @@ def test_scores_sorted_descending(tiny_index):
 def test_a_query_of_thousands_of_terms_is_searched_whole(tiny_index):
     """Lucene's default limit of 1,024 clauses made such a query fail inside the JVM."""
     long = " ".join(f"word{i}" for i in range(3000)) + " lucene"
-    ranking = Bm25Retriever(tiny_index, Bm25Params(k=3))({"q": Query("q", long)})
+    ranking = Bm25Retriever(tiny_index, Bm25Config(k=3))({"q": Query("q", long)})
     assert ranking["q"][0].docno == "d2"
 
 
@@ -93,6 +95,6 @@ def test_a_document_with_no_text_is_left_out_and_counted(tmp_path):
     docs = [Doc("a", "hello world"), Doc("b", "  "), Doc("c", "second document")]
     stats = build_index(docs, tmp_path / "index")
     assert (stats.documents, stats.empty) == (2, 1)
-    assert json.loads((tmp_path / "index" / INDEX_META).read_text())["empty_documents"] == 1
+    assert json.loads((tmp_path / "index" / META_FILE).read_text())["empty_documents"] == 1
     with pytest.raises(RankerError, match="'b' is not in the index"):
         Bm25Retriever(tmp_path / "index").text("b")

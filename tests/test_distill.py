@@ -7,20 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from ranker.distill import (
-    DistillConfig,
-    distill,
-    distill_data,
-    listwise_kl,
-    margin_mse,
-    read_scores,
-    score_with_teacher,
-    soft_bce,
-)
 from ranker.errors import RankerError
-from ranker.formats import read_run
+from ranker.io.formats import read_run
 from ranker.pipeline import Reranker, pending, rescored
-from ranker.training import LoopSettings
+from ranker.rerank.config import TwinBertConfig
+from ranker.train.config import DistillConfig, LoopConfig
+from ranker.train.distill import distill
+from ranker.train.examples import distill_data
+from ranker.train.losses import listwise_kl, margin_mse, soft_bce
+from ranker.train.scores import read_scores, score_with_teacher
 
 
 class PairTeacher(Reranker):
@@ -68,7 +63,7 @@ def test_distill_data_uses_every_candidate_and_respects_exclusions(small_data, d
 def test_scifact_ids_are_prefixed(data, tmp_path):
     run = tmp_path / "bm25.scifact-train.trec"
     run.write_text("0 Q0 4983 1 9.0 t\n1 Q0 4983 1 9.0 t\n")  # query 1 is a test query: left out
-    d = distill_data(data, sets=("scifact-train",), scifact_candidates=run)
+    d = distill_data(data, sets=("scifact-train",), runs_dir=tmp_path)
     assert list(d.queries) == ["scifact:0"] and d.texts["scifact:4983"].startswith("Microstructural")
 
 
@@ -94,7 +89,7 @@ def test_teacher_scores_resume_after_an_interruption(small_data, tmp_path):
     whole = score_with_teacher(teacher, small_data, tmp_path / "whole", "len-teacher", queries_per_part=100)
     key = ["qid", "docno"]
     assert resumed.sort_values(key).reset_index(drop=True).equals(whole.sort_values(key).reset_index(drop=True))
-    assert json.loads((folder / "meta.json").read_text())["score_type"] == "logit"
+    assert json.loads((folder / "ranker.json").read_text())["score_type"] == "logit"
     with pytest.raises(RankerError, match="scores of teacher 'len-teacher'"):
         score_with_teacher(teacher, small_data, folder, "another-teacher")
 
@@ -113,32 +108,34 @@ def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
 
     scores = tmp_path / "scores"
     score_with_teacher(PairTeacher(lengths, small_data.texts), small_data, scores, "overlap-teacher")
-    config = DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data=str(data), val_depth=5,
-                           student={"num_layers": 1, "doc_max_length": 64}, group_size=4, queries_per_step=2,
+    config = DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data_dir=str(data), val_depth=5,
+                           student=TwinBertConfig(num_layers=1), doc_max_length=64, group_size=4, queries_per_step=2,
                            label_weight=0.5,
-                           loop=LoopSettings(max_steps=3, warmup_steps=1, eval_every=3, checkpoint_every=3))
+                           loop=LoopConfig(max_steps=3, warmup_steps=1, eval_every=3, checkpoint_every=3))
     model = distill(config)
     meta = json.loads((model / "training.json").read_text())
     assert [p["step"] for p in meta["curve"]] == [0, 3] and meta["pairs_seen"] == 3 * 2 * 4
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["label_loss"]) for r in log if r["event"] == "step")
-    assert json.loads((model / "ranker_config.json").read_text())["dtype"] == "float16"
+    assert json.loads((model / "ranker.json").read_text())["dtype"] == "float16"
     assert (tmp_path / "run" / "validation" / "msmarco.qrels.txt").stat().st_size > 0
 
 
 def test_a_student_can_start_from_another_and_train_on_some_sets(small_data, data, tmp_path):
-    from ranker.twinbert import TwinBert
+    from ranker.rerank.twinbert import TwinBert
 
     scores = tmp_path / "scores"
     score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), small_data.texts), small_data,
                        scores, "index-teacher")
-    loop = LoopSettings(max_steps=1, warmup_steps=1, eval_every=1, checkpoint_every=1)
-    first = distill(DistillConfig(output=str(tmp_path / "a"), scores=str(scores), data=str(data), val_depth=3,
-                                  student={"num_layers": 1, "doc_max_length": 32}, group_size=2, queries_per_step=2,
+    loop = LoopConfig(max_steps=1, warmup_steps=1, eval_every=1, checkpoint_every=1)
+    first = distill(DistillConfig(output=str(tmp_path / "a"), scores=str(scores), data_dir=str(data), val_depth=3,
+                                  student=TwinBertConfig(num_layers=1), doc_max_length=32, group_size=2,
+                                  queries_per_step=2,
                                   loop=loop))
     # no learning: the second student must hold exactly the first one's weights
-    second = distill(DistillConfig(output=str(tmp_path / "b"), scores=str(scores), data=str(data), val_depth=3,
-                                   init=str(first), sets=("dl23",), student={"num_layers": 2, "doc_max_length": 48},
+    second = distill(DistillConfig(output=str(tmp_path / "b"), scores=str(scores), data_dir=str(data), val_depth=3,
+                                   init=str(first), sets=("dl23",), student=TwinBertConfig(num_layers=2),
+                                   doc_max_length=48,
                                    group_size=2, queries_per_step=2, lr=0.0, head_lr=0.0, loop=loop))
     a, b = TwinBert.load(first), TwinBert.load(second)
     assert b.config.num_layers == 1 and b.config.doc_max_length == 48
@@ -146,10 +143,10 @@ def test_a_student_can_start_from_another_and_train_on_some_sets(small_data, dat
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     assert json.loads((second / "training.json").read_text())["training_queries"] == 73  # dl23's, not dev600's
     with pytest.raises(RankerError, match="no teacher scores for the sets scifact-train"):
-        distill(DistillConfig(output=str(tmp_path / "c"), scores=str(scores), data=str(data),
+        distill(DistillConfig(output=str(tmp_path / "c"), scores=str(scores), data_dir=str(data),
                               sets=("scifact-train",), loop=loop))
-    with pytest.raises(RankerError, match="no ranker_config.json"):
-        distill(DistillConfig(output=str(tmp_path / "d"), scores=str(scores), data=str(data),
+    with pytest.raises(RankerError, match="no such file or folder"):
+        distill(DistillConfig(output=str(tmp_path / "d"), scores=str(scores), data_dir=str(data),
                               init=str(tmp_path / "nothing"), loop=loop))
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # bad input makes no run folder
 
@@ -157,14 +154,14 @@ def test_a_student_can_start_from_another_and_train_on_some_sets(small_data, dat
 def test_a_scifact_only_student_is_validated_on_scifact_alone(data, tmp_path):
     from .conftest import ROOT
 
-    scifact = distill_data(data, sets=("scifact-train",), scifact_candidates=ROOT / "runs/bm25.scifact-train.trec")
+    scifact = distill_data(data, sets=("scifact-train",), runs_dir=ROOT / "runs")
     scores = tmp_path / "scores"
     score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), scifact.texts), scifact, scores,
                        "index-teacher", limit=4)
-    model = distill(DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data=str(data), val_depth=2,
-                                  sets=("scifact-train",), student={"num_layers": 1, "doc_max_length": 32},
+    model = distill(DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data_dir=str(data), val_depth=2,
+                                  sets=("scifact-train",), student=TwinBertConfig(num_layers=1), doc_max_length=32,
                                   group_size=2, queries_per_step=2,
-                                  loop=LoopSettings(max_steps=1, warmup_steps=1, eval_every=1, checkpoint_every=1)))
+                                  loop=LoopConfig(max_steps=1, warmup_steps=1, eval_every=1, checkpoint_every=1)))
     curve = json.loads((model / "training.json").read_text())["curve"]
     assert [set(point["val"]) for point in curve] == [{"scifact"}, {"scifact"}]
     assert sorted(p.name for p in (tmp_path / "run" / "validation").iterdir()) == [
@@ -172,17 +169,17 @@ def test_a_scifact_only_student_is_validated_on_scifact_alone(data, tmp_path):
 
 
 def test_head_warmup_leaves_the_encoder_untouched(small_data, data, tmp_path):
-    from ranker.twinbert import TwinBert
+    from ranker.rerank.twinbert import TwinBert
 
     scores = tmp_path / "scores"
     score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), small_data.texts), small_data,
                        scores, "index-teacher")
 
     def trained(warmup: int) -> dict:
-        config = DistillConfig(output=str(tmp_path / f"run{warmup}"), scores=str(scores), data=str(data),
-                               val_depth=3, student={"num_layers": 1, "doc_max_length": 32}, group_size=2,
+        config = DistillConfig(output=str(tmp_path / f"run{warmup}"), scores=str(scores), data_dir=str(data),
+                               val_depth=3, student=TwinBertConfig(num_layers=1), doc_max_length=32, group_size=2,
                                queries_per_step=2, head_warmup_steps=warmup,
-                               loop=LoopSettings(max_steps=2, warmup_steps=1, eval_every=2, checkpoint_every=2))
+                               loop=LoopConfig(max_steps=2, warmup_steps=1, eval_every=2, checkpoint_every=2))
         distill(config)
         return TwinBert.load(tmp_path / f"run{warmup}" / "checkpoint").state_dict()  # the last step, float32
 
@@ -205,7 +202,7 @@ def test_distill_command_scores_with_an_ensemble_teacher(data, tmp_path):
     rank("distill", "--score-only", "--teacher", spec, "--sets", "dev600", "--data", data, "--scores", scores,
          "--output", tmp_path / "run")
     frame = read_scores(scores)
-    assert frame["qid"].nunique() == 600 and json.loads((scores / "meta.json").read_text())["score_type"] == "fused-z"
+    assert frame["qid"].nunique() == 600 and json.loads((scores / "ranker.json").read_text())["score_type"] == "fused-z"
     z = frame.groupby("qid")["score"].agg(["mean", "std"])
     assert (z["mean"].abs() < 1e-4).all() and ((z["std"] - 1).abs() < 0.1).all()  # BM25 scores, z-normalised
     candidates = read_run(data / "msmarco-passage/dev600/candidates.trec")
@@ -256,17 +253,16 @@ def test_distill_stopped_by_sigterm_resumes_from_its_checkpoint(small_data, data
 
 
 def test_scifact_validation_queries_are_never_distilled_on(data):
-    from ranker.distill import validation_split
+    from ranker.train.examples import validation_split
 
     held = set(validation_split(data, scifact=True).validation.queries)
-    d = distill_data(data, sets=("scifact-train",), exclude=held,
-                     scifact_candidates=Path(__file__).parents[1] / "runs" / "bm25.scifact-train.trec")
+    d = distill_data(data, sets=("scifact-train",), exclude=held, runs_dir=Path(__file__).parents[1] / "runs")
     assert sum(q.startswith("scifact:") for q in held) == 50
     assert len(d.queries) == 809 - 50 and not held & set(d.queries)
 
 
 def test_label_loss_prefers_the_graded_positive_and_skips_groups_without_one():
-    from ranker.distill import label_loss
+    from ranker.train.losses import label_loss
 
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 5.0]], requires_grad=True)
     grades = torch.tensor([[3, 0, 1], [0, 0, 0]])  # grade 1 is no positive; the second group has none
@@ -277,7 +273,7 @@ def test_label_loss_prefers_the_graded_positive_and_skips_groups_without_one():
 
 
 def test_training_labels_cover_every_labelled_set(data):
-    from ranker.distill import training_labels
+    from ranker.train.examples import training_labels
 
     labels = training_labels(data)
     assert labels[("scifact:0", "scifact:31715818")] == 2

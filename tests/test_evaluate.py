@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from ranker import formats
 from ranker.errors import RankerError
-from ranker.evaluate import evaluate, holm, parse_measures, providers
+from ranker.eval.evaluate import evaluate, holm
+from ranker.io import formats
+from ranker.measures import parse_measures, providers
 from ranker.types import Qrel, ScoredDoc
 
 QRELS = [Qrel("q1", "d1", 2), Qrel("q1", "d2", 0), Qrel("q1", "d3", 1), Qrel("q2", "d5", 1)]

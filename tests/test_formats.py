@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from ranker import formats
 from ranker.errors import FormatError, MissingInputError
+from ranker.io import formats
 from ranker.types import Doc, Qrel, Query, ScoredDoc
 
 from .conftest import FIXTURES

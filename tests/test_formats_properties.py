@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ranker import formats
 from ranker.errors import FormatError
+from ranker.io import formats
 from ranker.types import Qrel, Query, ScoredDoc, sort_docs
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

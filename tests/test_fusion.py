@@ -6,8 +6,9 @@ import json
 import pytest
 
 from ranker.errors import RankerError
-from ranker.fusion import fuse, load_ensemble, pick_weights, znorm
-from ranker.rerankers import RerankerOptions, make_reranker
+from ranker.rerank.fusion import fuse, load_ensemble, znorm
+from ranker.rerank.registry import RerankerConfig, make_reranker
+from ranker.train.fusion_weights import pick_weights
 from ranker.types import Qrel, Query, ScoredDoc
 
 A = {"q": [ScoredDoc("q", "d1", 3.0), ScoredDoc("q", "d2", 2.0), ScoredDoc("q", "d3", 1.0)]}
@@ -33,16 +34,16 @@ def test_pick_weights_follows_the_judgements():
 def test_ensemble_from_a_description(tmp_path):
     spec = tmp_path / "ensemble.json"
     spec.write_text(json.dumps({"components": [{"reranker": "identity"}], "weights": [1.0]}))
-    reranker = make_reranker("ensemble", RerankerOptions(model=str(spec)))
+    reranker = make_reranker("ensemble", RerankerConfig(model=str(spec)))
     ranking = reranker({"q": Query("q", "text")}, A)
     assert [d.docno for d in ranking["q"]] == ["d1", "d2", "d3"]
     spec.write_text("{}")
     with pytest.raises(RankerError, match="not an ensemble description"):
-        make_reranker("ensemble", RerankerOptions(model=str(spec)))
+        make_reranker("ensemble", RerankerConfig(model=str(spec)))
 
 
 def test_ensemble_and_fuse_commands(tmp_path):
-    from ranker.formats import read_run, write_qrels, write_run
+    from ranker.io.formats import read_run, write_qrels, write_run
 
     from .test_cli import rank
 
@@ -51,11 +52,12 @@ def test_ensemble_and_fuse_commands(tmp_path):
     write_run(b, tmp_path / "b.trec", "b")
     write_qrels([Qrel("q", "d3", 2)], tmp_path / "qrels.txt")
     spec = tmp_path / "ens.json"
-    rank("ensemble", "--qrels", str(tmp_path / "qrels.txt"), "--component", "teacher=teacher", "--component",
+    rank("ensemble", "--qrels", str(tmp_path / "qrels.txt"), "--component", "cross-encoder=teacher", "--component",
          "identity", "--step", "0.25", "--output", str(spec), str(tmp_path / "a.trec"), str(tmp_path / "b.trec"))
     written = json.loads(spec.read_text())
     assert written["weights"] == [0.0, 1.0]  # b ranks d3 first, as in the test above
-    assert written["components"] == [{"reranker": "teacher", "model": "teacher"}, {"reranker": "identity"}]
+    assert written["components"] == [{"reranker": "cross-encoder", "model": "teacher"}, {"reranker": "identity"}]
+    assert written["type"] == "ensemble" and written["format_version"] == 1
     assert written["validation"]["components"] == [pytest.approx(0.5), 1.0]
     rank("fuse", "--ensemble", str(spec), "--output", str(tmp_path / "f.trec"),
          str(tmp_path / "a.trec"), str(tmp_path / "b.trec"))
@@ -79,9 +81,9 @@ def test_ensemble_models_are_found_beside_the_description(tmp_path):
 
 def test_shipped_ensemble_teacher_reranks_and_matches_fusing_its_components(data):
     """models/ensemble-msmarco.json loads (teacher from models/, bundled bi-encoder, BM25) and fuses its parts."""
-    from ranker.formats import read_run
-    from ranker.rerankers import MODELS
-    from ranker.textsource import texts_for
+    from ranker.io.formats import read_run
+    from ranker.io.texts import texts_for
+    from ranker.rerank.registry import shipped_model
 
     msmarco = data / "msmarco-passage"
     run = read_run(msmarco / "runs" / "bm25.dl19.top100.trec")
@@ -89,8 +91,9 @@ def test_shipped_ensemble_teacher_reranks_and_matches_fusing_its_components(data
     candidates = {qid: run[qid][:8]}
     queries = {qid: Query(qid, dict(line.split("\t", 1) for line in
                                     (msmarco / "topics" / "dl19.tsv").read_text().splitlines())[qid])}
-    options = RerankerOptions(texts=texts_for([msmarco / "passages" / "dl19.tsv"], {d.docno for d in run[qid][:8]}))
-    ensemble = make_reranker("ensemble", dataclasses.replace(options, model=str(MODELS / "ensemble-msmarco.json")))
+    options = RerankerConfig(texts=texts_for([msmarco / "passages" / "dl19.tsv"], {d.docno for d in run[qid][:8]}))
+    shipped = str(shipped_model("ensemble-msmarco.json"))
+    ensemble = make_reranker("ensemble", dataclasses.replace(options, model=shipped))
     fused = ensemble.rerank(queries, candidates)
     parts = [c.rerank(queries, candidates) for c in ensemble.components]
     expected = fuse(parts, ensemble.weights)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ranker.interrupt import Interrupted, deferred, install
-from ranker.training import TRAINER_STATE, LoopSettings, TrainingRun
+from ranker.train.loop import TRAINER_STATE, LoopConfig, TrainingRun
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _fit(folder: Path, stop_in_checkpoint_at: int | None = None) -> torch.Tensor
     """A small regression trained for 6 steps (checkpoints every 2), resuming from ``folder`` if it holds one."""
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
-    run = TrainingRun(folder, LoopSettings(max_steps=6, warmup_steps=1, eval_every=2, checkpoint_every=2, seed=3))
+    run = TrainingRun(folder, LoopConfig(max_steps=6, warmup_steps=1, eval_every=2, checkpoint_every=2, seed=3))
     if run.resuming:
         model.load_state_dict(torch.load(run.checkpoint / "model.pt"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -111,7 +111,8 @@ def assert_interrupted(output: str, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from ranker.twinbert import TwinBert, TwinBertConfig
+    from ranker.rerank.config import TwinBertConfig
+    from ranker.rerank.twinbert import TwinBert
 
     torch.manual_seed(0)
     return TwinBert(TwinBertConfig(num_layers=1, doc_max_length=32)).save(tmp_path_factory.mktemp("m") / "model")
@@ -134,8 +135,9 @@ def test_sigterm_during_encode_leaves_a_store_that_resumes(tiny_model, data, tmp
 def test_sigint_during_run_leaves_no_output(data, tmp_path):
     out = tmp_path / "runs" / "teacher.trec"
     msmarco = data / "msmarco-passage"
-    process = start("run", "--topics", msmarco / "topics/dl19.tsv", "--candidates", msmarco / "runs/bm25.dl19.top100.trec",
-                     "--collection", msmarco / "passages/dl19.tsv", "--reranker", "biencoder", "--output", out)
+    process = start("run", "--topics", msmarco / "topics/dl19.tsv",
+                    "--candidates", msmarco / "runs/bm25.dl19.top100.trec",
+                    "--collection", msmarco / "passages/dl19.tsv", "--reranker", "biencoder", "--output", out)
     output = stop_once(process, "encode: ", signal.SIGINT)
     assert process.returncode == 130
     assert_interrupted(output, "SIGINT")

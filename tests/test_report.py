@@ -10,9 +10,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from ranker.errors import RankerError
-from ranker.evaluate import evaluate, parse_measures
-from ranker.formats import read_qrels, read_run
-from ranker.report import build_report, parameters, read_spec
+from ranker.eval.evaluate import evaluate
+from ranker.eval.report import build_report, parameters, read_spec
+from ranker.io.formats import read_qrels, read_run
+from ranker.measures import parse_measures
 
 from .test_cli import assert_input_error, rank
 
@@ -30,8 +31,10 @@ def bundle(tmp_path):
     """Qrels where d0 is relevant: 'good' ranks it first, 'bad' last, 'mixed' first for half the queries."""
     (tmp_path / "qrels.txt").write_text("".join(f"{q} 0 d0 1\n{q} 0 d1 0\n" for q in QUERIES))
     _write_run(tmp_path / "bad.trec", lambda q: ["d3", "d2", "d1", "d0"])
-    _write_run(tmp_path / "good.trec", lambda q: ["d0", "d1", "d2", "d3"] if int(q[1:]) > 2 else ["d1", "d0", "d2", "d3"])
-    _write_run(tmp_path / "mixed.trec", lambda q: ["d0", "d1", "d2", "d3"] if int(q[1:]) % 2 else ["d3", "d2", "d1", "d0"])
+    _write_run(tmp_path / "good.trec",
+               lambda q: ["d0", "d1", "d2", "d3"] if int(q[1:]) > 2 else ["d1", "d0", "d2", "d3"])
+    _write_run(tmp_path / "mixed.trec",
+               lambda q: ["d0", "d1", "d2", "d3"] if int(q[1:]) % 2 else ["d3", "d2", "d1", "d0"])
     (tmp_path / "bench.json").write_text(json.dumps({"threads": 1, "k": 4, "results": [
         {"name": "identity", "p50_ms": 0.002, "p95_ms": 0.003, "mean_ms": 0.002, "queries": 12, "repeats": 1,
          "candidates_per_query": 4.0},
@@ -44,30 +47,30 @@ def bundle(tmp_path):
     (model / "training.json").write_text(json.dumps({"pairs_seen": 1200, "wall_seconds": 600, "training_queries": 40,
                                                      "best": {"step": 30, "val_ndcg10": 0.61234}}))
     spec = tmp_path / "results.toml"
-    spec.write_text(f"""
+    spec.write_text("""
 [models]
-tiny = "{{data}}/model"
+tiny = "{data}/model"
 
 [[collection]]
 key = "toy"
 title = "Toy collection"
-qrels = "{{data}}/qrels.txt"
+qrels = "{data}/qrels.txt"
 baseline = "bad"
-bench = "{{data}}/bench.json"
+bench = "{data}/bench.json"
 
 [[collection.system]]
 name = "bad"
-run = "{{data}}/bad.trec"
+run = "{data}/bad.trec"
 bench = "identity"
 
 [[collection.system]]
 name = "good"
-run = "{{data}}/good.trec"
+run = "{data}/good.trec"
 bench = "good"
 
 [[collection.system]]
 name = "mixed"
-run = "{{data}}/mixed.trec"
+run = "{data}/mixed.trec"
 external = true
 """)
     return tmp_path, spec
@@ -77,8 +80,8 @@ def test_report_recomputes_every_figure_from_the_runs(bundle):
     root, spec = bundle
     text, results = build_report(read_spec(spec, root), root / "RESULTS.md", root / "plot.png")
     measures = parse_measures(["nDCG@10", "RR@10", "R@100"])
-    expected = evaluate(read_qrels(root / "qrels.txt"), {n: read_run(root / f"{n}.trec") for n in ("bad", "good", "mixed")},
-                        measures, baseline="bad").means
+    runs = {n: read_run(root / f"{n}.trec") for n in ("bad", "good", "mixed")}
+    expected = evaluate(read_qrels(root / "qrels.txt"), runs, measures, baseline="bad").means
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert f"{expected.loc['good', 'nDCG@10']:.4f} †" in rows["good"]  # better on all 12 queries: significant
     assert f"{expected.loc['mixed', 'nDCG@10']:.4f}" in rows["mixed (external run)"]

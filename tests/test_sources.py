@@ -9,7 +9,7 @@ from typing import NamedTuple
 import pytest
 
 from ranker.errors import RankerError
-from ranker.sources import iter_docs, load_qrels, load_topics
+from ranker.io.sources import iter_docs, load_qrels, load_topics
 from ranker.types import Doc, Qrel, Query
 
 from .conftest import FIXTURES

@@ -14,16 +14,16 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import MissingInputError, RankerError  # noqa: E402
-from ranker.store import (  # noqa: E402
+from ranker.rerank.config import TwinBertConfig  # noqa: E402
+from ranker.rerank.quantization import dequantize, quantize  # noqa: E402
+from ranker.rerank.store import (  # noqa: E402
     EmbeddingStore,
     StoreMismatchError,
     build_store,
     convert_store,
-    dequantize,
     partial_path,
-    quantize,
 )
-from ranker.twinbert import TwinBert, TwinBertConfig  # noqa: E402
+from ranker.rerank.twinbert import TwinBert  # noqa: E402
 from ranker.types import Doc  # noqa: E402
 
 DOCS = [Doc(f"D{i}", text) for i, text in enumerate([
@@ -35,7 +35,7 @@ DOCS = [Doc(f"D{i}", text) for i, text in enumerate([
     "Rivers carry sediment to the sea, building deltas where the current slows.",
     "Neural rerankers rescore the candidates a first-stage retriever returns.",
 ])]
-FILES = ("meta.json", "embeddings.npy", "scales.npy", "docnos.txt")
+FILES = ("ranker.json", "embeddings.npy", "scales.npy", "docnos.txt")
 
 
 @pytest.fixture(scope="module", autouse=True)

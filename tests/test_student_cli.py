@@ -6,14 +6,15 @@ import json
 
 import pytest
 
-from ranker.formats import read_run
+from ranker.io.formats import read_run
 
 from .test_cli import assert_input_error, rank
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, data):
-    from ranker.twinbert import TwinBert, TwinBertConfig
+    from ranker.rerank.config import TwinBertConfig
+    from ranker.rerank.twinbert import TwinBert
 
     root = tmp_path_factory.mktemp("student")
     model = TwinBert(TwinBertConfig(num_layers=1, doc_max_length=64)).save(root / "model")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,24 +13,17 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ranker.biencoder import BiEncoder, bundled_minilm  # noqa: E402
 from ranker.errors import RankerError  # noqa: E402
-from ranker.teacher import (  # noqa: E402
-    CrossEncoder,
-    CrossEncoderReranker,
-    CrossEncoderSpec,
-    TrainConfig,
-    group_loss,
-    sample_batch,
-    train_teacher,
-)
-from ranker.textsource import TextSource  # noqa: E402
-from ranker.training import LoopSettings  # noqa: E402
-from ranker.trainset import DEFAULT_DATA, build_trainset  # noqa: E402
+from ranker.io.texts import TextSource  # noqa: E402
+from ranker.rerank.biencoder import BiEncoder  # noqa: E402
+from ranker.rerank.config import CrossEncoderConfig  # noqa: E402
+from ranker.rerank.cross_encoder import CrossEncoder, CrossEncoderReranker  # noqa: E402
+from ranker.rerank.hf import bundled_minilm  # noqa: E402
+from ranker.train.config import LoopConfig, TeacherTrainingConfig  # noqa: E402
+from ranker.train.examples import build_trainset  # noqa: E402
+from ranker.train.losses import group_loss  # noqa: E402
+from ranker.train.teacher import sample_batch, train_teacher  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1] / DEFAULT_DATA
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"needs the shared data at {DATA}")
 
 PAIRS = [
     ("what is the capital of france", "Paris is the capital and most populous city of France."),
@@ -46,22 +38,22 @@ def _threads():
 
 
 @pytest.fixture(scope="module")
-def trainset():
-    return build_trainset(DATA, sets=("dl20",), val_fraction=0.04)
+def trainset(data):
+    return build_trainset(data, sets=("dl20",), val_fraction=0.04)
 
 
 def test_gated_start_is_the_biencoder():
-    model = CrossEncoder.from_pretrained(spec=CrossEncoderSpec(segment_bias=-1e4, scale=1.0))
+    model = CrossEncoder.from_pretrained(config=CrossEncoderConfig(layout="gated", segment_bias=-1e4, scale=1.0))
     np.testing.assert_allclose(model.score_pairs(PAIRS), BiEncoder(progress=False).score_pairs(PAIRS), atol=1e-5)
 
 
-@pytest.mark.parametrize("spec", [CrossEncoderSpec(max_length=64, query_max_length=16),
-                                  CrossEncoderSpec(layout="joint", max_length=64),
-                                  CrossEncoderSpec(head="cls", layout="joint", max_length=64)])
+@pytest.mark.parametrize("spec", [CrossEncoderConfig(layout="gated", max_length=64, query_max_length=16),
+                                  CrossEncoderConfig(layout="joint", max_length=64),
+                                  CrossEncoderConfig(head="cls", layout="joint", max_length=64)])
 def test_fine_tuning_lowers_the_loss(trainset, spec):
     torch.manual_seed(0)
-    model = CrossEncoder.from_pretrained(spec=spec)
-    config = TrainConfig(output="unused", queries_per_step=2, group_size=4)
+    model = CrossEncoder.from_pretrained(config=spec)
+    config = TeacherTrainingConfig(output="unused", queries_per_step=2, group_size=4)
     pairs, targets = sample_batch(trainset, config, step=0)
     batch = model.tokenize(pairs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -88,14 +80,14 @@ def test_scoring_is_deterministic():
 
 
 def test_save_then_load_gives_identical_scores(tmp_path):
-    model = CrossEncoder.from_pretrained(spec=CrossEncoderSpec(segment_bias=-3.0))
+    model = CrossEncoder.from_pretrained(config=CrossEncoderConfig(layout="gated", segment_bias=-3.0))
     with torch.no_grad():
         model.segment_bias[0, 0] = 1.5  # a trained head must survive the round trip
     loaded = CrossEncoder.from_pretrained(model.save(tmp_path / "fp32", torch.float32, {"note": "test"}))
-    assert loaded.spec == model.spec and loaded.metadata == {"note": "test"}
+    assert loaded.config == model.config and loaded.metadata == {"note": "test"}
     assert np.array_equal(loaded.score_pairs(PAIRS), model.score_pairs(PAIRS))
-    config = json.loads((tmp_path / "fp32" / "ranker_config.json").read_text())
-    assert (config["model_type"], config["score_type"], config["head"]) == ("cross-encoder", "logit", "span-cos")
+    config = json.loads((tmp_path / "fp32" / "ranker.json").read_text())
+    assert (config["type"], config["score_type"], config["head"]) == ("cross-encoder", "logit", "span-cos")
 
     half = CrossEncoder.from_pretrained(model.save(tmp_path / "fp16"))
     size = {d: (tmp_path / d / "model.safetensors").stat().st_size for d in ("fp16", "fp32")}
@@ -112,7 +104,7 @@ def test_hf_sequence_classification_folder_loads_with_cls_head(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(bundled_minilm())
     tokenizer.save_pretrained(tmp_path)
     model = CrossEncoder.from_pretrained(tmp_path)
-    assert model.spec.head == "cls"
+    assert model.config.head == "cls"
     enc = tokenizer([q for q, _ in PAIRS], [p for _, p in PAIRS], padding=True, return_tensors="pt")
     with torch.no_grad():
         expected = hf(**enc).logits[:, 0].numpy()
@@ -125,18 +117,20 @@ def test_hf_sequence_classification_folder_loads_with_cls_head(tmp_path):
     assert [(d.docno, d.score) for d in ranking["q"]] == sorted(scores.items(), key=lambda x: -x[1])
 
 
-def test_train_teacher_checkpoints_and_resumes(tmp_path):
-    config = TrainConfig(output=str(tmp_path), sets=("dl20",), val_fraction=0.04, val_depth=5, queries_per_step=1,
-                         group_size=4, loop=LoopSettings(max_steps=2, eval_every=1, checkpoint_every=1, warmup_steps=1))
+def test_train_teacher_checkpoints_and_resumes(tmp_path, data):
+    config = TeacherTrainingConfig(output=str(tmp_path), data_dir=str(data), sets=("dl20",), val_fraction=0.04,
+                                   val_depth=5, queries_per_step=1,
+                         group_size=4, loop=LoopConfig(max_steps=2, eval_every=1, checkpoint_every=1, warmup_steps=1))
     train_teacher(config)
     config.loop = dataclasses.replace(config.loop, max_steps=3)
     shipped = train_teacher(config)
     events = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events].count("resume") == 1
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3]
-    meta = json.loads((shipped / "ranker_config.json").read_text())
-    assert meta["dtype"] == "float16" and [p["step"] for p in meta["training"]["curve"]] == [0, 1, 2, 3]
-    assert set(meta["training"]["curve"][0]["val"]) == {"msmarco"}  # nDCG@10 per validation collection
+    meta = json.loads((shipped / "ranker.json").read_text())
+    training = json.loads((shipped / "training.json").read_text())
+    assert meta["dtype"] == "float16" and [p["step"] for p in training["curve"]] == [0, 1, 2, 3]
+    assert set(training["curve"][0]["val"]) == {"msmarco"}  # nDCG@10 per validation collection
     held = (tmp_path / "validation" / "msmarco.topics.tsv").read_text().splitlines()
     assert len(held) == round(0.04 * 54)  # the held-out queries, written for rank run / rank ensemble
 

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from ranker.formats import read_qrels
-from ranker.trainset import build_trainset
+from ranker.io.formats import read_qrels
+from ranker.train.examples import build_trainset
 
 
 def test_scifact_train_examples_are_prefixed_and_never_test_queries(data):
-    trainset = build_trainset(data / "msmarco-passage", sets=("scifact-train",))
+    trainset = build_trainset(data, sets=("scifact-train",))
     test = {f"scifact:{q.qid}" for q in read_qrels(data / "beir-scifact" / "qrels" / "test.tsv")}
     assert len(trainset.examples) + len(trainset.validation.queries) == 809
     assert not test & {ex.qid for ex in trainset.examples}
@@ -19,9 +19,9 @@ def test_scifact_train_examples_are_prefixed_and_never_test_queries(data):
 
 
 def test_validation_scores_per_collection_and_written_with_own_ids(data, tmp_path):
-    from ranker.formats import read_run, read_topics
+    from ranker.io.formats import read_run, read_topics
 
-    validation = build_trainset(data / "msmarco-passage", sets=("dl20", "scifact-train"), scifact_val=10).validation
+    validation = build_trainset(data, sets=("dl20", "scifact-train"), scifact_val=10).validation
     scores = validation.scores(validation.candidates)  # BM25 order
     assert set(scores) == {"msmarco", "scifact"} and all(0 < v < 1 for v in scores.values())
     validation.write(tmp_path)

@@ -13,10 +13,11 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ranker.biencoder import BiEncoder  # noqa: E402
 from ranker.errors import MissingInputError, RankerError  # noqa: E402
-from ranker.store import StoreMismatchError, build_store  # noqa: E402
-from ranker.twinbert import TwinBert, TwinBertConfig, TwinBertReranker  # noqa: E402
+from ranker.rerank.biencoder import BiEncoder  # noqa: E402
+from ranker.rerank.config import TwinBertConfig  # noqa: E402
+from ranker.rerank.store import StoreMismatchError, build_store  # noqa: E402
+from ranker.rerank.twinbert import TwinBert, TwinBertReranker  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402
 
 QUERIES = ["what is the capital of france", "how do vaccines work"]
@@ -35,7 +36,7 @@ def _threads():
 def two_towers() -> TwinBert:
     """Two 2-layer encoders, with random (non-uniform) pooling weights so that padding would show."""
     torch.manual_seed(0)
-    model = TwinBert(TwinBertConfig(num_layers=2, shared_encoder=False, proj_dim=32), device="cpu")
+    model = TwinBert(TwinBertConfig(num_layers=2, shared_encoder=False, proj_dim=32, crossing="res"), device="cpu")
     for tower in (model.query_tower, model.doc_tower):
         torch.nn.init.normal_(tower.pooling.score.weight, std=0.5)
     return model
@@ -44,7 +45,7 @@ def two_towers() -> TwinBert:
 @pytest.fixture(scope="module")
 def shared() -> TwinBert:
     torch.manual_seed(0)
-    return TwinBert(TwinBertConfig(num_layers=1), device="cpu")
+    return TwinBert(TwinBertConfig(num_layers=1, crossing="res"), device="cpu")
 
 
 @pytest.mark.parametrize("pooling", ["weighted", "cls"])
@@ -113,15 +114,15 @@ def test_save_load_gives_identical_scores_and_fingerprint(two_towers, tmp_path):
     again = TwinBert.load(half.save(tmp_path / "fp16-again"), device="cpu")
     assert torch.equal(_scores(again), _scores(half))
     assert again.fingerprint() == half.fingerprint()
-    saved = json.loads((tmp_path / "fp16" / "ranker_config.json").read_text())
-    assert saved["model_type"] == "twinbert" and saved["score_type"] == "logit"
+    saved = json.loads((tmp_path / "fp16" / "ranker.json").read_text())
+    assert saved["type"] == "twinbert" and saved["score_type"] == "logit" and saved["format_version"] == 1
     assert saved["doc_fingerprint"] == two_towers.fingerprint() and saved["dtype"] == "float16"
 
 
 def test_a_shared_encoder_is_saved_once(shared, tmp_path):
     path = shared.save(tmp_path / "model")
     assert not (path / "query_encoder").exists()
-    assert json.loads((path / "ranker_config.json").read_text())["encoders"] == {"doc": "doc_encoder",
+    assert json.loads((path / "ranker.json").read_text())["encoders"] == {"doc": "doc_encoder",
                                                                                   "query": "doc_encoder"}
     loaded = TwinBert.load(path, device="cpu")
     assert loaded.query_tower is loaded.doc_tower
@@ -141,10 +142,14 @@ def test_fingerprint_covers_the_document_side_only(two_towers):
 
 def test_loading_refuses_other_folders(tmp_path):
     (tmp_path / "teacher").mkdir()
-    (tmp_path / "teacher" / "ranker_config.json").write_text(json.dumps({"model_type": "cross-encoder"}))
-    with pytest.raises(RankerError, match="'cross-encoder', not 'twinbert'"):
+    (tmp_path / "teacher" / "ranker.json").write_text(json.dumps({"type": "cross-encoder"}))
+    with pytest.raises(RankerError, match="is a cross-encoder artifact, not twinbert"):
         TwinBert.load(tmp_path / "teacher")
-    with pytest.raises(MissingInputError, match="ranker_config.json"):
+    (tmp_path / "old").mkdir()  # an older folder's metadata file names its type by model_type
+    (tmp_path / "old" / "ranker_config.json").write_text(json.dumps({"model_type": "cross-encoder"}))
+    with pytest.raises(RankerError, match="is a cross-encoder artifact, not twinbert"):
+        TwinBert.load(tmp_path / "old")
+    with pytest.raises(MissingInputError, match="not a ranker artifact"):
         TwinBert.load(tmp_path)
 
 
@@ -224,7 +229,7 @@ def test_unknown_query_dtype_is_refused(shared, store_path):
 def test_a_tokenizer_from_another_model_is_refused(shared, tmp_path):
     from transformers import AutoTokenizer
 
-    from ranker.teacher import CrossEncoder
+    from ranker.rerank.cross_encoder import CrossEncoder
 
     folder = shared.save(tmp_path / "model")
     tokenizer = AutoTokenizer.from_pretrained(folder / "doc_encoder")

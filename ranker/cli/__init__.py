@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from ..errors import RankerError
-from ..interrupt import Interrupted
-from ..interrupt import install as install_interrupts
-from . import bench, distill, encode, ensemble, evaluate, index, report, run, train
+from ranker.cli import bench, distill, encode, ensemble, evaluate, index, report, run, train
+from ranker.errors import RankerError
+from ranker.interrupt import Interrupted
+from ranker.interrupt import install as install_interrupts
+from ranker.rerank.registry import MODELS_ENV
 
 EXIT_CODES = {"ok": 0, "bad_input": 2}
 """Exit codes: 2 for anything the user can fix (bad file, missing index, wrong option), as click does."""
 
 app = typer.Typer(help="Neural reranking made cheap: BM25, cross-encoder teacher, TwinBERT student.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+@app.callback()
+def options(models: Annotated[Path | None, typer.Option(
+        help=f"Folder of the shipped models (default: ${MODELS_ENV}, else ./models).")] = None) -> None:
+    """Neural reranking made cheap: BM25, cross-encoder teacher, TwinBERT student."""
+    if models is not None:
+        os.environ[MODELS_ENV] = str(models)
+
+
 app.command("index")(index.index)
 app.command("run")(run.run)
 app.command("evaluate")(evaluate.evaluate)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from typing_extensions import Annotated
 
 
 class Dtype(str, Enum):
@@ -27,13 +27,13 @@ def encode(
         help="Encode only the passages this TREC run ranks (a store for a fixed candidate set).")] = None,
 ) -> None:
     """Encode every passage once, offline; `rank run --reranker twinbert --store` then only encodes queries."""
-    from ..errors import RankerError
-    from ..rerankers import MODELS
-    from ..sources import iter_docs
-    from ..store import build_store, convert_store
-    from ..twinbert import TwinBert
+    from ranker.errors import RankerError
+    from ranker.io.sources import iter_docs
+    from ranker.rerank.registry import shipped_model
+    from ranker.rerank.store import build_store, convert_store
+    from ranker.rerank.twinbert import TwinBert
 
-    encoder = TwinBert.load(model or MODELS / "twinbert")
+    encoder = TwinBert.load(model or shipped_model("twinbert"))
     if from_store is not None:
         built = convert_store(encoder, from_store, store, dtype.value)
     elif collection is None:
@@ -41,9 +41,10 @@ def encode(
     else:
         docs = iter_docs(collection)
         if candidates is not None:
-            from ..formats import read_run
+            from ranker.io.formats import read_run
 
             wanted = {d.docno for ranked in read_run(candidates).values() for d in ranked}
             docs = (doc for doc in docs if doc.docno in wanted)
         built = build_store(encoder, docs, store, dtype.value, batch_size=batch_size)
-    typer.echo(f"{len(built)} vectors ({built.dim} dims, {built.dtype}, {built.size_bytes() / 2**20:.1f} MiB) -> {store}")
+    size = built.size_bytes() / 2**20
+    typer.echo(f"{len(built)} vectors ({built.dim} dims, {built.dtype}, {size:.1f} MiB) -> {store}")

@@ -3,31 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from typing_extensions import Annotated
 
 
 def ensemble(
     runs: Annotated[list[Path], typer.Argument(help="One run per component, all over the same validation queries.")],
     qrels: Annotated[str, typer.Option(help="Judgements of the validation queries.")],
-    component: Annotated[list[str], typer.Option(help="NAME or NAME=MODEL per run, in order (e.g. teacher=teacher).")],
+    component: Annotated[list[str], typer.Option(
+        help="NAME or NAME=MODEL per run, in order (e.g. cross-encoder=teacher).")],
     output: Annotated[Path, typer.Option(help="Ensemble JSON to write (use it as --reranker ensemble --model FILE).")],
     step: Annotated[float, typer.Option(min=0.01, max=0.5, help="Weight grid step.")] = 0.05,
     measure: Annotated[str, typer.Option(help="Measure the weights maximise.")] = "nDCG@10",
 ) -> None:
     """Weights maximising MEASURE on the validation RUNS (z-normalised score fusion), written as an ensemble."""
-    from ..errors import RankerError
-    from ..formats import read_run
-    from ..fusion import ensemble_spec
-    from ..io import write_json
-    from ..sources import load_qrels
+    from ranker.errors import RankerError
+    from ranker.io.artifact import write_metadata
+    from ranker.io.formats import read_run
+    from ranker.io.sources import load_qrels
+    from ranker.train.fusion_weights import ensemble_spec
 
     if len(component) != len(runs):
         raise RankerError(f"{len(runs)} runs but {len(component)} --component options")
     spec = ensemble_spec(component, [read_run(r) for r in runs], load_qrels(qrels), step, measure)
     spec["validation"] |= {"qrels": qrels, "runs": [str(r) for r in runs]}
-    write_json(output, spec)
+    write_metadata(output, "ensemble", **spec)
     typer.echo(f"weights {spec['weights']}: {measure} {spec['validation']['fused']} "
                f"(components alone {spec['validation']['components']}) -> {output}")
 
@@ -42,11 +43,11 @@ def fuse(
     scoring again. The sidecar's ms/query is the sum of the components' (their sidecars)."""
     import json
 
-    from ..errors import RankerError
-    from ..formats import read_run
-    from ..fusion import fuse as fuse_rankings
-    from ..fusion import read_ensemble
-    from ..runs import save_run, sidecar_path
+    from ranker.errors import RankerError
+    from ranker.io.formats import read_run
+    from ranker.io.runs import save_run, sidecar_path
+    from ranker.rerank.fusion import fuse as fuse_rankings
+    from ranker.rerank.fusion import read_ensemble
 
     weights = read_ensemble(ensemble)["weights"]
     if len(weights) != len(runs):

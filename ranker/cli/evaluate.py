@@ -6,11 +6,9 @@ import json
 import re
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from typing_extensions import Annotated
-
-
 
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100"]  # kept here so `rank --help` need not import pandas and scipy
 
@@ -24,19 +22,22 @@ class Format(str, Enum):
 def evaluate(
     runs: Annotated[list[Path], typer.Argument(help="TREC run files.")],
     qrels: Annotated[str, typer.Option(help="Qrels: TREC or BEIR TSV file, or irds:<id>.")],
-    measures: Annotated[list[str], typer.Option(help="ir-measures names, e.g. 'nDCG@10 RR@10 R@100'.")] = DEFAULT_MEASURES,
-    rel_level: Annotated[int | None, typer.Option(help="Minimum grade counted relevant by RR, R, P, AP (DL: 2).")] = None,
+    measures: Annotated[list[str], typer.Option(
+        help="ir-measures names, e.g. 'nDCG@10 RR@10 R@100'.")] = DEFAULT_MEASURES,
+    rel_level: Annotated[int | None, typer.Option(
+        help="Minimum grade counted relevant by RR, R, P, AP (DL: 2).")] = None,
     baseline: Annotated[Path | None, typer.Option(help="Run to test against (paired t-test, Holm-corrected).")] = None,
     per_query: Annotated[Path | None, typer.Option(help="Write per-query values to this CSV.")] = None,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.table,
 ) -> None:
     """Evaluate runs with ir-measures; '†' marks a significant difference from --baseline (p < 0.05, Holm)."""
-    from .. import evaluate as ev
-    from ..formats import read_run
-    from ..io import atomic_open
-    from ..sources import load_qrels
+    from ranker.eval import evaluate as ev
+    from ranker.io.atomic import atomic_open
+    from ranker.io.formats import read_run
+    from ranker.io.sources import load_qrels
+    from ranker.measures import parse_measures, providers
 
-    parsed = ev.parse_measures([m for spec in measures for m in re.split(r"[\s,]+", spec) if m], rel_level)
+    parsed = parse_measures([m for spec in measures for m in re.split(r"[\s,]+", spec) if m], rel_level)
     judged = load_qrels(qrels)
     paths = list(dict.fromkeys([*runs, *([baseline] if baseline else [])]))
     names = _names(paths)
@@ -48,7 +49,7 @@ def evaluate(
     counts = {name: len(t) for name, t in result.queries.items()}
     if format is Format.json:
         typer.echo(json.dumps({
-            "qrels": qrels, "providers": ev.providers(parsed), "baseline": result.baseline, "alpha": ev.ALPHA,
+            "qrels": qrels, "providers": providers(parsed), "baseline": result.baseline, "alpha": ev.ALPHA,
             "systems": {name: {"queries": counts[name], **row} for name, row in result.means.to_dict("index").items()},
             "pvalues_holm": None if result.pvalues is None else result.pvalues.to_dict("index"),
         }, indent=2))
@@ -70,9 +71,10 @@ def _names(paths: list[Path]) -> dict[Path, str]:
 
 
 def _print_table(result, counts: dict[str, int]) -> None:
-    from ..evaluate import ALPHA
     from rich.console import Console
     from rich.table import Table
+
+    from ranker.eval.evaluate import ALPHA
 
     table = Table(show_edge=False, header_style="bold")
     table.add_column("system")

