@@ -19,6 +19,9 @@ from ranker.types import Qrel, Ranking
 
 def parse_measures(names: Sequence[str], rel_level: int | None = None) -> list:
     """Parse ir-measures strings; ``rel_level`` sets ``rel`` on every measure that takes it (RR, R, P, AP…)."""
+    if rel_level is not None and rel_level < 1:
+        raise RankerError(f"rel_level (--rel-level) must be at least 1 (the lowest grade counted relevant), "
+                          f"got {rel_level}")
     parsed = []
     for name in names:
         try:
@@ -27,6 +30,11 @@ def parse_measures(names: Sequence[str], rel_level: int | None = None) -> list:
             raise RankerError(f"bad measure {name!r}: {e}") from None
         if rel_level is not None and "rel" in measure.SUPPORTED_PARAMS:
             measure = measure(rel=rel_level)
+        for param in ("cutoff", "rel"):  # 0 aborts the C evaluator (cutoff) or counts every grade relevant (rel)
+            value = measure.params.get(param)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise RankerError(f"bad measure {str(measure)!r}: {param} must be a whole number of at least 1, "
+                                  f"got {value!r}")
         parsed.append(measure)
     return parsed
 

@@ -142,3 +142,27 @@ def test_sigint_during_run_leaves_no_output(data, tmp_path):
     assert process.returncode == 130
     assert_interrupted(output, "SIGINT")
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+@pytest.mark.java
+def test_rank_index_stopped_inside_lucene_says_so_and_leaves_nothing(data, tmp_path):
+    """The JVM leaves SIGINT/SIGTERM to Python (-Xrs): a signal during Anserini's indexing ends the command with
+    one line and 128 + signal once the Lucene call returns, and neither the index nor a temporary folder is left."""
+    index = tmp_path / "indexes" / "scifact"
+    process = start("index", "--collection", data / "beir-scifact" / "corpus.jsonl", "--index", index)
+    output = stop_once(process, "indexing 5183 documents with Anserini", signal.SIGTERM)
+    assert process.returncode == 143, output[-2000:]
+    assert_interrupted(output, "SIGTERM")
+    assert not index.exists() and list((tmp_path / "indexes").iterdir()) == []
+
+
+@pytest.mark.java
+def test_rank_run_stopped_during_bm25_search_writes_no_run(scifact_index, data, tmp_path):
+    out = tmp_path / "runs" / "bm25.trec"
+    process = start("run", "--topics", data / "beir-scifact" / "queries.jsonl", "--index", scifact_index,
+                    "--k", 1000, "--threads", 1, "--output", out)
+    output = stop_once(process, "BM25", signal.SIGINT)
+    assert process.returncode == 130, output[-2000:]
+    assert_interrupted(output, "SIGINT")
+    assert not out.exists()
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []  # no temporary file either

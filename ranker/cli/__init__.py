@@ -43,13 +43,16 @@ app.command("report")(report.report)
 
 
 def main() -> None:
-    """Entry point: a :class:`RankerError` becomes one line on stderr and exit code 2; SIGINT or SIGTERM one line
-    and 128 + the signal number, after every temporary file has been removed."""
+    """Entry point: a :class:`RankerError` or an OS error becomes one line on stderr and exit code 2; SIGINT or
+    SIGTERM one line and 128 + the signal number, after every temporary file has been removed."""
     install_interrupts()
     try:
         app()
     except RankerError as e:
         print(f"rank: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_CODES["bad_input"])
+    except OSError as e:  # the file system refused (permissions, a full disk, a path that changed meanwhile)
+        print(f"rank: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         sys.exit(EXIT_CODES["bad_input"])
     except Interrupted as e:
         # what was printed comes first, and the message starts a line of its own even when the signal cut a

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli.options import output_file
 from ranker.rerank.registry import RerankerConfig, reranker_names
 
 RERANK = RerankerConfig()
@@ -27,7 +28,8 @@ def bench(
     batch_size: Annotated[int, typer.Option(min=1, help="Reranker batch size.")] = RERANK.batch_size,
     query_dtype: Annotated[str, typer.Option(
         help="twinbert query tower: float32, or bfloat16 (faster on CPUs with native bfloat16).")] = RERANK.query_dtype,
-    output: Annotated[Path | None, typer.Option(help="Also write the results as JSON.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Also write the results as JSON.", callback=output_file)] = None,
     reference: Annotated[str | None, typer.Option(
         help="The --reranker spec the others are compared with (default: the slowest).")] = None,
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli.options import output_folder
 from ranker.io.datasets import DATA_DIR, RUNS_DIR
 from ranker.rerank.registry import RerankerConfig
 from ranker.train.config import DistillConfig
@@ -15,8 +16,10 @@ RECIPE = DistillConfig(output="", scores="")
 
 
 def distill(
-    output: Annotated[Path, typer.Option(help="Run folder: log, checkpoint/, best/, model/ (fp16).")],
-    scores: Annotated[Path, typer.Option(help="Teacher-score cache (Parquet parts; resumable).")],
+    output: Annotated[Path, typer.Option(
+        help="Run folder: log, checkpoint/, best/, model/ (fp16).", callback=output_folder)],
+    scores: Annotated[Path, typer.Option(
+        help="Teacher-score cache (Parquet parts; resumable).", callback=output_folder)],
     teacher: Annotated[str | None, typer.Option(
         help="Teacher: a cross-encoder folder or an ensemble file, its kind read from it "
              "(default: the shipped ensemble-msmarco.json).")] = None,

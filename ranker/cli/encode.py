@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli.options import output_folder
+
 
 class Dtype(str, Enum):
     float16 = "float16"
@@ -15,7 +17,8 @@ class Dtype(str, Enum):
 
 
 def encode(
-    store: Annotated[Path, typer.Option(help="Store folder to create; an interrupted encode resumes.")],
+    store: Annotated[Path, typer.Option(
+        help="Store folder to create; an interrupted encode resumes.", callback=output_folder)],
     collection: Annotated[str | None, typer.Option(
         help="Collection file (TSV, BEIR, Pyserini JSONL) or irds:<id>.")] = None,
     model: Annotated[str | None, typer.Option(help="TwinBERT model folder (default: models/twinbert).")] = None,

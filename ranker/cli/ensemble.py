@@ -7,13 +7,16 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli.options import output_file
+
 
 def ensemble(
     runs: Annotated[list[Path], typer.Argument(help="One run per component, all over the same validation queries.")],
     qrels: Annotated[str, typer.Option(help="Judgements of the validation queries.")],
     component: Annotated[list[str], typer.Option(
         help="NAME or NAME=MODEL per run, in order (e.g. cross-encoder=teacher).")],
-    output: Annotated[Path, typer.Option(help="Ensemble JSON to write (use it as --reranker ensemble --model FILE).")],
+    output: Annotated[Path, typer.Option(
+        help="Ensemble JSON to write (use it as --model FILE).", callback=output_file)],
     step: Annotated[float, typer.Option(min=0.01, max=0.5, help="Weight grid step.")] = 0.05,
     measure: Annotated[str, typer.Option(help="Measure the weights maximise.")] = "nDCG@10",
 ) -> None:
@@ -36,7 +39,8 @@ def ensemble(
 def fuse(
     runs: Annotated[list[Path], typer.Argument(help="One run per component of the ensemble, in its order.")],
     ensemble: Annotated[Path, typer.Option(help="Ensemble JSON (from 'rank ensemble').")],
-    output: Annotated[Path, typer.Option(help="Fused TREC run to write (with a .json sidecar).")],
+    output: Annotated[Path, typer.Option(
+        help="Fused TREC run to write (with a .json sidecar).", callback=output_file)],
     tag: Annotated[str | None, typer.Option(help="Run tag (default: the output file's stem).")] = None,
 ) -> None:
     """Fuse existing component runs with an ensemble's weights: what '--reranker ensemble' computes, without
@@ -52,7 +56,7 @@ def fuse(
     weights = read_ensemble(ensemble)["weights"]
     if len(weights) != len(runs):
         raise RankerError(f"{ensemble} has {len(weights)} components but {len(runs)} runs were given")
-    ranking = fuse_rankings([read_run(r) for r in runs], weights)
+    ranking = fuse_rankings([read_run(r) for r in runs], weights, [str(r) for r in runs])
     component_ms = []
     for r in runs:
         side = sidecar_path(r)

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli.options import output_file
+
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100"]  # kept here so `rank --help` need not import pandas and scipy
 
 
@@ -27,7 +29,8 @@ def evaluate(
     rel_level: Annotated[int | None, typer.Option(
         help="Minimum grade counted relevant by RR, R, P, AP (DL: 2).")] = None,
     baseline: Annotated[Path | None, typer.Option(help="Run to test against (paired t-test, Holm-corrected).")] = None,
-    per_query: Annotated[Path | None, typer.Option(help="Write per-query values to this CSV.")] = None,
+    per_query: Annotated[Path | None, typer.Option(
+        help="Write per-query values to this CSV.", callback=output_file)] = None,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.table,
 ) -> None:
     """Evaluate runs with ir-measures; '†' marks a significant difference from --baseline (p < 0.05, Holm)."""
@@ -41,8 +44,12 @@ def evaluate(
     judged = load_qrels(qrels)
     paths = list(dict.fromkeys([*runs, *([baseline] if baseline else [])]))
     names = _names(paths)
-    result = ev.evaluate(judged, {names[p]: read_run(p) for p in paths}, parsed,
-                         baseline=names[baseline] if baseline else None)
+    read = {names[p]: read_run(p) for p in paths}
+    judged_qids = {q.qid for q in judged}
+    for p in paths:
+        if not judged_qids & set(read[names[p]]):  # every figure would be 0: most likely the wrong qrels
+            typer.echo(f"rank: warning: {p} shares no query with {qrels}: all its figures are 0", err=True)
+    result = ev.evaluate(judged, read, parsed, baseline=names[baseline] if baseline else None)
     if per_query is not None:
         with atomic_open(per_query) as f:
             result.long_per_query().to_csv(f, index=False, float_format="%.4f")

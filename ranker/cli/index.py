@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli.options import output_folder
+
 
 def index(
     collection: Annotated[str, typer.Option(help="TSV, BEIR corpus.jsonl, Pyserini JSONL, or irds:<id>.")],
-    index: Annotated[Path, typer.Option(help="Index folder to create (replaced if it exists).")],
+    index: Annotated[Path, typer.Option(
+        help="Index folder to create (an index of this project there is replaced).", callback=output_folder)],
     threads: Annotated[int, typer.Option(min=1, help="Indexing threads.")] = 2,
 ) -> None:
     """Index a collection with Anserini, storing raw text (contents = title + ' ' + text)."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli.options import output_file
 from ranker.errors import RankerError
 from ranker.first_stage.bm25 import Bm25Config
 from ranker.rerank.registry import RerankerConfig, reranker_names
@@ -18,7 +19,8 @@ BM25 = Bm25Config()
 
 def run(
     topics: Annotated[str, typer.Option(help="Topics: TSV 'qid<TAB>text', BEIR queries.jsonl, or irds:<id>.")],
-    output: Annotated[Path, typer.Option(help="TREC run file to write (a .json sidecar goes beside it).")],
+    output: Annotated[Path, typer.Option(
+        help="TREC run file to write (a .json sidecar goes beside it).", callback=output_file)],
     index: Annotated[Path | None, typer.Option(help="Lucene index folder (BM25 first stage; stored text).")] = None,
     candidates: Annotated[Path | None, typer.Option(help="Rerank this TREC run instead of retrieving.")] = None,
     reranker: Annotated[str | None, typer.Option(

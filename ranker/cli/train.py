@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli.options import output_folder
 from ranker.io.datasets import DATA_DIR
 from ranker.train.config import TeacherTrainingConfig
 
@@ -14,7 +15,8 @@ RECIPE = TeacherTrainingConfig(output="")
 
 
 def train_teacher(
-    output: Annotated[Path, typer.Option(help="Run folder: log.jsonl, checkpoint/, best/, model/ (fp16).")],
+    output: Annotated[Path, typer.Option(
+        help="Run folder: log.jsonl, checkpoint/, best/, model/ (fp16).", callback=output_folder)],
     init: Annotated[str | None, typer.Option(
         help="Start: HF encoder or cross-encoder (default: bundled MiniLM).")] = None,
     head: Annotated[str, typer.Option(help="span-cos or cls.")] = RECIPE.model.head,

@@ -7,6 +7,7 @@ The index stores each document's raw JSON (``id``, ``contents``) so later stages
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ranker.errors import MissingInputError, RankerError
 from ranker.first_stage.jvm import start_jvm
-from ranker.io.artifact import write_metadata
+from ranker.io.artifact import read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir
 from ranker.pipeline import Stage
 from ranker.types import Doc, Query, Ranking, ScoredDoc
@@ -34,10 +35,12 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
     """Index documents (contents = title + " " + text) into ``index_dir``, storing raw text.
 
     The documents are streamed to a Pyserini JSONL file, indexed by Anserini's ``IndexCollection`` into a
-    temporary folder, which replaces ``index_dir`` only when indexing succeeded. A document with no text is left
-    out and counted (``IndexStats.empty``, ``empty_documents`` in the index metadata): Anserini skips such
-    documents, and BM25 could never retrieve them.
+    temporary folder, which replaces ``index_dir`` only when indexing succeeded; an existing ``index_dir`` must be
+    empty or an index this project built (anything else is refused before any work, never deleted). A document
+    with no text is left out and counted (``IndexStats.empty``, ``empty_documents`` in the index metadata):
+    Anserini skips such documents, and BM25 could never retrieve them.
     """
+    _check_replaceable(Path(index_dir))
     start = time.perf_counter()
     with atomic_dir(index_dir) as lucene_dir, tempfile.TemporaryDirectory(
             prefix=f".{Path(index_dir).name}.corpus.", dir=Path(index_dir).parent) as corpus:
@@ -55,6 +58,7 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
         start_jvm()
         from jnius import autoclass
 
+        print(f"indexing {count} documents with Anserini ({threads} threads)", file=sys.stderr, flush=True)
         args = ["-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
                 "-input", str(corpus_dir), "-index", str(lucene_dir), "-threads", str(threads),
                 "-storePositions", "-storeDocvectors", "-storeRaw", "-quiet"]
@@ -66,6 +70,17 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
         write_metadata(lucene_dir, "bm25-index", source=source, documents=count, empty_documents=empty,
                        seconds=round(seconds, 2), contents="title + ' ' + text", java=start_jvm())
     return IndexStats(count, seconds, empty)
+
+
+def _check_replaceable(index_dir: Path) -> None:
+    """Refuse to replace a folder that is neither empty nor an index of this project."""
+    if not index_dir.exists() or (index_dir.is_dir() and not any(index_dir.iterdir())):
+        return
+    try:
+        read_metadata(index_dir, "bm25-index")
+    except RankerError:
+        raise RankerError(f"{index_dir} exists and is not an index built by 'rank index': it is left as it is "
+                          "(choose another --index, or remove it yourself)") from None
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,10 @@ class Bm25Retriever(Stage):
         if doc is None:
             raise RankerError(f"{self.index_dir}: document {docno!r} is not in the index")
         return json.loads(doc.raw())["contents"]
+
+    def missing(self, docnos: Iterable[str]) -> list[str]:
+        """The ``docnos`` the index does not hold, in the order given."""
+        return [d for d in docnos if self._searcher.doc(d) is None]
 
     def texts(self) -> Mapping[str, str]:
         """A read-only ``docno -> contents`` view of the stored text, for rerankers."""

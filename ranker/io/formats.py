@@ -77,7 +77,10 @@ def read_topics(path: PathLike) -> dict[str, Query]:
     for lineno, line in iter_lines(path):
         if _is_jsonl(path):
             record = _json_record(path, lineno, line, ("_id", "text"))
-            qid, text = _id(path, lineno, record["_id"], "query id"), str(record["text"])
+            qid = _id(path, lineno, record["_id"], "query id")
+            if not isinstance(record["text"], str):  # null, a number, a list: no query text, not its repr
+                raise FormatError(path, lineno, f"query {qid!r}: text must be a string, got {record['text']!r}")
+            text = record["text"]
         else:
             if "\t" not in line:
                 raise FormatError(path, lineno, "expected 'qid<TAB>query text', found no tab")

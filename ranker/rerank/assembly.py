@@ -89,6 +89,11 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
     if config.candidates is not None:
         given = read_run(config.candidates, known_qids=queries)
         queries = {qid: q for qid, q in queries.items() if qid in given}
+        if retriever is not None:  # candidates with an index: every one must be a document of it
+            missing = retriever.missing(dict.fromkeys(d.docno for docs in given.values() for d in docs))
+            if missing:
+                raise RankerError(f"{config.candidates}: {len(missing)} candidate(s) are not in the index "
+                                  f"{config.index}: {', '.join(missing[:5])}")
     elif retriever is None:
         raise RankerError("give --index (BM25 retrieval) or --candidates (rerank a run)")
     name = config.reranker

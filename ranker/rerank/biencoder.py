@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ranker.pipeline import Reranker, pending, rescored
-from ranker.rerank.hf import auto_device, bundled_minilm, length_order, load_tokenizer, mean_pool
+from ranker.rerank.hf import auto_device, bundled_minilm, length_order, load_tokenizer, loading, mean_pool
 from ranker.types import Query, Ranking
 
 DEFAULT_MAX_LENGTH = 256
@@ -41,8 +41,9 @@ class BiEncoder:
         self.model_path = str(model or bundled_minilm())
         self.max_length, self.batch_size, self.progress = max_length, batch_size, progress
         self.device = auto_device(device)
-        self.encoder = AutoModel.from_pretrained(self.model_path).to(self.device).eval()
-        self.tokenizer = load_tokenizer(self.model_path, self.encoder.config)
+        with loading(self.model_path):
+            self.encoder = AutoModel.from_pretrained(self.model_path).to(self.device).eval()
+            self.tokenizer = load_tokenizer(self.model_path, self.encoder.config)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> np.ndarray:

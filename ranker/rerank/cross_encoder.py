@@ -41,7 +41,7 @@ from ranker.io.artifact import metadata_file, read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir, write_json
 from ranker.pipeline import Reranker, pending, rescored
 from ranker.rerank.config import CrossEncoderConfig
-from ranker.rerank.hf import auto_device, bundled_minilm, length_order, load_tokenizer, mean_pool
+from ranker.rerank.hf import auto_device, bundled_minilm, length_order, load_tokenizer, loading, mean_pool
 from ranker.types import Query, Ranking
 
 TRAINING = "training.json"
@@ -78,29 +78,30 @@ class CrossEncoder(nn.Module):
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = str(path or bundled_minilm())
-        saved = Path(path).is_dir() and metadata_file(path) is not None
-        hf_config = AutoConfig.from_pretrained(path)
-        metadata: dict = {}
-        if saved:
-            metadata = read_metadata(path, "cross-encoder")
-            names = {f.name for f in dataclasses.fields(CrossEncoderConfig)}
-            config = CrossEncoderConfig(**{k: v for k, v in metadata.items() if k in names})
-        elif any(a.endswith("ForSequenceClassification") for a in hf_config.architectures or []):
-            if hf_config.num_labels != 1:
-                raise RankerError(f"{path}: a cross-encoder has one output; this model has {hf_config.num_labels}")
-            config = CrossEncoderConfig(head="cls", layout="joint",
-                                        max_length=min(512, hf_config.max_position_embeddings))
-        config = config or CrossEncoderConfig()
-        if max_length is not None:
-            config = dataclasses.replace(config, max_length=max_length)
-        if config.head == "cls":
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-        else:
-            model = AutoModel.from_pretrained(path, dtype=torch.float32, add_pooling_layer=False)
-        encoder = cls(model, load_tokenizer(path, hf_config), config, _training(Path(path), metadata))
-        if saved and config.head == "span-cos":
-            encoder.load_state_dict(load_file(Path(path) / HEAD_WEIGHTS), strict=False)
-        return encoder.to(auto_device(device)).eval()
+        with loading(path):
+            saved = Path(path).is_dir() and metadata_file(path) is not None
+            hf_config = AutoConfig.from_pretrained(path)
+            metadata: dict = {}
+            if saved:
+                metadata = read_metadata(path, "cross-encoder")
+                names = {f.name for f in dataclasses.fields(CrossEncoderConfig)}
+                config = CrossEncoderConfig(**{k: v for k, v in metadata.items() if k in names})
+            elif any(a.endswith("ForSequenceClassification") for a in hf_config.architectures or []):
+                if hf_config.num_labels != 1:
+                    raise RankerError(f"{path}: a cross-encoder has one output; this model has {hf_config.num_labels}")
+                config = CrossEncoderConfig(head="cls", layout="joint",
+                                            max_length=min(512, hf_config.max_position_embeddings))
+            config = config or CrossEncoderConfig()
+            if max_length is not None:
+                config = dataclasses.replace(config, max_length=max_length)
+            if config.head == "cls":
+                model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+            else:
+                model = AutoModel.from_pretrained(path, dtype=torch.float32, add_pooling_layer=False)
+            encoder = cls(model, load_tokenizer(path, hf_config), config, _training(Path(path), metadata))
+            if saved and config.head == "span-cos":
+                encoder.load_state_dict(load_file(Path(path) / HEAD_WEIGHTS), strict=False)
+            return encoder.to(auto_device(device)).eval()
 
     @property
     def device(self) -> torch.device:

@@ -36,10 +36,23 @@ def znorm(ranking: Ranking) -> dict[str, dict[str, float]]:
     return out
 
 
-def fuse(rankings: Sequence[Ranking], weights: Sequence[float]) -> Ranking:
-    """Weighted sum of z-normalised scores over the documents of the first ranking."""
+def fuse(rankings: Sequence[Ranking], weights: Sequence[float], names: Sequence[str] | None = None) -> Ranking:
+    """Weighted sum of z-normalised scores over the documents of the first ranking.
+
+    Raises:
+        RankerError: A ranking lacks a query or a document of the first (they must score the same candidates);
+            ``names`` (default: their positions) name the rankings in the message.
+    """
     if len(rankings) != len(weights):
         raise RankerError(f"{len(rankings)} rankings but {len(weights)} weights")
+    names = list(names or [f"ranking {i + 1}" for i in range(len(rankings))])
+    for name, other in zip(names[1:], rankings[1:]):
+        for qid, docs in rankings[0].items():
+            missing = {d.docno for d in docs} - {d.docno for d in other.get(qid, [])}
+            if missing:
+                raise RankerError(f"{name} does not score the candidates of {names[0]}: query {qid!r} lacks "
+                                  f"{len(missing)} of them ({', '.join(sorted(missing)[:3])}…); fuse runs over "
+                                  "the same candidates")
     normed = [znorm(r) for r in rankings]
     return {qid: [ScoredDoc(qid, d.docno, sum(w * n[qid][d.docno] for w, n in zip(weights, normed)))
                   for d in docs] for qid, docs in rankings[0].items()}

@@ -6,8 +6,10 @@ any Hugging Face folder or hub name works where a model is asked for.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,24 @@ import torch
 from torch import nn
 
 from ranker.errors import RankerError
+
+TOKENIZER_PROBE = "the quick brown fox jumps over the lazy dog"
+"""Ordinary text every real tokenizer splits into known tokens."""
+
+
+@contextlib.contextmanager
+def loading(path: str | Path) -> Iterator[None]:
+    """Turn what a damaged or missing model folder raises while it loads (a missing weights file, a truncated
+    safetensors file, a config that does not parse) into one :class:`RankerError` naming the folder."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except RankerError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RankerError(f"{path}: cannot load the model ({reason})") from None
 
 
 def bundled_minilm() -> Path:
@@ -25,15 +45,21 @@ def bundled_minilm() -> Path:
 
 
 def load_tokenizer(path: str | Path, config: Any) -> Any:
-    """The tokenizer saved with a model, checked against the model's config: every token id it can produce must
-    index the embedding table, and the padding ids must agree.
+    """The tokenizer saved with a model, checked against the model's config: it must tokenize ordinary text into
+    more than unknown tokens (transformers falls back to a five-token vocabulary when a folder lacks its
+    tokenizer files), every token id it can produce must index the embedding table, and the padding ids must agree.
 
     Raises:
-        RankerError: The tokenizer does not belong to the model (e.g. a folder assembled from two checkpoints).
+        RankerError: The tokenizer is missing or does not belong to the model (e.g. a folder assembled from two
+            checkpoints).
     """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
+    probe = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    if not probe or all(i == tokenizer.unk_token_id for i in probe):
+        raise RankerError(f"{path}: the tokenizer turns ordinary text into {tokenizer.unk_token!r} only "
+                          f"({len(tokenizer)} tokens): its vocabulary is missing (tokenizer.json or vocab.txt)")
     vocab = getattr(config, "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:
         raise RankerError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary {vocab}: "
@@ -43,6 +69,19 @@ def load_tokenizer(path: str | Path, config: Any) -> Any:
         raise RankerError(f"{path}: the tokenizer pads with id {tokenizer.pad_token_id}, the model with {pad}: "
                           "they do not belong together")
     return tokenizer
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """What decides how a tokenizer splits text, as canonical JSON: vocabulary, normalizer, pre-tokenizer, special
+    tokens and post-processing (for a fast tokenizer, its ``tokenizer.json`` minus padding and truncation state)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        config = json.loads(backend.to_str())
+        kept = {k: config.get(k) for k in ("added_tokens", "normalizer", "pre_tokenizer", "post_processor", "model")}
+    else:
+        kept = {"vocab": sorted(tokenizer.get_vocab().items()), "class": type(tokenizer).__name__,
+                "lowercase": getattr(tokenizer, "do_lower_case", None)}
+    return json.dumps(kept, sort_keys=True, ensure_ascii=False)
 
 
 def auto_device(device: str | None = None) -> torch.device:
@@ -70,10 +109,11 @@ def load_encoder(path: str | Path, num_layers: int | None = None) -> tuple[nn.Mo
     from transformers import AutoConfig, AutoModel
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config = AutoConfig.from_pretrained(path)
-    if num_layers is not None:
-        if num_layers > config.num_hidden_layers:
-            raise RankerError(f"{path} has {config.num_hidden_layers} layers, cannot keep {num_layers}")
-        config.num_hidden_layers = num_layers
-    model = AutoModel.from_pretrained(path, config=config, dtype=torch.float32, add_pooling_layer=False)
-    return model, load_tokenizer(path, config)
+    with loading(path):
+        config = AutoConfig.from_pretrained(path)
+        if num_layers is not None:
+            if num_layers > config.num_hidden_layers:
+                raise RankerError(f"{path} has {config.num_hidden_layers} layers, cannot keep {num_layers}")
+            config.num_hidden_layers = num_layers
+        model = AutoModel.from_pretrained(path, config=config, dtype=torch.float32, add_pooling_layer=False)
+        return model, load_tokenizer(path, config)

@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -44,6 +45,8 @@ from ranker.rerank.quantization import QUANTIZATION, dequantize, quantization_ru
 from ranker.types import Doc
 
 EMBEDDINGS, SCALES, DOCNOS, PROGRESS = "embeddings.npy", "scales.npy", "docnos.txt", "progress.json"
+COMMIT_SECONDS = 20.0
+"""A build commits what it has encoded at least this often (and every ``chunk_size`` rows)."""
 
 class StoreMismatchError(RankerError):
     """The store's vectors come from another model than the one given."""
@@ -99,9 +102,14 @@ class EmbeddingStore:
                     if partial_path(path).is_dir() else "")
             raise MissingInputError(f"{path}: no embedding store here{hint}")
         meta = read_metadata(path, "embedding-store")
-        embeddings = np.lib.format.open_memmap(path / EMBEDDINGS, mode="r")
-        scales = np.lib.format.open_memmap(path / SCALES, mode="r") if meta["quantization"] == "int8-absmax" else None
-        docnos = _read_docnos(path / DOCNOS)
+        try:
+            embeddings = np.lib.format.open_memmap(path / EMBEDDINGS, mode="r")
+            scales = np.lib.format.open_memmap(path / SCALES, mode="r") if meta["quantization"] == "int8-absmax" \
+                else None
+            docnos = _read_docnos(path / DOCNOS)
+        except (OSError, ValueError, UnicodeDecodeError, KeyError) as e:  # missing, truncated or foreign files
+            raise RankerError(f"{path}: a damaged embedding store ({str(e).splitlines()[0]}): rebuild it "
+                              "with 'rank encode'") from None
         count, dim = meta["count"], meta["dim"]
         if (embeddings.shape != (count, dim) or embeddings.dtype != np.dtype(meta["dtype"]) or len(docnos) != count
                 or (scales is not None and scales.shape != (count,))):
@@ -224,7 +232,11 @@ def _complete(path: str | Path, plan: dict, fill: Callable[[_PartialBuild], None
         _check_plan(read_metadata(folder, "embedding-store"), plan, folder)
     else:
         build = _PartialBuild(folder, plan)
-        fill(build)
+        try:
+            fill(build)
+        except RankerError as e:
+            raise RankerError(f"{e} (the {build.rows} rows encoded before are kept in {folder}: fix the input "
+                              "and run the same command to resume, or delete that folder)") from None
         build.finish()
     folder.rename(final)
     return EmbeddingStore.load(final)
@@ -232,19 +244,21 @@ def _complete(path: str | Path, plan: dict, fill: Callable[[_PartialBuild], None
 
 def _encode_into(build: _PartialBuild, model: DocEncoder, docs: Iterable[Doc | tuple[str, str]],
                  chunk_size: int, progress: bool) -> None:
-    """Encode what ``build`` lacks, committing a chunk whenever ``chunk_size`` rows are pending."""
+    """Encode what ``build`` lacks, committing a chunk whenever ``chunk_size`` rows are pending or
+    :data:`COMMIT_SECONDS` have passed since the last commit (so a small, slow encode loses little when stopped)."""
     items = map(_docno_text, docs)
     _skip_committed(items, build)
     pending: list[tuple[list[str], np.ndarray, np.ndarray | None]] = []
+    committed = time.monotonic()
     with tqdm(total=len(docs) if isinstance(docs, Sized) else None, initial=build.rows, desc="store",
               unit="doc", disable=not progress) as bar:
         for batch in _batches(items, build.plan["batch_size"]):
             docnos, texts = [d for d, _ in batch], [t for _, t in batch]
             vectors = np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32)
             pending.append((docnos, *quantize(vectors, build.plan["quantization"])))
-            if sum(len(p[0]) for p in pending) >= chunk_size:
+            if sum(len(p[0]) for p in pending) >= chunk_size or time.monotonic() - committed >= COMMIT_SECONDS:
                 build.append(pending)
-                pending = []
+                pending, committed = [], time.monotonic()
             bar.update(len(batch))
         build.append(pending)
 

@@ -19,11 +19,12 @@ fingerprint), ``doc_encoder/`` and, unless the encoder is shared, ``query_encode
 crossing weights).
 
 Document-side fingerprint: the SHA-256 of the doc-side config (pooling, projection size, passage length) as
-JSON, then of every tensor of the document tower (encoder, pooling, projection) in name order, each as its
-name, its shape and its values rounded to float16 (little-endian bytes). Float16 is the representation
-:meth:`TwinBert.save` writes by default and fp16 -> fp32 -> fp16 is exact, so a model, its saved copy (fp16 or
-fp32) and that copy loaded back share one fingerprint; two models that differ only below float16 precision
-share it too.
+JSON, then of the document tower's tokenizer (:func:`ranker.rerank.hf.tokenizer_fingerprint`: a store encoded
+through another tokenizer is another model's), then of every tensor of the document tower (encoder, pooling,
+projection) in name order, each as its name, its shape and its values rounded to float16 (little-endian bytes).
+Float16 is the representation :meth:`TwinBert.save` writes by default and fp16 -> fp32 -> fp16 is exact, so a
+model, its saved copy (fp16 or fp32) and that copy loaded back share one fingerprint; two models that differ only
+below float16 precision share it too.
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ from ranker.io.artifact import read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir
 from ranker.pipeline import Reranker, rescored
 from ranker.rerank.config import TwinBertConfig
-from ranker.rerank.hf import auto_device, bundled_minilm, length_order, load_encoder
+from ranker.rerank.hf import (
+    auto_device,
+    bundled_minilm,
+    length_order,
+    load_encoder,
+    loading,
+    tokenizer_fingerprint,
+)
 from ranker.rerank.layers import CosineCrossing, ResidualCrossing, Tower
 from ranker.rerank.store import EmbeddingStore
 from ranker.types import Query, Ranking
@@ -154,6 +162,7 @@ class TwinBert(nn.Module):
         """SHA-256 of what cached passage vectors depend on (see the module docstring for the rule)."""
         digest = hashlib.sha256(json.dumps({k: getattr(self.config, k) for k in
                                             ("pooling", "proj_dim", "doc_max_length")}, sort_keys=True).encode())
+        digest.update(tokenizer_fingerprint(self.doc_tower.tokenizer).encode())
         for name, tensor in sorted(self.doc_tower.state_dict().items()):
             values = tensor.detach().cpu()
             values = values.to(torch.float16) if values.is_floating_point() else values
@@ -196,7 +205,8 @@ class TwinBert(nn.Module):
         fields = [f.name for f in dataclasses.fields(TwinBertConfig)]
         config = TwinBertConfig(**{name: saved[name] for name in fields if name in saved})
         model = cls(config, device, {side: path / folder for side, folder in saved["encoders"].items()})
-        head = load_file(path / HEAD_WEIGHTS)
+        with loading(path):
+            head = load_file(path / HEAD_WEIGHTS)
         if head.keys() != model._head_state().keys():
             raise RankerError(f"{path / HEAD_WEIGHTS}: weights do not match the architecture in its metadata: "
                               f"{sorted(head.keys() ^ model._head_state().keys())}")
