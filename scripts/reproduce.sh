@@ -7,7 +7,8 @@
 #             the shipped teacher, bi-encoder, ensemble and student and SciFact with the student, benchmark on
 #             DL19 (the slow rerankers on 15 of its 43 queries), then RESULTS.md from runs/ — SciFact's teacher,
 #             bi-encoder and ensemble runs are the committed ones (a cross-encoder over SciFact's 30,000 pairs
-#             alone takes ~13 min here).
+#             alone takes ~13 min here), and so are the all-mpnet-base-v2 runs (scripts/mpnet.sh); the serving
+#             benchmark starts rank serve on a loopback port and stops it.
 #   --profile full: retrain the teacher (scripts/teacher.sh) and the student (scripts/student.sh, every
 #             distillation query) into models/, rerank everything, encode the whole DL19 passage set, benchmark
 #             every reranker on all 43 queries, then RESULTS.md. A GPU is used when present.
@@ -51,6 +52,8 @@ if [ "$PROFILE" = full ]; then
     step "student: teacher scores, distillation, stores, runs, benchmark"
     bash scripts/student.sh --data "$DATA" --out "$OUT/student" --models models --runs runs --queries 1588
     STORES=$OUT/student/stores
+    step "all-mpnet-base-v2: zero-shot runs, teacher v2's ensemble (validation weights, fused test runs)"
+    bash scripts/mpnet.sh --data "$DATA" --out "$OUT/mpnet" --models models --runs runs
 else
     step "teacher, bi-encoder and ensemble on DL19 (shipped models)"
     rerank dl19 teacher cross-encoder --model models/teacher
@@ -87,6 +90,11 @@ rank bench "${BENCH_ON[@]}" --reranker identity --reranker twinbert --reranker c
     --reranker ensemble=models/ensemble-msmarco.json "${QUERIES[@]}" --reference cross-encoder --repeats 1 \
     --output runs/bench.dl19.json
 rank bench "${BENCH_ON[@]}" --reranker twinbert --query-dtype bfloat16 --repeats 3 --output runs/bench-bf16.dl19.json
+
+step "serving: rank serve on a loopback port, closed-loop load at 1, 4, 16, 64 clients, by id and by text"
+SOAK=(); [ "$PROFILE" = full ] && SOAK=(--soak 300)  # full: 5 minutes at 32 clients, server memory before and after
+rank bench-serve --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
+    --store "$STORES/dl19.float16" --seconds 10 "${SOAK[@]}" --output runs/bench-serve.dl19.json
 
 step "RESULTS.md"
 rank report --spec scripts/results.toml --data "$DATA" --stores "$STORES" --output RESULTS.md --plot docs/results.png

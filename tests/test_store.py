@@ -16,13 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ranker.errors import MissingInputError, RankerError  # noqa: E402
 from ranker.rerank.config import TwinBertConfig  # noqa: E402
 from ranker.rerank.quantization import dequantize, quantize  # noqa: E402
-from ranker.rerank.store import (  # noqa: E402
-    EmbeddingStore,
-    StoreMismatchError,
-    build_store,
-    convert_store,
-    partial_path,
-)
+from ranker.rerank.store import EmbeddingStore, StoreMismatchError, partial_path, text_hash  # noqa: E402
+from ranker.rerank.store_build import build_store, convert_store  # noqa: E402
 from ranker.rerank.twinbert import TwinBert  # noqa: E402
 from ranker.types import Doc  # noqa: E402
 
@@ -35,7 +30,7 @@ DOCS = [Doc(f"D{i}", text) for i, text in enumerate([
     "Rivers carry sediment to the sea, building deltas where the current slows.",
     "Neural rerankers rescore the candidates a first-stage retriever returns.",
 ])]
-FILES = ("ranker.json", "embeddings.npy", "scales.npy", "docnos.txt")
+FILES = ("ranker.json", "embeddings.npy", "scales.npy", "docnos.txt", "text_hashes.npy")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -168,3 +163,13 @@ def test_pairs_and_bad_docnos(model, tmp_path):
     assert store.docnos == ["a", "b"]
     with pytest.raises(RankerError, match="line breaks"):
         build_store(model, [("a\nb", "text")], tmp_path / "bad", progress=False)
+
+
+def test_a_store_finds_passages_by_their_text(model, half_store, tmp_path):
+    """Each row's text hash is recorded, so a passage sent as text finds its vector; a conversion keeps them."""
+    rows = half_store.rows_of_texts([DOCS[2].contents, "a passage the store never saw", DOCS[0].contents])
+    assert rows == [half_store.docnos.index("D2"), None, half_store.docnos.index("D0")]
+    assert np.array_equal(half_store.lookup_rows([rows[0]]), half_store.lookup(["D2"]))
+    assert bytes(half_store.hashes[0]) == text_hash(DOCS[int(half_store.docnos[0][1:])].contents)
+    converted = convert_store(model, half_store.path, tmp_path / "int8")
+    assert converted.rows_of_texts([DOCS[2].contents]) == [rows[0]]

@@ -16,7 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ranker.errors import MissingInputError, RankerError  # noqa: E402
 from ranker.rerank.biencoder import BiEncoder  # noqa: E402
 from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.store import StoreMismatchError, build_store  # noqa: E402
+from ranker.rerank.store import StoreMismatchError  # noqa: E402
+from ranker.rerank.store_build import build_store  # noqa: E402
 from ranker.rerank.twinbert import TwinBert, TwinBertReranker  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402
 

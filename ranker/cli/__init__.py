@@ -11,6 +11,7 @@ import typer
 
 from ranker.cli import (
     bench,
+    bench_serve,
     datasets,
     distill,
     encode,
@@ -20,6 +21,7 @@ from ranker.cli import (
     models,
     report,
     run,
+    serve,
     train,
 )
 from ranker.errors import RankerError
@@ -52,6 +54,8 @@ app.command("ensemble")(ensemble.ensemble)
 app.command("fuse")(ensemble.fuse)
 app.command("bench")(bench.bench)
 app.command("report")(report.report)
+app.command("serve")(serve.serve)
+app.command("bench-serve")(bench_serve.bench_serve)
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 

@@ -33,7 +33,7 @@ def encode(
     from ranker.errors import RankerError
     from ranker.io.sources import iter_docs
     from ranker.rerank.registry import shipped_model
-    from ranker.rerank.store import build_store, convert_store
+    from ranker.rerank.store_build import build_store, convert_store
     from ranker.rerank.twinbert import TwinBert
 
     encoder = TwinBert.load(model or shipped_model("twinbert"))

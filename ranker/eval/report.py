@@ -24,6 +24,7 @@ import pandas as pd
 
 from ranker.errors import RankerError
 from ranker.eval.evaluate import ALPHA, Evaluation, evaluate
+from ranker.eval.serve_report import serve_markdown, serve_plot
 from ranker.io.artifact import metadata_file, read_metadata
 from ranker.io.atomic import atomic_open
 from ranker.io.formats import read_run
@@ -64,6 +65,7 @@ class ResultsSpec:
     collections: tuple[CollectionSpec, ...]
     models: dict[str, Path] = field(default_factory=dict)
     stores: dict[str, Path] = field(default_factory=dict)
+    serve: Path | None = None  # a ``rank bench-serve --output`` JSON
 
 
 @dataclass
@@ -97,8 +99,9 @@ def read_spec(path: str | Path, data: str | Path, stores: str | Path = "") -> Re
     for c in collections:
         if c.baseline not in {s.name for s in c.systems}:
             raise RankerError(f"{path}: collection {c.key!r}: baseline {c.baseline!r} is not one of its systems")
+    serve = raw.get("serve", {}).get("bench")
     return ResultsSpec(collections, {k: resolve(v) for k, v in raw.get("models", {}).items()},
-                       {k: resolve(v) for k, v in raw.get("stores", {}).items()})
+                       {k: resolve(v) for k, v in raw.get("stores", {}).items()}, resolve(serve) if serve else None)
 
 
 def evaluate_collection(spec: CollectionSpec, measures: Sequence[str] = MEASURES) -> CollectionResult:
@@ -302,7 +305,7 @@ def provenance() -> str:
                                 check=True).stdout.strip()
         # runs/ and the report itself are what a reproduction rewrites: only other changes make the tree dirty
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!runs",
-                                ":!RESULTS.md", ":!docs/results.png"], capture_output=True, text=True,
+                                ":!RESULTS.md", ":!docs/results*.png"], capture_output=True, text=True,
                                check=True).stdout.strip()
         commit += " (with uncommitted changes outside runs/)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
@@ -342,4 +345,10 @@ def build_report(spec: ResultsSpec, output: str | Path, plot_path: str | Path | 
     if spec.stores:
         parts += ["", "## Embedding stores", "", _md_table(["store", "folder", "passages", "dim", "dtype", "MB"],
                                                             stores_table(spec.stores), right=(2, 3, 5))]
+    if spec.serve:
+        link = None
+        if plot_path is not None:
+            picture = serve_plot(spec.serve, Path(plot_path).with_name(Path(plot_path).stem + "-serve.png"))
+            link = os.path.relpath(picture.resolve(), Path(output).resolve().parent)
+        parts += ["", serve_markdown(spec.serve, link)]
     return "\n".join(parts) + "\n", results

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -126,9 +126,10 @@ class Bm25Retriever(Stage):
     def num_docs(self) -> int:
         return int(self._searcher.num_docs)
 
-    def search(self, queries: Mapping[str, Query], *, batch_size: int = 64, progress: bool = True) -> Ranking:
-        """Top ``k`` per query, scores as Lucene returns them (float32 BM25)."""
-        p = self.params
+    def search(self, queries: Mapping[str, Query], *, batch_size: int = 64, progress: bool = True,
+               k: int | None = None) -> Ranking:
+        """Top ``k`` per query (default: the config's), scores as Lucene returns them (float32 BM25)."""
+        p = replace(self.params, k=k) if k is not None else self.params
         extra = 1 if p.remove_query_id else 0
         qids = list(queries)
         ranking: Ranking = {}

@@ -1,0 +1,44 @@
+"""``rank serve``: the student over HTTP (Cohere and TEI rerank shapes, /search, /health, /metrics, a page)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ranker.serve.config import ServeConfig
+
+DEFAULT = ServeConfig(store="")
+
+
+def serve(
+    store: Annotated[Path, typer.Option(help="Embedding store of the model (built by 'rank encode').")],
+    model: Annotated[str | None, typer.Option(help="TwinBERT folder (default: the shipped twinbert).")] = None,
+    index: Annotated[Path | None, typer.Option(help="Lucene index: /search and its passage text.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = DEFAULT.host,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port.")] = DEFAULT.port,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most queries per query-tower pass.")] = DEFAULT.max_batch,
+    max_wait_ms: Annotated[float, typer.Option(
+        min=0.0, help="How long a query waits for others to share its pass.")] = DEFAULT.max_wait_ms,
+    max_queue: Annotated[int, typer.Option(min=1, help="Most waiting queries (then 503).")] = DEFAULT.max_queue,
+    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds before a request gets 504.")] = DEFAULT.timeout_s,
+    max_documents: Annotated[int, typer.Option(
+        min=1, help="Most documents per request (then 413).")] = DEFAULT.max_documents,
+    max_text_chars: Annotated[int, typer.Option(
+        min=1, help="Longest document text (then 413).")] = DEFAULT.max_text_chars,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = DEFAULT.threads,
+) -> None:
+    """Serve reranking from the cached passage vectors until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from ranker.serve.app import create_app
+    from ranker.serve.service import RerankService
+
+    config = ServeConfig(store=str(store), model=model, index=str(index) if index else None, host=host, port=port,
+                         max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout,
+                         max_documents=max_documents, max_text_chars=max_text_chars, threads=threads)
+    service = RerankService(config)  # a store from another model, a missing folder: one line, before listening
+    typer.echo(f"serving {service.model_path} with {len(service.store):,} cached passages on http://{host}:{port}",
+               err=True)
+    uvicorn.run(create_app(config, service), host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,212 @@
+"""The HTTP server: FastAPI routes that adapt Cohere's, TEI's and a search shape to :class:`RerankService`.
+
+Built by :func:`create_app` (tests start it on a free loopback port); the model and store load before the
+server accepts a connection, so ``/health`` answers only when it can serve. All model work runs on one worker
+thread, off the event loop; queries arriving together share one forward pass (:class:`QueryBatcher`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from ranker.serve.batcher import QueryBatcher, QueueFull
+from ranker.serve.config import ServeConfig
+from ranker.serve.errors import ApiError, parse_body
+from ranker.serve.page import SEARCH_PAGE
+from ranker.serve.schemas import CohereRerankRequest, DocumentObject, TeiRerankRequest
+from ranker.serve.service import RerankService
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """Prometheus series of one app (its own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ranker_requests", "Requests by endpoint and status", ["endpoint", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("ranker_request_seconds", "Request latency", ["endpoint"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
+        self.batch = Histogram("ranker_query_batch_size", "Queries per forward pass of the query tower",
+                               buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.documents = Counter("ranker_documents", "Documents reranked, by how their vector was found",
+                                 ["source"], registry=self.registry)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
+def create_app(config: ServeConfig, service: RerankService | None = None) -> FastAPI:
+    """The app for ``config``; ``service`` (default: loaded from ``config`` at start-up) may be shared."""
+    metrics = Metrics()
+    state: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state["service"] = service or RerankService(config)
+        state["executor"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ranker-model")
+        state["batcher"] = QueryBatcher(state["service"].encode_queries, state["executor"], config.max_batch,
+                                        config.max_wait_ms, config.max_queue, metrics.batch.observe)
+        state["batcher"].start()
+        yield
+        await state["batcher"].stop()
+        state["executor"].shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="ranker", summary="TwinBERT reranking from cached passage vectors", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except ApiError as e:
+            response = JSONResponse(e.body(), e.status, headers=e.headers)
+        endpoint = request.url.path
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse(e.body(), e.status, headers=e.headers)
+
+    async def query_vector(text: str, field: str = "query") -> np.ndarray:
+        if not text.strip():
+            raise ApiError(422, field, "empty: a query needs some text")
+        if len(text) > config.max_query_chars:
+            raise ApiError(413, field, f"{len(text)} characters, more than the limit {config.max_query_chars}")
+        try:
+            return await state["batcher"].submit(text, config.timeout_s)
+        except QueueFull:
+            raise ApiError(503, "query", f"{config.max_queue} queries are waiting: retry shortly",
+                           {"Retry-After": "1"}) from None
+        except TimeoutError:
+            raise ApiError(504, "query", f"not answered within {config.timeout_s} s") from None
+
+    def check_documents(ids: list[str | None], texts: list[str | None], field: str) -> None:
+        if not ids:
+            raise ApiError(422, field, "empty: nothing to rerank")
+        if len(ids) > config.max_documents:
+            raise ApiError(413, field, f"{len(ids)} documents, more than the limit {config.max_documents}")
+        for i, text in enumerate(texts):
+            if text is not None and len(text) > config.max_text_chars:
+                raise ApiError(413, f"{field}[{i}]", f"{len(text)} characters, more than the limit "
+                                                     f"{config.max_text_chars}")
+
+    async def score(q: np.ndarray, ids: list[str | None], texts: list[str | None], field: str) -> tuple:
+        """Logits of the documents against the query vector, and where their vectors came from."""
+        loop = asyncio.get_running_loop()
+        try:
+            passages = await loop.run_in_executor(state["executor"], state["service"].passages, ids, texts)
+        except KeyError as e:
+            position, docno = e.args[0]
+            raise ApiError(404, f"{field}[{position}].id", f"{docno!r} is not in the embedding store") from None
+        logits = await loop.run_in_executor(state["executor"], state["service"].cross, q, passages.vectors)
+        metrics.documents.labels("id").inc(passages.by_id)
+        metrics.documents.labels("hash").inc(passages.by_hash)
+        metrics.documents.labels("encoded").inc(passages.encoded)
+        return logits, passages
+
+    def order(logits: np.ndarray) -> list[int]:
+        """Best first; ties by position (the order the documents came in)."""
+        return sorted(range(len(logits)), key=lambda i: (-float(logits[i]), i))
+
+    @app.post("/v1/rerank")
+    async def cohere_rerank(request: Request) -> JSONResponse:
+        """Cohere's rerank: ``relevance_score`` is sigmoid(logit) (``raw_scores: true``: the logit)."""
+        body = parse_body(await request.body(), CohereRerankRequest)
+        docs = [d if isinstance(d, DocumentObject) else DocumentObject(text=d) for d in body.documents]
+        for i, d in enumerate(docs):
+            if d.text is None and d.id is None:
+                raise ApiError(422, f"documents[{i}]", "needs a text or the id of a stored passage")
+        if body.top_n is not None and body.top_n < 1:
+            raise ApiError(422, "top_n", f"must be at least 1, got {body.top_n}")
+        ids, texts = [d.id for d in docs], [d.text for d in docs]
+        check_documents(ids, texts, "documents")
+        logits, passages = await score(await query_vector(body.query), ids, texts, "documents")
+        shown = sigmoid(logits) if not body.raw_scores else logits.astype(np.float64)
+        results = []
+        for i in order(logits)[: body.top_n or len(docs)]:
+            result = {"index": i, "relevance_score": float(shown[i])}
+            if body.return_documents:
+                result["document"] = {k: v for k, v in docs[i].model_dump().items() if v is not None}
+            results.append(result)
+        meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1},
+                "ranker": {"by_id": passages.by_id, "by_hash": passages.by_hash, "encoded": passages.encoded,
+                           "score": "logit" if body.raw_scores else "sigmoid(logit)"}}
+        return JSONResponse({"id": str(uuid.uuid4()), "results": results, "meta": meta})
+
+    @app.post("/rerank")
+    async def tei_rerank(request: Request) -> JSONResponse:
+        """text-embeddings-inference's rerank: a list of ``{index, score}``, best first."""
+        body = parse_body(await request.body(), TeiRerankRequest)
+        ids, texts = [None] * len(body.texts), list(body.texts)
+        check_documents(ids, texts, "texts")
+        logits, _ = await score(await query_vector(body.query), ids, texts, "texts")
+        shown = logits.astype(np.float64) if body.raw_scores else sigmoid(logits)
+        return JSONResponse([{"index": i, "score": float(shown[i]), **({"text": body.texts[i]} if body.return_text
+                                                                       else {})} for i in order(logits)])
+
+    @app.api_route("/search", methods=["GET", "POST"])
+    async def search(q: str = "", k: int = 10, depth: int = 100) -> JSONResponse:
+        """BM25 top ``depth`` over the index, reranked by the student; the top ``k`` with per-stage ms."""
+        if state["service"].retriever is None:
+            raise ApiError(409, "index", "this server was started without --index: /search needs one")
+        if not 1 <= depth <= config.max_documents:
+            raise ApiError(422, "depth", f"must be between 1 and {config.max_documents}, got {depth}")
+        if not 1 <= k <= depth:
+            raise ApiError(422, "k", f"must be between 1 and depth ({depth}), got {k}")
+        started = time.perf_counter()
+        encoding = asyncio.ensure_future(query_vector(q, "q"))  # the query tower runs while BM25 searches
+        loop = asyncio.get_running_loop()
+        try:
+            hits = await loop.run_in_executor(state["executor"], state["service"].bm25, q, depth)
+        except BaseException:
+            encoding.cancel()
+            raise
+        bm25_ms = 1000 * (time.perf_counter() - started)
+        q_vector = await encoding
+        if not hits:
+            return JSONResponse({"query": q, "hits": [], "ms": {"bm25": round(bm25_ms, 2)}, "meta": {"depth": 0}})
+        docnos = [d for d, _, _ in hits]
+        in_store = [d if d in state["service"].store else None for d in docnos]
+        reranking = time.perf_counter()
+        logits, passages = await score(q_vector, in_store, [t for _, _, t in hits], "hits")
+        rerank_ms = 1000 * (time.perf_counter() - reranking)
+        ranked = order(logits)[:k]
+        out = [{"rank": r + 1, "docno": docnos[i], "score": float(logits[i]), "bm25_rank": i + 1,
+                "bm25_score": float(hits[i][1]), "text": hits[i][2]} for r, i in enumerate(ranked)]
+        total = 1000 * (time.perf_counter() - started)
+        return JSONResponse({"query": q, "hits": out,
+                             "ms": {"bm25": round(bm25_ms, 2), "rerank": round(rerank_ms, 2),
+                                    "passages": round(passages.ms, 2), "total": round(total, 2)},
+                             "meta": {"by_id": passages.by_id, "by_hash": passages.by_hash,
+                                      "encoded": passages.encoded, "depth": len(hits)}})
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if "service" not in state:
+            return JSONResponse({"status": "loading"}, 503)
+        return JSONResponse(state["service"].health())
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return SEARCH_PAGE
+
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,43 @@
+"""``rank serve``'s settings, as a plain dataclass (no torch needed to read the defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How ``rank serve`` runs.
+
+    Attributes:
+        store: The embedding store (built by ``rank encode`` with ``model``).
+        model: The TwinBERT folder; ``None``: the shipped ``twinbert``.
+        index: A Lucene index for ``/search`` (BM25 first stage, passage text).
+        host: Interface to listen on (loopback by default).
+        port: Port (0: any free one).
+        max_batch: Most queries per forward pass of the query tower.
+        max_wait_ms: How long a query waits for others to share its forward pass.
+        max_queue: Most queries waiting; more are answered 503 with ``Retry-After``.
+        timeout_s: A request still waiting after this long is answered 504.
+        max_documents: Most documents per request (413 above); more than ``encode_batch`` unseen texts are
+            encoded in several forward passes, never refused for that.
+        encode_batch: Unseen passages per forward pass of the document tower.
+        max_text_chars: Longest document text accepted (413 above).
+        max_query_chars: Longest query accepted (413 above).
+        threads: torch CPU threads.
+    """
+
+    store: str
+    model: str | None = None
+    index: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+    max_queue: int = 256
+    timeout_s: float = 10.0
+    max_documents: int = 1000
+    encode_batch: int = 64
+    max_text_chars: int = 20_000
+    max_query_chars: int = 2_000
+    threads: int = 2

@@ -1,0 +1,112 @@
+"""What the server serves: the TwinBERT student, its embedding store and (for ``/search``) a BM25 index, loaded
+once; passages found by id or by the hash of their text, unseen texts encoded on the fly, counted.
+
+Every method here is plain, blocking library code (the HTTP layer runs it on one worker thread); scores are
+the student's raw logits, as ``rank run --reranker twinbert`` gives them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ranker.errors import RankerError
+from ranker.rerank.registry import shipped_model
+from ranker.rerank.store import EmbeddingStore
+from ranker.rerank.twinbert import TwinBert
+from ranker.serve.config import ServeConfig
+from ranker.types import Query
+
+
+@dataclass
+class Passages:
+    """The vectors of one request's documents and where each came from."""
+
+    vectors: np.ndarray
+    by_id: int = 0
+    by_hash: int = 0
+    encoded: int = 0
+    ms: float = 0.0
+
+
+class RerankService:
+    """The loaded model, store and index.
+
+    Raises:
+        StoreMismatchError: The store was built by another model (the server refuses to start).
+    """
+
+    def __init__(self, config: ServeConfig):
+        torch.set_num_threads(config.threads)
+        self.config = config
+        self.model_path = Path(config.model) if config.model else shipped_model("twinbert")
+        self.model = TwinBert.load(self.model_path, device="cpu").eval()
+        self.store = EmbeddingStore.load(config.store, self.model)
+        self.retriever = None
+        if config.index is not None:
+            from ranker.first_stage.bm25 import Bm25Config, Bm25Retriever
+
+            self.retriever = Bm25Retriever(config.index, Bm25Config(threads=1))
+        self.fingerprint = self.model.fingerprint()
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors, one row per text (one forward pass)."""
+        return self.model.encode_queries(list(texts), batch_size=len(texts)).numpy()
+
+    def passages(self, ids: Sequence[str | None], texts: Sequence[str | None]) -> Passages:
+        """Vectors of documents given by store id or by text (id first where both are given); a text the store
+        lacks is encoded now, quantized as the store's vectors are.
+
+        Raises:
+            KeyError: An id the store lacks, as ``(position, id)``.
+        """
+        started = time.perf_counter()
+        rows: list[int | None] = [None] * len(ids)
+        by_id = 0
+        for i, docno in enumerate(ids):
+            if docno is not None:
+                if docno not in self.store:
+                    raise KeyError((i, docno))
+                rows[i] = self.store.row(docno)
+                by_id += 1
+        wanted = [i for i in range(len(ids)) if rows[i] is None]
+        for i, row in zip(wanted, self.store.rows_of_texts([texts[i] or "" for i in wanted]), strict=True):
+            rows[i] = row
+        unseen = [i for i in wanted if rows[i] is None]
+        vectors = np.zeros((len(ids), self.store.dim), dtype=np.float32)
+        known = [i for i in range(len(ids)) if rows[i] is not None]
+        if known:
+            vectors[known] = self.store.lookup_rows([rows[i] for i in known])
+        if unseen:
+            encoded = self.model.encode_docs([texts[i] or "" for i in unseen], self.config.encode_batch).numpy()
+            vectors[unseen] = self.store.requantize(encoded)
+        return Passages(vectors, by_id, len(wanted) - len(unseen), len(unseen),
+                        1000 * (time.perf_counter() - started))
+
+    def cross(self, query: np.ndarray, passages: np.ndarray) -> np.ndarray:
+        """Logits of one query vector against passage vectors."""
+        with torch.inference_mode():
+            return self.model.cross(torch.from_numpy(query), torch.from_numpy(passages)).numpy()
+
+    def bm25(self, query: str, depth: int) -> list[tuple[str, float, str]]:
+        """BM25's top ``depth``: ``(docno, score, text)``.
+
+        Raises:
+            RankerError: The server has no index.
+        """
+        if self.retriever is None:
+            raise RankerError("this server has no index: start it with --index DIR for /search")
+        hits = self.retriever.search({"q": Query("q", query)}, progress=False, k=depth)["q"]
+        return [(h.docno, h.score, self.retriever.text(h.docno)) for h in hits]
+
+    def health(self) -> dict:
+        return {"status": "ok", "model": str(self.model_path), "fingerprint": self.fingerprint,
+                "store": {"path": str(self.store.path), "passages": len(self.store), "dtype": self.store.dtype,
+                          "text_hashes": self.store.hashes is not None},
+                "index": str(self.config.index) if self.config.index else None,
+                "score": "relevance_score = sigmoid(logit); raw_scores: true gives the logit"}

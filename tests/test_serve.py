@@ -1,0 +1,375 @@
+"""``rank serve`` against real servers on loopback ports: rankings equal ``rank run``, every bad input is a 4xx
+with a JSON error naming the field (and the next good request still succeeds), batching, back-pressure,
+timeouts, metrics, and the exact bodies Elasticsearch and OpenSearch send."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ranker.serve.app import create_app
+from ranker.serve.config import ServeConfig
+from ranker.serve.loadtest import free_port
+from ranker.serve.service import Passages, RerankService
+
+from .conftest import ROOT
+from .test_cli import rank
+
+QUERIES = ("1037798", "104861")  # two DL19 queries: their BM25 top-100 make the test store
+
+
+class Client:
+    """JSON over one keep-alive loopback connection."""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    def call(self, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, object, dict]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        connection.request(method, path, data, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        payload = response.read()
+        headers = dict(response.getheaders())
+        connection.close()
+        kind = headers.get("content-type", "")
+        return response.status, json.loads(payload) if "json" in kind else payload.decode(), headers
+
+
+@contextlib.contextmanager
+def running(config: ServeConfig, service=None) -> Iterator[Client]:
+    """A real uvicorn server in a thread on a free loopback port; stopped on exit."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config, service), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise AssertionError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield Client(port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def dl19(data, tmp_path_factory) -> dict:
+    """Two DL19 queries, their BM25 top-100, and the shipped student's store of those passages."""
+    from ranker.io.formats import read_run, read_topics, write_run
+    from ranker.io.texts import texts_for
+    from ranker.rerank.store_build import build_store
+    from ranker.rerank.twinbert import TwinBert
+
+    ms = data / "msmarco-passage"
+    root = tmp_path_factory.mktemp("serve")
+    run = {q: docs for q, docs in read_run(ms / "runs" / "bm25.dl19.top100.trec").items() if q in QUERIES}
+    write_run(run, root / "candidates.trec", "bm25")
+    texts = texts_for([ms / "passages" / "dl19.tsv"], {d.docno for docs in run.values() for d in docs})
+    model = TwinBert.load(ROOT / "models" / "twinbert", device="cpu")
+    build_store(model, [(d, texts[d]) for d in sorted(texts)], root / "store", progress=False)
+    topics = read_topics(ms / "topics" / "dl19.tsv")
+    return {"root": root, "run": run, "texts": texts, "queries": {q: topics[q].text for q in QUERIES},
+            "topics": ms / "topics" / "dl19.tsv", "collection": ms / "passages" / "dl19.tsv"}
+
+
+@pytest.fixture(scope="module")
+def service(dl19) -> RerankService:
+    return RerankService(ServeConfig(store=str(dl19["root"] / "store"), model=str(ROOT / "models" / "twinbert"),
+                                     threads=2))
+
+
+@pytest.fixture(scope="module")
+def server(dl19, service) -> Iterator[Client]:
+    config = ServeConfig(store=str(dl19["root"] / "store"), max_documents=150, max_text_chars=5000,
+                         max_query_chars=300, encode_batch=8)
+    with running(config, service) as client:
+        yield client
+
+
+def test_rankings_equal_rank_run(dl19, server, tmp_path):
+    """/v1/rerank by id and by text, and /rerank (TEI), order the candidates as rank run --reranker twinbert."""
+    out = tmp_path / "twinbert.trec"
+    rank("run", "--topics", dl19["topics"], "--candidates", dl19["root"] / "candidates.trec", "--reranker",
+         "twinbert", "--model", ROOT / "models" / "twinbert", "--store", dl19["root"] / "store", "--output", out)
+    from ranker.io.formats import read_run
+
+    expected = read_run(out)
+    for qid, docs in dl19["run"].items():
+        docnos = [d.docno for d in docs]
+        want = [d.docno for d in expected[qid]]
+        scores = {d.docno: d.score for d in expected[qid]}
+        status, body, _ = server.call("POST", "/v1/rerank", {"query": dl19["queries"][qid], "raw_scores": True,
+                                                             "documents": [{"id": d} for d in docnos]})
+        assert status == 200 and body["meta"]["ranker"]["by_id"] == 100
+        got = [docnos[r["index"]] for r in body["results"]]
+        assert got == want
+        assert [r["relevance_score"] for r in body["results"]] == pytest.approx([scores[d] for d in got], abs=1e-4)
+        status, body, _ = server.call("POST", "/v1/rerank", {"query": dl19["queries"][qid], "top_n": 10,
+                                                             "documents": [dl19["texts"][d] for d in docnos]})
+        assert status == 200 and body["meta"]["ranker"] == {"by_id": 0, "by_hash": 100, "encoded": 0,
+                                                            "score": "sigmoid(logit)"}
+        assert [docnos[r["index"]] for r in body["results"]] == want[:10]
+        assert all(0 < r["relevance_score"] < 1 for r in body["results"])
+        status, tei, _ = server.call("POST", "/rerank", {"query": dl19["queries"][qid],
+                                                         "texts": [dl19["texts"][d] for d in docnos]})
+        assert status == 200 and [docnos[r["index"]] for r in tei] == want
+
+
+def test_unseen_texts_are_encoded_in_several_passes_and_counted(server):
+    texts = [f"passage number {i} about nothing in particular" for i in range(20)]  # encode_batch is 8
+    status, body, _ = server.call("POST", "/v1/rerank", {"query": "what is a passage", "documents": texts,
+                                                         "return_documents": True})
+    assert status == 200 and body["meta"]["ranker"]["encoded"] == 20 and len(body["results"]) == 20
+    assert body["results"][0]["document"]["text"] in texts
+    status, metrics, _ = server.call("GET", "/metrics")
+    assert 'ranker_documents_total{source="encoded"}' in metrics
+
+
+def test_health_and_metrics(server, service):
+    status, body, _ = server.call("GET", "/health")
+    assert status == 200 and body["fingerprint"] == service.fingerprint and body["store"]["passages"] == 200
+    status, text, _ = server.call("GET", "/metrics")
+    assert status == 200 and "ranker_requests_total" in text and "ranker_query_batch_size_bucket" in text
+
+
+GOOD = {"query": "what is durable medical equipment", "documents": ["a wheelchair is durable equipment"]}
+
+
+@pytest.mark.parametrize("path, body, status, field", [
+    ("/v1/rerank", b'{"query": "x", "documents": [', 400, "body"),
+    ("/v1/rerank", b'{"query": "\xff\xfe", "documents": ["a"]}', 400, "body"),
+    ("/v1/rerank", {"documents": ["a"]}, 422, "query"),
+    ("/v1/rerank", {"query": "   ", "documents": ["a"]}, 422, "query"),
+    ("/v1/rerank", {"query": "x" * 301, "documents": ["a"]}, 413, "query"),
+    ("/v1/rerank", {"query": "x", "documents": []}, 422, "documents"),
+    ("/v1/rerank", {"query": "x"}, 422, "documents"),
+    ("/v1/rerank", {"query": "x", "documents": [3]}, 422, "documents[0]"),
+    ("/v1/rerank", {"query": "x", "documents": ["a", {"title": "no text, no id"}]}, 422, "documents[1]"),
+    ("/v1/rerank", {"query": "x", "documents": ["a", "y" * 5001]}, 413, "documents[1]"),
+    ("/v1/rerank", {"query": "x", "documents": ["a"] * 151}, 413, "documents"),
+    ("/v1/rerank", {"query": "x", "documents": [{"text": "a"}, {"id": "no-such-passage"}]}, 404,
+     "documents[1].id"),
+    ("/v1/rerank", {"query": "x", "documents": ["a"], "top_n": 0}, 422, "top_n"),
+    ("/v1/rerank", {"query": "x", "documents": ["a"], "top_n": "many"}, 422, "top_n"),
+    ("/v1/rerank", ["not", "an", "object"], 422, "body"),
+    ("/rerank", {"query": "x"}, 422, "texts"),
+    ("/rerank", {"query": "x", "texts": [None]}, 422, "texts[0]"),
+    ("/search?q=anything", None, 409, "index"),
+])
+def test_bad_input_is_a_json_error_naming_the_field(server, path, body, status, field):
+    raw = body if isinstance(body, bytes) else None
+    got, payload, _ = server.call("GET" if path.startswith("/search") else "POST", path,
+                                  None if raw else body, raw)
+    assert got == status, payload
+    assert payload["error"]["field"] == field and payload["error"]["status"] == status and payload["error"]["reason"]
+    ok, answer, _ = server.call("POST", "/v1/rerank", GOOD)  # the server is none the worse
+    assert ok == 200 and answer["results"][0]["index"] == 0
+
+
+def test_a_store_from_another_model_refuses_to_start(dl19, tmp_path):
+    from ranker.rerank.config import TwinBertConfig
+    from ranker.rerank.twinbert import TwinBert
+
+    other = TwinBert(TwinBertConfig(num_layers=1), device="cpu").save(tmp_path / "other")
+    result = rank("serve", "--store", dl19["root"] / "store", "--model", other, "--port", free_port(), check=False)
+    assert result.returncode == 2 and "rank: error:" in result.stderr and "fingerprint" in result.stderr
+
+
+class SlowService:
+    """A stand-in model: each query-tower pass takes ``seconds`` and is recorded (batching, back-pressure)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.batches, self.retriever = seconds, [], None
+        self.store = {}
+
+    def encode_queries(self, texts):
+        self.batches.append(len(texts))
+        time.sleep(self.seconds)
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+    def passages(self, ids, texts):
+        return Passages(np.ones((len(ids), 4), dtype=np.float32), encoded=len(ids))
+
+    def cross(self, query, passages):
+        return passages @ query
+
+    def health(self):
+        return {"status": "ok"}
+
+
+def concurrently(client: Client, n: int, body: dict) -> list[tuple[int, object, dict]]:
+    results: list = [None] * n
+
+    def call(i: int) -> None:
+        results[i] = client.call("POST", "/v1/rerank", body)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_queries_arriving_together_share_one_forward_pass():
+    fake = SlowService(0.2)
+    with running(ServeConfig(store="-", max_wait_ms=100, max_batch=16), fake) as client:
+        results = concurrently(client, 8, GOOD)
+    assert all(status == 200 for status, _, _ in results)
+    assert max(fake.batches) > 1 and sum(fake.batches) == 8
+
+
+def test_a_full_queue_is_503_with_retry_after_and_a_slow_answer_504():
+    with running(ServeConfig(store="-", max_queue=1, max_batch=1, max_wait_ms=0), SlowService(0.5)) as client:
+        results = concurrently(client, 6, GOOD)
+        refused = [(body, headers) for status, body, headers in results if status == 503]
+        assert refused and all(body["error"]["field"] == "query" and headers.get("retry-after") == "1"
+                               for body, headers in refused)
+        assert any(status == 200 for status, _, _ in results)
+    with running(ServeConfig(store="-", timeout_s=0.05), SlowService(0.5)) as client:
+        status, body, _ = client.call("POST", "/v1/rerank", GOOD)
+        assert status == 504 and body["error"]["field"] == "query"
+
+
+ES_REQUEST = '{"query": ${query}, "documents": ${input}, "top_n": ${top_n}, "return_documents": false}'
+OS_REQUEST = '{ "documents": ${parameters.documents}, "query": "${parameters.query}", "top_n": ${parameters.top_n} }'
+
+
+def jsonpath(document: object, path: str) -> list:
+    """The ``$.a[*].b`` subset of JSONPath that Elasticsearch's json_parser settings use here."""
+    head, _, field = path.removeprefix("$.").partition("[*].")
+    return [item[field] for item in document[head]]
+
+
+def test_the_elasticsearch_custom_service_request_parses_as_elasticsearch_reads_it(server):
+    """README's `custom` inference service: ES fills the template with JSON values and reads two JSONPaths."""
+    readme = (ROOT / "README.md").read_text()
+    assert ES_REQUEST.replace('"', '\\"') in readme and "$.results[*].relevance_score" in readme
+    docs = ["A wheelchair is durable medical equipment.", "Bread needs flour.", "Crutches are durable equipment."]
+    body = (ES_REQUEST.replace("${query}", json.dumps("what is durable medical equipment"))
+            .replace("${input}", json.dumps(docs)).replace("${top_n}", "3"))
+    status, answer, _ = server.call("POST", "/v1/rerank", raw=body.encode())
+    assert status == 200
+    index, score = jsonpath(answer, "$.results[*].index"), jsonpath(answer, "$.results[*].relevance_score")
+    assert sorted(index) == [0, 1, 2] and index[-1] == 1 and score == sorted(score, reverse=True)
+
+
+def test_the_opensearch_connector_request_parses_as_the_cohere_post_process_reads_it(server):
+    """README's ml-commons connector: the Cohere pre-process gives documents and query; the post-process
+    reads results[].index and relevance_score and puts the scores back in document order."""
+    readme = (ROOT / "README.md").read_text()
+    assert OS_REQUEST.replace('"', '\\"') in readme and "connector.post_process.cohere.rerank" in readme
+    docs = ["Bread needs flour.", "A wheelchair is durable medical equipment."]
+    body = (OS_REQUEST.replace("${parameters.documents}", json.dumps(docs))
+            .replace("${parameters.query}", json.dumps("what is durable medical equipment")[1:-1])
+            .replace("${parameters.top_n}", str(len(docs))))
+    status, answer, _ = server.call("POST", "/v1/rerank", raw=body.encode())
+    assert status == 200
+    by_index = {r["index"]: r["relevance_score"] for r in answer["results"]}
+    scores = [by_index[i] for i in range(len(docs))]  # what the post-process function hands the processor
+    assert scores[1] > scores[0]
+
+
+def test_search_page_and_search_endpoint_with_an_index(dl19, service, tmp_path):
+    """/search: BM25 over an index of the store's passages, reranked; per-stage ms; the page is served."""
+    pytest.importorskip("pyserini")
+    from ranker.first_stage.bm25 import build_index
+    from ranker.types import Doc
+
+    index = tmp_path / "index"
+    build_index([Doc(d, t) for d, t in dl19["texts"].items()], index)
+    config = ServeConfig(store=str(dl19["root"] / "store"), model=str(ROOT / "models" / "twinbert"),
+                         index=str(index))
+    with running(config, RerankService(config)) as client:
+        from urllib.parse import quote
+
+        query = dl19["queries"][QUERIES[0]]  # its own BM25 candidates are in the index: plenty of hits
+        status, body, _ = client.call("GET", f"/search?q={quote(query)}&k=5&depth=50")
+        assert status == 200 and len(body["hits"]) == 5 and body["meta"]["by_id"] == body["meta"]["depth"]
+        assert [h["rank"] for h in body["hits"]] == [1, 2, 3, 4, 5] and {"bm25", "total"} <= set(body["ms"])
+        assert body["hits"] == sorted(body["hits"], key=lambda h: -h["score"])
+        status, body, _ = client.call("GET", "/search?q=x&k=20&depth=10")
+        assert status == 422 and body["error"]["field"] == "k"
+        status, page, _ = client.call("GET", "/")
+        assert status == 200 and "<form id=\"search\">" in page
+
+
+def test_a_load_test_refuses_other_addresses():
+    from ranker.errors import RankerError
+    from ranker.serve.loadtest import loopback
+
+    assert loopback("http://127.0.0.1:8000") == ("127.0.0.1", 8000)
+    for url in ("http://10.0.0.1:8000", "http://example.com:80", "http://127.0.0.1"):
+        with pytest.raises(RankerError, match="loopback"):
+            loopback(url)
+
+
+def test_rank_bench_serve_reports_each_level(dl19, tmp_path):
+    out = tmp_path / "bench.json"
+    rank("bench-serve", "--topics", dl19["topics"], "--candidates", dl19["root"] / "candidates.trec", "--store",
+         dl19["root"] / "store", "--collection", dl19["collection"], "--concurrency", 1, "--concurrency", 4,
+         "--seconds", 1, "--output", out)
+    results = json.loads(out.read_text())["results"]
+    assert [(r["mode"], r["concurrency"]) for r in results] == [("id", 1), ("id", 4), ("text", 1), ("text", 4)]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in results)
+
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_the_search_page_in_a_real_browser(dl19, tmp_path):
+    """Headless Chromium types a query into the page and reads the reranked table (BM25 ranks beside)."""
+    import os
+
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from ranker.first_stage.bm25 import build_index
+    from ranker.types import Doc
+
+    index = tmp_path / "index"
+    build_index([Doc(d, t) for d, t in dl19["texts"].items()], index)
+    config = ServeConfig(store=str(dl19["root"] / "store"), model=str(ROOT / "models" / "twinbert"),
+                         index=str(index))
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(flag)
+    with running(config, RerankService(config)) as client:
+        browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        try:
+            browser.get(f"http://127.0.0.1:{client.port}/")
+            box = browser.find_element(By.ID, "q")
+            box.send_keys(dl19["queries"][QUERIES[0]])
+            browser.find_element(By.CSS_SELECTOR, "#search button").click()
+            WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "tr.hit"))
+            rows = browser.find_elements(By.CSS_SELECTOR, "tr.hit")
+            assert len(rows) == 10
+            cells = [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+            assert [c[0] for c in cells] == [str(i) for i in range(1, 11)] and all(c[2] for c in cells)
+            assert "BM25" in browser.find_element(By.ID, "stages").text
+            screenshot = Path(os.environ.get("RANKER_SCREENSHOT") or tmp_path / "page.png")
+            browser.save_screenshot(str(screenshot))
+            assert screenshot.stat().st_size > 10_000
+        finally:
+            browser.quit()
