@@ -201,8 +201,8 @@ class SlowService:
         time.sleep(self.seconds)
         return np.ones((len(texts), 4), dtype=np.float32)
 
-    def passages(self, ids, texts):
-        return Passages(np.ones((len(ids), 4), dtype=np.float32), encoded=len(ids))
+    def passages(self, ids, texts, encode=True):
+        return Passages(np.ones((len(ids), 4), dtype=np.float32), by_hash=len(ids))
 
     def cross(self, query, passages):
         return passages @ query

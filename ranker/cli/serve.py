@@ -41,4 +41,7 @@ def serve(
     service = RerankService(config)  # a store from another model, a missing folder: one line, before listening
     typer.echo(f"serving {service.model_path} with {len(service.store):,} cached passages on http://{host}:{port}",
                err=True)
+    import gc
+
+    gc.freeze()  # the loaded model's objects move out of the collector's reach: full collections stay short
     uvicorn.run(create_app(config, service), host=host, port=port, log_level="warning", access_log=False)

@@ -58,9 +58,11 @@ class RerankService:
         """Query vectors, one row per text (one forward pass)."""
         return self.model.encode_queries(list(texts), batch_size=len(texts)).numpy()
 
-    def passages(self, ids: Sequence[str | None], texts: Sequence[str | None]) -> Passages:
+    def passages(self, ids: Sequence[str | None], texts: Sequence[str | None],
+                 encode: bool = True) -> Passages | None:
         """Vectors of documents given by store id or by text (id first where both are given); a text the store
-        lacks is encoded now, quantized as the store's vectors are.
+        lacks is encoded now, quantized as the store's vectors are (with ``encode=False``: ``None`` is returned
+        instead, so that a caller can look up cheaply first and encode elsewhere).
 
         Raises:
             KeyError: An id the store lacks, as ``(position, id)``.
@@ -78,6 +80,8 @@ class RerankService:
         for i, row in zip(wanted, self.store.rows_of_texts([texts[i] or "" for i in wanted]), strict=True):
             rows[i] = row
         unseen = [i for i in wanted if rows[i] is None]
+        if unseen and not encode:
+            return None
         vectors = np.zeros((len(ids), self.store.dim), dtype=np.float32)
         known = [i for i in range(len(ids)) if rows[i] is not None]
         if known:
