@@ -107,14 +107,16 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     async def score(q: np.ndarray, ids: list[str | None], texts: list[str | None], field: str) -> tuple:
         """Logits of the documents against the query vector, and where their vectors came from."""
         service = state["service"]
-        try:  # stored vectors are looked up and crossed here, at once: queueing behind a batch costs more
-            passages = service.passages(ids, texts, encode=False)
-            if passages is None:  # unseen texts: the document tower runs on the model's thread
-                passages = await asyncio.get_running_loop().run_in_executor(
-                    state["executor"], service.passages, ids, texts)
+        try:
+            rows = service.locate(ids, texts)
         except KeyError as e:
             position, docno = e.args[0]
             raise ApiError(404, f"{field}[{position}].id", f"{docno!r} is not in the embedding store") from None
+        if None in rows:  # unseen texts: the document tower runs on the model's thread
+            passages = await asyncio.get_running_loop().run_in_executor(
+                state["executor"], service.passages, ids, texts, rows)
+        else:  # stored vectors are looked up and crossed here, at once: queueing behind a batch costs more
+            passages = service.passages(ids, texts, rows)
         logits = service.cross(q, passages.vectors)
         metrics.documents.labels("id").inc(passages.by_id)
         metrics.documents.labels("hash").inc(passages.by_hash)

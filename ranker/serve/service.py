@@ -58,38 +58,39 @@ class RerankService:
         """Query vectors, one row per text (one forward pass)."""
         return self.model.encode_queries(list(texts), batch_size=len(texts)).numpy()
 
-    def passages(self, ids: Sequence[str | None], texts: Sequence[str | None],
-                 encode: bool = True) -> Passages | None:
-        """Vectors of documents given by store id or by text (id first where both are given); a text the store
-        lacks is encoded now, quantized as the store's vectors are (with ``encode=False``: ``None`` is returned
-        instead, so that a caller can look up cheaply first and encode elsewhere).
+    def locate(self, ids: Sequence[str | None], texts: Sequence[str | None]) -> list[int | None]:
+        """The store row of each document, by id (first, where both are given) or by the hash of its text;
+        ``None`` for a text the store lacks. Cheap: no model work.
 
         Raises:
             KeyError: An id the store lacks, as ``(position, id)``.
         """
-        started = time.perf_counter()
         rows: list[int | None] = [None] * len(ids)
-        by_id = 0
         for i, docno in enumerate(ids):
             if docno is not None:
                 if docno not in self.store:
                     raise KeyError((i, docno))
                 rows[i] = self.store.row(docno)
-                by_id += 1
         wanted = [i for i in range(len(ids)) if rows[i] is None]
         for i, row in zip(wanted, self.store.rows_of_texts([texts[i] or "" for i in wanted]), strict=True):
             rows[i] = row
-        unseen = [i for i in wanted if rows[i] is None]
-        if unseen and not encode:
-            return None
-        vectors = np.zeros((len(ids), self.store.dim), dtype=np.float32)
-        known = [i for i in range(len(ids)) if rows[i] is not None]
+        return rows
+
+    def passages(self, ids: Sequence[str | None], texts: Sequence[str | None],
+                 rows: Sequence[int | None]) -> Passages:
+        """Vectors of the documents :meth:`locate` found at ``rows``; a text the store lacks (row ``None``) is
+        encoded now, quantized as the store's vectors are."""
+        started = time.perf_counter()
+        unseen = [i for i, row in enumerate(rows) if row is None]
+        known = [i for i, row in enumerate(rows) if row is not None]
+        vectors = np.zeros((len(rows), self.store.dim), dtype=np.float32)
         if known:
             vectors[known] = self.store.lookup_rows([rows[i] for i in known])
         if unseen:
             encoded = self.model.encode_docs([texts[i] or "" for i in unseen], self.config.encode_batch).numpy()
             vectors[unseen] = self.store.requantize(encoded)
-        return Passages(vectors, by_id, len(wanted) - len(unseen), len(unseen),
+        by_id = sum(docno is not None for docno in ids)
+        return Passages(vectors, by_id, len(rows) - by_id - len(unseen), len(unseen),
                         1000 * (time.perf_counter() - started))
 
     def cross(self, query: np.ndarray, passages: np.ndarray) -> np.ndarray:
