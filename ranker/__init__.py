@@ -35,6 +35,7 @@ _LOADERS = {
     "bm25-index": ("ranker.first_stage.bm25", "Bm25Retriever"),
     "teacher-scores": ("ranker.train.scores", "read_scores"),
     "ensemble": ("ranker.rerank.fusion", "read_ensemble"),
+    "onnx-query-tower": ("ranker.rerank.query_encoders", "load_graph"),
 }
 
 
@@ -42,7 +43,8 @@ def load(path: str | Path) -> Any:
     """Open any artifact the project writes, by the type its metadata names (:mod:`ranker.io.artifact`).
 
     A cross-encoder or TwinBERT folder gives the model, an embedding store the store, a BM25 index its
-    retriever, a teacher-score cache its scores (a DataFrame), an ensemble file its description.
+    retriever, a teacher-score cache its scores (a DataFrame), an ensemble file its description, an exported
+    query graph its ONNX Runtime session.
     """
     module, attribute = _LOADERS[artifact_type(path)]
     target: Any = importlib.import_module(module)

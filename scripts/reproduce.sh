@@ -4,8 +4,8 @@
 # Usage: bash scripts/reproduce.sh [--profile quick|full] [--data DIR] [--out DIR]
 #   --profile quick (default; ~15 min on the 2-core CPU, no training): install, index SciFact, BM25, encode the
 #             document stores with the shipped student (DL19: only the passages BM25 retrieved), rerank DL19 with
-#             the shipped teacher, bi-encoder, ensemble and student and SciFact with the student, benchmark on
-#             DL19 (the slow rerankers on 15 of its 43 queries), then RESULTS.md from runs/ — SciFact's teacher,
+#             the shipped teacher, bi-encoder, ensemble and student (every query backend) and SciFact with the
+#             student, sentence-transformers over cached vectors, benchmark on DL19, then RESULTS.md from runs/ — SciFact's teacher,
 #             bi-encoder and ensemble runs are the committed ones (a cross-encoder over SciFact's 30,000 pairs
 #             alone takes ~13 min here), and so are the all-mpnet-base-v2 runs (scripts/mpnet.sh); the serving
 #             benchmark starts rank serve on a loopback port and stops it.
@@ -73,23 +73,41 @@ else
     done
 fi
 
-step "student runs: float16 and int8 stores, bfloat16 query encoder (DL19), fused with BM25"
-for name in dl19 scifact-test; do
-    rerank "$name" twinbert twinbert --model "${MODEL[$name]}" --store "$STORES/${STORE[$name]}.float16"
-    rerank "$name" twinbert-int8 twinbert --model "${MODEL[$name]}" --store "$STORES/${STORE[$name]}.int8"
-    [ "$name" = dl19 ] && rerank "$name" twinbert-bf16 twinbert --store "$STORES/dl19.float16" --query-dtype bfloat16
+step "student runs: float16 and int8 stores, each query backend, fused with BM25"
+for name in dl19 scifact-test; do  # twinbert: the PyTorch float32 reference; int8 store: the same query tower
+    rerank "$name" twinbert twinbert --model "${MODEL[$name]}" --store "$STORES/${STORE[$name]}.float16" \
+        --query-backend torch
+    rerank "$name" twinbert-int8 twinbert --model "${MODEL[$name]}" --store "$STORES/${STORE[$name]}.int8" \
+        --query-backend torch
+    for backend in onnx onnx-int8 torch-bf16; do
+        rerank "$name" "twinbert-$backend" twinbert --model "${MODEL[$name]}" \
+            --store "$STORES/${STORE[$name]}.float16" --query-backend "$backend"
+    done
     rank fuse --ensemble "models/twinbert-bm25-${FUSION[$name]}.json" --output "runs/twinbert-bm25.$name.trec" \
         "runs/twinbert.$name.trec" "${CANDIDATES[$name]}"
 done
 
-step "benchmark: DL19, one CPU thread, 100 candidates a query"
-BENCH_ON=(--topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}"
-          --store "$STORES/dl19.float16" --threads 1)
-[ "$PROFILE" = quick ] && QUERIES=(--queries 15) || QUERIES=()  # quick: the cross-encoders on 15 queries (~5 min)
-rank bench "${BENCH_ON[@]}" --reranker identity --reranker twinbert --reranker cross-encoder --reranker biencoder \
-    --reranker ensemble=models/ensemble-msmarco.json "${QUERIES[@]}" --reference cross-encoder --repeats 1 \
+step "what a user would run instead: sentence-transformers over cached vectors (DL19; mpnet ~15 min to encode)"
+PEERS=(minilm mpnet)
+for peer in "${PEERS[@]}"; do
+    [ -d "$STORES/dl19.$peer" ] || rank encode --encoder biencoder --model "$peer" --collection "${TEXT[dl19]}" \
+        --candidates "${CANDIDATES[dl19]}" --store "$STORES/dl19.$peer"
+done
+rerank dl19 st-twinbert sentence-transformers --model models/twinbert --store "$STORES/dl19.float16"
+BENCH_PEERS=(--reranker "sentence-transformers=models/twinbert@$STORES/dl19.float16")
+for peer in "${PEERS[@]}"; do
+    rerank dl19 "st-$peer" sentence-transformers --model "$peer" --store "$STORES/dl19.$peer"
+    BENCH_PEERS+=(--reranker "sentence-transformers=$peer@$STORES/dl19.$peer")
+done
+
+step "benchmark: DL19, all 43 queries, one CPU thread, 100 candidates a query, one process"
+# the rerankers that encode passages per query (seconds a query) get one pass (--budget); the rest three
+rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
+    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --budget 60 --reranker identity --reranker twinbert \
+    --query-backend torch --query-backend torch-bf16 --query-backend onnx --query-backend onnx-int8 \
+    "${BENCH_PEERS[@]}" --reranker "biencoder=minilm@$STORES/dl19.minilm" --reranker biencoder \
+    --reranker cross-encoder --reranker ensemble=models/ensemble-msmarco.json --reference cross-encoder \
     --output runs/bench.dl19.json
-rank bench "${BENCH_ON[@]}" --reranker twinbert --query-dtype bfloat16 --repeats 3 --output runs/bench-bf16.dl19.json
 
 step "serving: rank serve on a loopback port, closed-loop load at 1, 4, 16, 64 clients, by id and by text"
 SOAK=(); [ "$PROFILE" = full ] && SOAK=(--soak 300)  # full: 5 minutes at 32 clients, server memory before and after

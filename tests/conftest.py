@@ -11,6 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _graph_cache(tmp_path_factory):
+    """Exported query graphs of models that live in memory go to a temporary cache, not the user's."""
+    os.environ["RANKER_CACHE"] = str(tmp_path_factory.mktemp("ranker-cache"))
+
+
 def pytest_addoption(parser):
     parser.addoption("--data", default=os.environ.get("RANKER_DATA", str(ROOT.parent / "shared" / "data")),
                      help="folder holding msmarco-passage/ and beir-scifact/")

@@ -48,11 +48,15 @@ def test_encode_then_rerank_from_the_store(tiny, data):
     bench = root / "bench.json"
     printed = rank("bench", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
                    "--collection", root / "passages.tsv", "--reranker", "identity", "--reranker", f"twinbert={model}",
-                   "--store", store, "--repeats", 1, "--warmup", 0, "--reference", f"twinbert={model}",
-                   "--output", bench).stdout
-    assert f"1.0x faster than twinbert={model}" in printed
-    results = {r["name"]: r for r in json.loads(bench.read_text())["results"]}
-    assert results[f"twinbert={model}"]["queries"] == 2 and results["identity"]["p50_ms"] >= 0
+                   "--store", store, "--repeats", 1, "--warmup", 0, "--reference", f"twinbert={model}[torch]",
+                   "--query-backend", "torch", "--query-backend", "onnx-int8", "--output", bench).stdout
+    assert f"1.0x faster than twinbert={model}[torch]" in printed and "MFLOP per query" in printed
+    written = json.loads(bench.read_text())
+    results = {r["name"]: r for r in written["results"]}
+    assert results[f"twinbert={model}[onnx-int8]"]["queries"] == 2 and results["identity"]["p50_ms"] >= 0
+    floor = written["floor"]
+    assert floor["layers"] == 1 and floor["floor_ms"] > 0 and floor["gflops_per_s"] > 0
+    assert written["p50_ratios"][f"twinbert={model}[torch]"][f"twinbert={model}[torch]"] == 1.0
 
 
 def test_candidate_missing_from_the_store(tiny, data):

@@ -177,7 +177,7 @@ def store_path(shared, tmp_path_factory):
 
 
 def test_reranker_scores_with_cached_vectors(shared, store_path):
-    reranker = TwinBertReranker(shared, store_path)
+    reranker = TwinBertReranker(shared, store_path, query_backend="torch")
     ranking = reranker(TOPICS, CANDIDATES)
     assert {qid: sorted(d.docno for d in docs) for qid, docs in ranking.items()} == {
         qid: sorted(d.docno for d in docs) for qid, docs in CANDIDATES.items()}
@@ -211,20 +211,33 @@ def test_reranker_refuses_another_models_store(two_towers, store_path):
         TwinBertReranker(two_towers, store_path)
 
 
-def test_bfloat16_query_tower_scores_close_to_float32_and_leaves_the_model_alone(shared, store_path):
-    exact = {d.docno: d.score for d in TwinBertReranker(shared, store_path)(TOPICS, CANDIDATES)["q1"]}
-    reranker = TwinBertReranker(shared, store_path, query_dtype="bfloat16")
+def test_bfloat16_query_tower_scores_close_to_float32_and_leaves_the_model_alone(shared, store_path, monkeypatch):
+    from ranker.rerank import query_encoders
+
+    monkeypatch.setattr(query_encoders, "native_bfloat16", lambda: True)
+    exact = {d.docno: d.score for d in TwinBertReranker(shared, store_path, query_backend="torch")(
+        TOPICS, CANDIDATES)["q1"]}
+    reranker = TwinBertReranker(shared, store_path, query_backend="torch-bf16")
     fast = {d.docno: d.score for d in reranker(TOPICS, CANDIDATES)["q1"]}
     assert fast.keys() == exact.keys() and fast != exact
     assert fast == pytest.approx(exact, abs=0.05)
-    assert next(reranker.query_tower.parameters()).dtype == torch.bfloat16
+    assert next(reranker.query_encoder.tower.parameters()).dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in shared.parameters())
-    assert reranker.config()["query_dtype"] == "bfloat16"
+    assert reranker.config()["query_backend"] == "torch-bf16"
 
 
-def test_unknown_query_dtype_is_refused(shared, store_path):
-    with pytest.raises(RankerError, match="query_dtype"):
-        TwinBertReranker(shared, store_path, query_dtype="float8")
+def test_bfloat16_falls_back_to_float32_without_native_support(shared, store_path, monkeypatch, capsys):
+    from ranker.rerank import query_encoders
+
+    monkeypatch.setattr(query_encoders, "native_bfloat16", lambda: False)
+    reranker = TwinBertReranker(shared, store_path, query_backend="torch-bf16")
+    assert reranker.config()["query_backend"] == "torch" and "no native bfloat16" in capsys.readouterr().err
+    assert next(reranker.query_encoder.tower.parameters()).dtype == torch.float32
+
+
+def test_unknown_query_backend_is_refused(shared, store_path):
+    with pytest.raises(RankerError, match="query backend"):
+        TwinBertReranker(shared, store_path, query_backend="float8")
 
 
 def test_a_tokenizer_from_another_model_is_refused(shared, tmp_path):

@@ -1,4 +1,5 @@
-"""``rank encode``: the TwinBERT document side of every document of a collection, into an embedding store."""
+"""``rank encode``: the TwinBERT document side (or a bi-encoder) of every document of a collection, into an
+embedding store."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ import typer
 from ranker.cli.options import output_folder
 
 
+class Encoder(str, Enum):
+    twinbert = "twinbert"
+    biencoder = "biencoder"
+
+
 class Dtype(str, Enum):
     float16 = "float16"
     int8 = "int8"
@@ -21,7 +27,11 @@ def encode(
         help="Store folder to create; an interrupted encode resumes.", callback=output_folder)],
     collection: Annotated[str | None, typer.Option(
         help="Collection file (TSV, BEIR, Pyserini JSONL) or irds:<id>.")] = None,
-    model: Annotated[str | None, typer.Option(help="TwinBERT model folder (default: models/twinbert).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="TwinBERT folder (default: models/twinbert), or the bi-encoder's (minilm, mpnet, a folder).")] = None,
+    encoder: Annotated[Encoder, typer.Option(
+        help="twinbert: the student's document tower; biencoder: a sentence-transformers model (mean pooling, "
+             "unit vectors) for `--reranker biencoder --store` and `sentence-transformers`.")] = Encoder.twinbert,
     dtype: Annotated[Dtype, typer.Option(help="float16, or int8 (1 byte a dimension).")] = Dtype.float16,
     batch_size: Annotated[int, typer.Option(min=1, help="Passages per forward pass.")] = 64,
     from_store: Annotated[Path | None, typer.Option(
@@ -36,9 +46,14 @@ def encode(
     from ranker.rerank.store_build import build_store, convert_store
     from ranker.rerank.twinbert import TwinBert
 
-    encoder = TwinBert.load(model or shipped_model("twinbert"))
+    if encoder is Encoder.biencoder:
+        from ranker.rerank.biencoder import BiEncoder
+
+        doc_encoder = BiEncoder(model, batch_size=batch_size, progress=False)
+    else:
+        doc_encoder = TwinBert.load(model or shipped_model("twinbert"))
     if from_store is not None:
-        built = convert_store(encoder, from_store, store, dtype.value)
+        built = convert_store(doc_encoder, from_store, store, dtype.value)
     elif collection is None:
         raise RankerError("give --collection FILE to encode, or --from-store STORE to re-quantize")
     else:
@@ -48,6 +63,6 @@ def encode(
 
             wanted = {d.docno for ranked in read_run(candidates).values() for d in ranked}
             docs = (doc for doc in docs if doc.docno in wanted)
-        built = build_store(encoder, docs, store, dtype.value, batch_size=batch_size)
+        built = build_store(doc_encoder, docs, store, dtype.value, batch_size=batch_size)
     size = built.size_bytes() / 2**20
     typer.echo(f"{len(built)} vectors ({built.dim} dims, {built.dtype}, {size:.1f} MiB) -> {store}")

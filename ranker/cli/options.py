@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from ranker.io.atomic import check_writable
+from ranker.rerank.config import DEFAULT_QUERY_BACKEND, QUERY_BACKENDS
 
 
 def output_file(path: Path | None) -> Path | None:
@@ -21,3 +24,16 @@ def output_folder(path: Path | None) -> Path | None:
     if path is not None:
         check_writable(path, folder=True)
     return path
+
+
+def query_backend(name: str) -> str:
+    """``--query-backend``: one of :data:`ranker.rerank.config.QUERY_BACKENDS`."""
+    if name not in QUERY_BACKENDS:
+        raise typer.BadParameter(f"{name!r} is not one of {', '.join(QUERY_BACKENDS)}")
+    return name
+
+
+QUERY_BACKEND_HELP = (f"What runs the twinbert query tower: {', '.join(QUERY_BACKENDS)} (default "
+                      f"{DEFAULT_QUERY_BACKEND}, the fastest that keeps quality; torch is the float32 reference; "
+                      "torch-bf16 falls back to float32 on a CPU without native bfloat16). An ONNX graph is exported "
+                      "on first use and cached next to the model.")

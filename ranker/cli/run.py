@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import output_file
+from ranker.cli import options
+from ranker.cli.options import QUERY_BACKEND_HELP, output_file
 from ranker.errors import RankerError
 from ranker.first_stage.bm25 import Bm25Config
 from ranker.rerank.registry import RerankerConfig, reranker_names
@@ -31,8 +32,8 @@ def run(
     store: Annotated[str | None, typer.Option(help="Embedding store of the twinbert reranker.")] = None,
     encode_missing: Annotated[bool, typer.Option(help="twinbert: encode candidates absent from the store.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Reranker batch size.")] = RERANK.batch_size,
-    query_dtype: Annotated[str, typer.Option(
-        help="twinbert query tower: float32, or bfloat16 (faster on CPUs with native bfloat16).")] = RERANK.query_dtype,
+    query_backend: Annotated[str, typer.Option(
+        help=QUERY_BACKEND_HELP, callback=options.query_backend)] = RERANK.query_backend,
     k: Annotated[int, typer.Option(min=1, help="Documents kept per query.")] = 100,
     k1: Annotated[float, typer.Option(help="BM25 k1.")] = BM25.k1,
     b: Annotated[float, typer.Option(help="BM25 b.")] = BM25.b,
@@ -55,7 +56,7 @@ def run(
     config = PipelineConfig(
         reranker=reranker, index=index, candidates=candidates, collection=tuple(collection or ()), k=k,
         reranker_config=RerankerConfig(model=model, store=store, encode_missing=encode_missing,
-                                       batch_size=batch_size, query_dtype=query_dtype),
+                                       batch_size=batch_size, query_backend=query_backend),
         bm25=Bm25Config(k1=k1, b=b, threads=threads, remove_query_id=remove_query_id))
     pipeline = build_pipeline(queries, config)
     start = time.perf_counter()

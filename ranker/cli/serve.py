@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli import options
+from ranker.cli.options import QUERY_BACKEND_HELP
 from ranker.serve.config import ServeConfig
 
 DEFAULT = ServeConfig(store="")
@@ -28,6 +30,8 @@ def serve(
     max_text_chars: Annotated[int, typer.Option(
         min=1, help="Longest document text (then 413).")] = DEFAULT.max_text_chars,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = DEFAULT.threads,
+    query_backend: Annotated[str, typer.Option(
+        help=QUERY_BACKEND_HELP, callback=options.query_backend)] = DEFAULT.query_backend,
 ) -> None:
     """Serve reranking from the cached passage vectors until SIGINT or SIGTERM."""
     import uvicorn
@@ -37,7 +41,8 @@ def serve(
 
     config = ServeConfig(store=str(store), model=model, index=str(index) if index else None, host=host, port=port,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout,
-                         max_documents=max_documents, max_text_chars=max_text_chars, threads=threads)
+                         max_documents=max_documents, max_text_chars=max_text_chars, threads=threads,
+                         query_backend=query_backend)
     service = RerankService(config)  # a store from another model, a missing folder: one line, before listening
     typer.echo(f"serving {service.model_path} with {len(service.store):,} cached passages on http://{host}:{port}",
                err=True)

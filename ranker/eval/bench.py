@@ -29,17 +29,48 @@ class Latency:
 
 
 def time_reranker(name: str, reranker: Reranker, queries: Mapping[str, Query], candidates: Ranking,
-                  repeats: int = 3, warmup: int = 3) -> Latency:
-    """Rerank each query alone, ``warmup`` queries first untimed, then every query ``repeats`` times."""
+                  repeats: int = 3, warmup: int = 3, budget_s: float | None = None) -> Latency:
+    """Rerank each query alone, ``warmup`` queries first untimed, then every query ``repeats`` times; passes stop
+    early (after at least one) once ``budget_s`` seconds are spent, so a slow teacher is timed over fewer."""
     qids = [q for q in candidates if q in queries]
     for qid in qids[:warmup]:
         reranker.rerank({qid: queries[qid]}, {qid: candidates[qid]})
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    passes, started = 0, time.perf_counter()
+    while passes < repeats and (passes == 0 or budget_s is None or time.perf_counter() - started < budget_s):
         for qid in qids:
             start = time.perf_counter()
             reranker.rerank({qid: queries[qid]}, {qid: candidates[qid]})
             times.append(1000 * (time.perf_counter() - start))
+        passes += 1
     ms = np.asarray(times)
     return Latency(name, float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), float(ms.mean()), len(qids),
-                   repeats, float(np.mean([len(candidates[q]) for q in qids])))
+                   passes, float(np.mean([len(candidates[q]) for q in qids])))
+
+
+def latency_rows(bench: dict, reference: str | None = None) -> list[list[str]]:
+    """Markdown rows of a ``rank bench --output`` JSON: each result's p50, p95, passes, its p50 as a multiple of
+    ``reference``'s (default: the fastest twinbert backend) and, for twinbert, of the float32 floor."""
+    results = bench["results"]
+    students = [r for r in results if r["name"].startswith("twinbert")]
+    base = next((r for r in results if r["name"] == reference), None) or min(
+        students or results, key=lambda r: r["p50_ms"])
+    floor = (bench.get("floor") or {}).get("floor_ms")
+    rows = []
+    for r in sorted(results, key=lambda r: r["p50_ms"]):
+        vs_floor = f"{r['p50_ms'] / floor:.2f}" if floor and r["name"].startswith("twinbert") else "—"
+        rows.append([f"`{r['name']}`", f"{r['p50_ms']:,.2f}", f"{r['p95_ms']:,.2f}",
+                     f"{r['queries']} × {r['repeats']}", f"{r['p50_ms'] / base['p50_ms']:,.1f}", vs_floor])
+    return rows
+
+
+def floor_sentence(bench: dict) -> str:
+    """One line on the floor a benchmark measured, or an empty string."""
+    floor = bench.get("floor")
+    if not floor:
+        return ""
+    return (f"Floor: one query is {floor['mflops']:.0f} MFLOP ({floor['layers']} layers × {floor['hidden']}, "
+            f"feed-forward {floor['intermediate']}, the benchmark's median {floor['tokens']} tokens); this CPU's "
+            f"float32 matrix multiply ran at {floor['gflops_per_s']:.0f} GFLOP/s on {floor['threads']} thread(s), "
+            f"so float32 cannot encode it in under {floor['floor_ms']:.2f} ms (`ranker.eval.floor`). int8 has no "
+            "such floor here: it can go below it.")

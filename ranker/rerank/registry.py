@@ -16,6 +16,7 @@ from pathlib import Path
 from ranker.errors import MissingInputError, RankerError
 from ranker.io.artifact import artifact_type
 from ranker.pipeline import Identity, Reranker
+from ranker.rerank.config import DEFAULT_QUERY_BACKEND
 
 MODELS_ENV = "RANKER_MODELS"
 """Environment variable naming the folder of shipped models (default: ``models`` in the working directory)."""
@@ -49,7 +50,7 @@ class RerankerConfig:
         store: Embedding store folder (``twinbert``).
         batch_size: Texts or pairs per forward pass.
         encode_missing: ``twinbert``: encode candidates the store lacks from ``texts``.
-        query_dtype: ``twinbert``'s query tower: ``float32`` or ``bfloat16``.
+        query_backend: What runs ``twinbert``'s query tower (:data:`ranker.rerank.config.QUERY_BACKENDS`).
     """
 
     model: str | None = None
@@ -57,7 +58,7 @@ class RerankerConfig:
     store: str | None = None
     batch_size: int = 32
     encode_missing: bool = False
-    query_dtype: str = "float32"
+    query_backend: str = DEFAULT_QUERY_BACKEND
 
 
 def _texts(config: RerankerConfig, name: str) -> Mapping[str, str]:
@@ -76,7 +77,9 @@ def _cross_encoder(config: RerankerConfig) -> Reranker:
 def _biencoder(config: RerankerConfig) -> Reranker:
     from ranker.rerank.biencoder import BiEncoder, BiEncoderReranker
 
-    return BiEncoderReranker(_texts(config, "biencoder"), BiEncoder(config.model, batch_size=config.batch_size))
+    texts = config.texts if config.store is not None else _texts(config, "biencoder")
+    return BiEncoderReranker(texts, BiEncoder(config.model, batch_size=config.batch_size),
+                             config.store)
 
 
 def _twinbert(config: RerankerConfig) -> Reranker:
@@ -85,7 +88,7 @@ def _twinbert(config: RerankerConfig) -> Reranker:
     if config.store is None:
         raise RankerError("reranker 'twinbert' needs an embedding store: give --store DIR (built by 'rank encode')")
     return TwinBertReranker(config.model or shipped_model("twinbert"), config.store, config.texts,
-                            config.encode_missing, config.batch_size, config.query_dtype)
+                            config.encode_missing, config.batch_size, config.query_backend)
 
 
 def _ensemble(config: RerankerConfig) -> Reranker:
@@ -98,12 +101,19 @@ def _ensemble(config: RerankerConfig) -> Reranker:
         name, dataclasses.replace(config, model=model)))
 
 
+def _sentence_transformers(config: RerankerConfig) -> Reranker:
+    from ranker.rerank.peers import sentence_transformer
+
+    return sentence_transformer(config.model, config.store)
+
+
 RERANKERS: dict[str, Callable[[RerankerConfig], Reranker]] = {
     "identity": lambda config: Identity(),
     "cross-encoder": _cross_encoder,
     "biencoder": _biencoder,
     "twinbert": _twinbert,
     "ensemble": _ensemble,
+    "sentence-transformers": _sentence_transformers,
 }
 """Reranker factories by registry name."""
 

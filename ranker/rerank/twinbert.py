@@ -30,14 +30,10 @@ below float16 precision share it too.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -49,23 +45,22 @@ from ranker.errors import RankerError
 from ranker.io.artifact import read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir
 from ranker.pipeline import Reranker, rescored
-from ranker.rerank.config import TwinBertConfig
+from ranker.rerank.config import DEFAULT_QUERY_BACKEND, TwinBertConfig
 from ranker.rerank.hf import (
     auto_device,
     length_order,
     load_encoder,
     loading,
+    module_fingerprint,
     resolve_checkpoint,
-    tokenizer_fingerprint,
 )
 from ranker.rerank.layers import CosineCrossing, ResidualCrossing, Tower
+from ranker.rerank.query_encoders import make_query_encoder
 from ranker.rerank.store import EmbeddingStore
 from ranker.types import Query, Ranking
 
 HEAD_WEIGHTS = "head.safetensors"
 QUERY_ENCODER, DOC_ENCODER = "query_encoder", "doc_encoder"
-QueryDtype = Literal["float32", "bfloat16"]
-QUERY_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 
 
 class TwinBert(nn.Module):
@@ -92,6 +87,7 @@ class TwinBert(nn.Module):
         self.query_tower = self.doc_tower if config.shared_encoder else tower("query")
         self.crossing = (ResidualCrossing(self.dim, config.res_width) if config.crossing == "res"
                          else CosineCrossing(config.cos_scale))
+        self.path: Path | None = None  # the folder it was loaded from
         self.to(auto_device(device)).eval()
 
     @property
@@ -132,11 +128,10 @@ class TwinBert(nn.Module):
         d = self.doc_tower([text for group in docs for text in group], self.config.doc_max_length)
         return self.cross(q, d.view(len(queries), sizes.pop(), -1))
 
-    def encode_queries(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
-                       tower: Tower | None = None) -> torch.Tensor:
-        """Query vectors, float32 on CPU, one row per text in the order given (``tower``: a cast copy of the
-        query tower to run instead)."""
-        return self._encode(tower or self.query_tower, texts, self.config.query_max_length, batch_size, progress)
+    def encode_queries(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+        """Query vectors, float32 on CPU, one row per text in the order given (PyTorch; training uses this, and
+        :mod:`ranker.rerank.query_encoders` has the faster backends)."""
+        return self._encode(self.query_tower, texts, self.config.query_max_length, batch_size, progress)
 
     def encode_docs(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
         """Passage vectors, float32 on CPU, one row per text in the order given."""
@@ -160,16 +155,14 @@ class TwinBert(nn.Module):
 
     def fingerprint(self) -> str:
         """SHA-256 of what cached passage vectors depend on (see the module docstring for the rule)."""
-        digest = hashlib.sha256(json.dumps({k: getattr(self.config, k) for k in
-                                            ("pooling", "proj_dim", "doc_max_length")}, sort_keys=True).encode())
-        digest.update(tokenizer_fingerprint(self.doc_tower.tokenizer).encode())
-        for name, tensor in sorted(self.doc_tower.state_dict().items()):
-            values = tensor.detach().cpu()
-            values = values.to(torch.float16) if values.is_floating_point() else values
-            array = values.contiguous().numpy()
-            digest.update(f"{name}:{tuple(values.shape)}".encode())
-            digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-        return digest.hexdigest()
+        settings = {k: getattr(self.config, k) for k in ("pooling", "proj_dim", "doc_max_length")}
+        return module_fingerprint(self.doc_tower.tokenizer, self.doc_tower, settings)
+
+    def query_fingerprint(self) -> str:
+        """SHA-256 of what query vectors depend on, by the same rule over the query tower and its settings (an
+        exported query graph records it: :mod:`ranker.rerank.query_encoders`)."""
+        settings = {k: getattr(self.config, k) for k in ("pooling", "proj_dim", "query_max_length")}
+        return module_fingerprint(self.query_tower.tokenizer, self.query_tower, settings)
 
     def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         """Write a model folder (encoder weights in ``dtype``, head in float32); returns ``path``.
@@ -211,6 +204,7 @@ class TwinBert(nn.Module):
             raise RankerError(f"{path / HEAD_WEIGHTS}: weights do not match the architecture in its metadata: "
                               f"{sorted(head.keys() ^ model._head_state().keys())}")
         model.load_state_dict(head, strict=False)
+        model.path = path
         return model
 
     def _head_state(self) -> dict[str, torch.Tensor]:
@@ -233,9 +227,8 @@ class TwinBertReranker(Reranker):
         encode_missing: Encode candidates the store lacks from ``texts`` (quantized like the store's vectors)
             instead of raising.
         batch_size: Texts per forward pass.
-        query_dtype: ``float32`` (exact), or ``bfloat16``: the query tower runs on a bfloat16 copy, about 1.5x
-            faster on a CPU with native bfloat16 (AVX512-BF16/AMX; slower on one without) and within 0.0004
-            nDCG@10 of float32 on DL19 and SciFact (docs/student-experiments.md). Crossing stays float32.
+        query_backend: What runs the query tower (:mod:`ranker.rerank.query_encoders`): ``torch`` (the float32
+            reference), ``torch-bf16``, ``onnx`` or ``onnx-int8`` (the default). Crossing stays float32.
 
     Raises:
         StoreMismatchError: The store was built by another model.
@@ -245,13 +238,9 @@ class TwinBertReranker(Reranker):
 
     def __init__(self, model: TwinBert | str | Path, store: EmbeddingStore | str | Path,
                  texts: Mapping[str, str] | None = None, encode_missing: bool = False, batch_size: int = 64,
-                 query_dtype: QueryDtype = "float32"):
+                 query_backend: str = DEFAULT_QUERY_BACKEND):
         self.model = (model if isinstance(model, TwinBert) else TwinBert.load(model)).eval()
-        if query_dtype not in QUERY_DTYPES:
-            raise RankerError(f"query_dtype must be one of {', '.join(QUERY_DTYPES)}, not {query_dtype!r}")
-        self.query_dtype = query_dtype
-        self.query_tower = self.model.query_tower if query_dtype == "float32" else \
-            copy.deepcopy(self.model.query_tower).to(getattr(torch, query_dtype))
+        self.query_encoder = make_query_encoder(self.model, query_backend, batch_size)
         self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore.load(store)
         self.store.check_model(self.model)
         if encode_missing and texts is None:
@@ -269,8 +258,7 @@ class TwinBertReranker(Reranker):
         qids = [qid for qid in candidates if qid in queries]
         docs = [d for qid in qids for d in candidates[qid]]
         with self._timed("query_encoding"):
-            q_vecs = self.model.encode_queries([queries[qid].text for qid in qids], self.batch_size,
-                                               tower=self.query_tower)
+            q_vecs = torch.from_numpy(self.query_encoder.encode([queries[qid].text for qid in qids]))
         d_vecs = self._doc_vectors([d.docno for d in docs])
         with self._timed("crossing"), torch.inference_mode():
             rows = torch.tensor([i for i, qid in enumerate(qids) for _ in candidates[qid]], dtype=torch.long)
@@ -306,4 +294,5 @@ class TwinBertReranker(Reranker):
     def config(self) -> dict:
         return {"stage": self.name, **dataclasses.asdict(self.model.config), "store": str(self.store.path),
                 "store_dtype": self.store.dtype, "fingerprint": self.store.fingerprint,
-                "encode_missing": self.encode_missing, "query_dtype": self.query_dtype}
+                "encode_missing": self.encode_missing, "query_backend": self.query_encoder.backend,
+                "queries_truncated": self.query_encoder.truncated}

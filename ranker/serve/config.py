@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ranker.rerank.config import DEFAULT_QUERY_BACKEND
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -24,7 +26,8 @@ class ServeConfig:
         encode_batch: Unseen passages per forward pass of the document tower.
         max_text_chars: Longest document text accepted (413 above).
         max_query_chars: Longest query accepted (413 above).
-        threads: torch CPU threads.
+        threads: torch (and ONNX Runtime) CPU threads.
+        query_backend: What runs the query tower (:data:`ranker.rerank.config.QUERY_BACKENDS`).
     """
 
     store: str
@@ -41,3 +44,4 @@ class ServeConfig:
     max_text_chars: int = 20_000
     max_query_chars: int = 2_000
     threads: int = 2
+    query_backend: str = DEFAULT_QUERY_BACKEND

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ranker.errors import RankerError
+from ranker.rerank.query_encoders import make_query_encoder
 from ranker.rerank.registry import shipped_model
 from ranker.rerank.store import EmbeddingStore
 from ranker.rerank.twinbert import TwinBert
@@ -53,10 +54,11 @@ class RerankService:
 
             self.retriever = Bm25Retriever(config.index, Bm25Config(threads=1))
         self.fingerprint = self.model.fingerprint()
+        self.query_encoder = make_query_encoder(self.model, config.query_backend, batch_size=config.max_batch)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors, one row per text (one forward pass)."""
-        return self.model.encode_queries(list(texts), batch_size=len(texts)).numpy()
+        return self.query_encoder.encode(list(texts))
 
     def locate(self, ids: Sequence[str | None], texts: Sequence[str | None]) -> list[int | None]:
         """The store row of each document, by id (first, where both are given) or by the hash of its text;
@@ -111,6 +113,7 @@ class RerankService:
 
     def health(self) -> dict:
         return {"status": "ok", "model": str(self.model_path), "fingerprint": self.fingerprint,
+                "query_backend": self.query_encoder.backend,
                 "store": {"path": str(self.store.path), "passages": len(self.store), "dtype": self.store.dtype,
                           "text_hashes": self.store.hashes is not None},
                 "index": str(self.config.index) if self.config.index else None,

@@ -1,0 +1,171 @@
+"""Query-tower backends: the Rust tokenizer gives the wrapper's ids, every backend agrees with the PyTorch tower,
+exported graphs are cached by fingerprint and rebuilt when stale, and the bi-encoder and sentence-transformers
+peers rank from a store as they do from text."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from ranker.errors import RankerError  # noqa: E402
+from ranker.eval.floor import encoder_flops  # noqa: E402
+from ranker.rerank import query_encoders  # noqa: E402
+from ranker.rerank.biencoder import BiEncoder, BiEncoderReranker  # noqa: E402
+from ranker.rerank.config import TwinBertConfig  # noqa: E402
+from ranker.rerank.query_encoders import QueryTokenizer, make_query_encoder, query_graph  # noqa: E402
+from ranker.rerank.store import StoreMismatchError  # noqa: E402
+from ranker.rerank.store_build import build_store  # noqa: E402
+from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.types import Query, ScoredDoc  # noqa: E402
+
+QUERIES = ["what is the capital of france", "vaccines",
+           "a much longer question about the side effects of the medication people take for high blood pressure, "
+           "asked the way people paste text into a search box, going on well past thirty-two tokens"]
+PASSAGES = {"d0": "Paris is the capital and most populous city of France.",
+            "d1": "Vaccines train the immune system to recognise a pathogen.",
+            "d2": "The Eiffel Tower was finished in 1889."}
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture
+def model(tmp_path) -> TwinBert:
+    """A saved 2-layer student (so its graphs are cached beside it), with non-uniform pooling weights."""
+    torch.manual_seed(0)
+    twin = TwinBert(TwinBertConfig(num_layers=2), device="cpu")
+    torch.nn.init.normal_(twin.query_tower.pooling.score.weight, std=0.5)
+    return TwinBert.load(twin.save(tmp_path / "student"), device="cpu")
+
+
+def reference(model: TwinBert, texts: list[str]) -> np.ndarray:
+    return model.encode_queries(texts).numpy()
+
+
+def test_the_rust_tokenizer_gives_the_wrappers_ids_and_counts_truncations(model):
+    tokenizer = model.query_tower.tokenizer
+    ids, mask, truncated = QueryTokenizer(tokenizer, 32)(QUERIES)
+    want = tokenizer(QUERIES, truncation=True, max_length=32, padding=True, return_tensors="np")
+    assert (ids == want["input_ids"]).all() and (mask == want["attention_mask"]).all()
+    assert truncated == 1 and ids.shape[1] == 32
+    one, _, none = QueryTokenizer(tokenizer, 32)(QUERIES[1:2])
+    assert none == 0 and one.shape == (1, len(tokenizer(QUERIES[1])["input_ids"]))  # no padding for one query
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_float32_backends_equal_the_pytorch_tower(model, backend):
+    encoder = make_query_encoder(model, backend, batch_size=2)  # two batches, one padded
+    got = encoder.encode(QUERIES)
+    assert np.abs(got - reference(model, QUERIES)).max() < 1e-4
+    assert encoder.truncated == 1 and encoder.backend == backend
+
+
+def test_int8_graph_stays_close_to_float32_and_a_querys_vector_ignores_its_batch(model):
+    encoder = make_query_encoder(model, "onnx-int8")
+    got = encoder.encode(QUERIES)
+    assert cosine(got, reference(model, QUERIES)).min() > 0.98
+    alone = np.concatenate([encoder.encode([q]) for q in QUERIES])
+    assert (alone == got).all()  # activation scales are per pass: a batch would mix them
+
+
+def test_a_graph_is_cached_beside_the_model_and_reused(model, capsys):
+    first = query_graph(model, "float32")
+    assert first.parent.parent == model.path / "onnx" and "exporting" in capsys.readouterr().err
+    mtime = first.stat().st_mtime_ns
+    assert query_graph(model, "float32") == first and first.stat().st_mtime_ns == mtime
+    assert "exporting" not in capsys.readouterr().err
+
+
+def test_a_changed_model_gets_a_new_graph_and_the_old_one_goes(model, capsys):
+    old = query_graph(model, "float32")
+    with torch.no_grad():
+        model.query_tower.pooling.score.weight.add_(0.5)
+    new = query_graph(model, "float32")
+    assert new != old and not old.parent.exists()
+    got = make_query_encoder(model, "onnx").encode(QUERIES)
+    assert np.abs(got - reference(model, QUERIES)).max() < 1e-4  # the changed model's vectors, not the old ones
+
+
+def test_an_altered_graph_or_another_recipe_is_rebuilt_and_never_used(model, capsys, monkeypatch):
+    graph = query_graph(model, "float32")
+    graph.write_bytes(graph.read_bytes()[:-10] + b"0123456789")
+    capsys.readouterr()
+    with pytest.raises(RankerError, match="changed since export"):
+        query_encoders.load_graph(graph.parent)
+    assert query_graph(model, "float32") == graph
+    assert "the graph file changed since export" in capsys.readouterr().err
+    query_encoders.load_graph(graph.parent)  # rebuilt: its hash matches again
+    monkeypatch.setitem(query_encoders.RECIPE, "float32", {"opset": 99})
+    query_graph(model, "float32")
+    assert "made by another recipe" in capsys.readouterr().err
+
+
+def test_a_graph_that_disagrees_with_the_model_is_refused(model, monkeypatch):
+    monkeypatch.setitem(query_encoders.TOLERANCE, "float32", -1.0)
+    with pytest.raises(RankerError, match="disagrees with the PyTorch query tower"):
+        query_graph(model, "float32")
+    assert not list((model.path / "onnx").glob("query-*"))
+
+
+def test_an_unwritable_model_folder_caches_elsewhere(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(query_encoders.os, "access", lambda path, mode: False)
+    monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
+    assert query_graph(model, "float32").is_relative_to(tmp_path / "cache" / "onnx")
+
+
+def test_floor_counts_a_layers_matrix_multiplies():
+    # 2 tokens, width 4, feed-forward 8: projections 8*2*16, scores 4*4*4, feed-forward 4*2*4*8
+    assert encoder_flops(tokens=2, layers=1, hidden=4, intermediate=8) == 256 + 64 + 256
+    assert encoder_flops(tokens=2, layers=3, hidden=4, intermediate=8) == 3 * 576
+
+
+@pytest.fixture(scope="module")
+def minilm() -> BiEncoder:
+    return BiEncoder(progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def minilm_store(minilm, tmp_path_factory):
+    return build_store(minilm, list(PASSAGES.items()), tmp_path_factory.mktemp("bi") / "store", progress=False)
+
+
+TOPICS = {"q1": Query("q1", QUERIES[0])}
+CANDIDATES = {"q1": [ScoredDoc("q1", d, 0.0) for d in PASSAGES]}
+
+
+def scores(ranking) -> dict[str, float]:
+    return {d.docno: d.score for d in ranking["q1"]}
+
+
+def test_a_bi_encoder_ranks_from_its_store_as_from_text(minilm, minilm_store):
+    from_text = scores(BiEncoderReranker(PASSAGES, minilm)(TOPICS, CANDIDATES))
+    from_store = scores(BiEncoderReranker(None, minilm, minilm_store.path)(TOPICS, CANDIDATES))
+    assert from_store == pytest.approx(from_text, abs=2e-3)  # float16 vectors
+
+
+def test_sentence_transformers_peer_ranks_as_the_bi_encoder(minilm, minilm_store):
+    from ranker.rerank.peers import SentenceTransformerReranker
+
+    peer = scores(SentenceTransformerReranker(None, minilm_store.path)(TOPICS, CANDIDATES))
+    ours = scores(BiEncoderReranker(None, minilm, minilm_store.path)(TOPICS, CANDIDATES))
+    assert peer == pytest.approx(ours, abs=1e-3)
+
+
+def test_a_store_of_another_model_is_refused_by_both(model, minilm, minilm_store, tmp_path):
+    from ranker.rerank.peers import SentenceTransformerReranker
+
+    student_store = build_store(model, list(PASSAGES.items()), tmp_path / "student-store", progress=False)
+    with pytest.raises(StoreMismatchError):
+        BiEncoderReranker(None, minilm, student_store.path)
+    with pytest.raises(StoreMismatchError):
+        SentenceTransformerReranker(None, student_store.path)
+    with pytest.raises(StoreMismatchError):
+        SentenceTransformerReranker(model.path, minilm_store.path)
+    peer = SentenceTransformerReranker(model.path, student_store.path)
+    assert scores(peer(TOPICS, CANDIDATES)).keys() == PASSAGES.keys()
