@@ -17,6 +17,20 @@ class Encoder(str, Enum):
     biencoder = "biencoder"
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise typer.BadParameter(f"expected I/N with 0 <= I < N, got {value!r}")
+    return int(index), int(count)
+
+
 class Dtype(str, Enum):
     float16 = "float16"
     int8 = "int8"
@@ -38,24 +52,39 @@ def encode(
         help="Re-quantize this store of the same model instead of encoding (--collection is then unused).")] = None,
     candidates: Annotated[Path | None, typer.Option(
         help="Encode only the passages this TREC run ranks (a store for a fixed candidate set).")] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="I/N: encode shard I of N (every N-th batch) into a partial store; --merge joins the N shards into "
+             "the store a single encode makes.", callback=_shard)] = None,
+    merge: Annotated[list[Path] | None, typer.Option(
+        help="Shard stores to join into --store (repeatable; every shard of one encode, once).")] = None,
+    engine: Annotated[Engine, typer.Option(
+        help="local: this process; ray: Ray Data with an actor pool (pip install 'ranker[ray]').")] = Engine.local,
+    address: Annotated[str | None, typer.Option(
+        help="--engine ray: a running cluster's address (ray start --head prints it); default: start a local "
+             "Ray instance.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="--engine ray: actors encoding at once.")] = 2,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="torch CPU threads (per actor with --engine ray; default there 1).")] = None,
+    add: Annotated[bool, typer.Option(help="Encode --collection's documents into the existing --store.")] = False,
+    replace: Annotated[bool, typer.Option(help="--add: re-encode documents the store holds (else an error).")] = False,
+    delete: Annotated[Path | None, typer.Option(
+        help="Tombstone the docnos in this file (one a line) in the existing --store.")] = None,
+    compact: Annotated[bool, typer.Option(help="Rewrite the existing --store without its tombstoned rows.")] = False,
 ) -> None:
     """Encode every passage once, offline; `rank run --reranker twinbert --store` then only encodes queries."""
     from ranker.errors import RankerError
     from ranker.io.sources import iter_docs
-    from ranker.rerank.registry import shipped_model
-    from ranker.rerank.store_build import build_store, convert_store
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.rerank.registry import doc_encoder
+    from ranker.rerank.store_build import build_store, convert_store, merge_stores
 
-    if encoder is Encoder.biencoder:
-        from ranker.rerank.biencoder import BiEncoder
-
-        doc_encoder = BiEncoder(model, batch_size=batch_size, progress=False)
-    else:
-        doc_encoder = TwinBert.load(model or shipped_model("twinbert"))
-    if from_store is not None:
-        built = convert_store(doc_encoder, from_store, store, dtype.value)
+    if add or delete or compact:
+        built = _edit(store, collection, model, encoder, add, replace, delete, compact)
+    elif merge:
+        built = merge_stores(merge, store)
+    elif from_store is not None:
+        built = convert_store(doc_encoder(encoder.value, model), from_store, store, dtype.value)
     elif collection is None:
-        raise RankerError("give --collection FILE to encode, or --from-store STORE to re-quantize")
+        raise RankerError("give --collection FILE to encode, --from-store STORE to re-quantize, or --merge SHARDS")
     else:
         docs = iter_docs(collection)
         if candidates is not None:
@@ -63,6 +92,41 @@ def encode(
 
             wanted = {d.docno for ranked in read_run(candidates).values() for d in ranked}
             docs = (doc for doc in docs if doc.docno in wanted)
-        built = build_store(doc_encoder, docs, store, dtype.value, batch_size=batch_size)
+        if engine is Engine.ray:
+            from ranker.rerank.distributed import build_store_ray
+
+            built = build_store_ray(encoder.value, model, docs, store, dtype.value, batch_size, workers,
+                                    threads or 1, address)
+        else:
+            if threads:
+                import torch
+
+                torch.set_num_threads(threads)
+            built = build_store(doc_encoder(encoder.value, model, batch_size), docs, store, dtype.value,
+                                batch_size=batch_size, shard=shard)
     size = built.size_bytes() / 2**20
     typer.echo(f"{len(built)} vectors ({built.dim} dims, {built.dtype}, {size:.1f} MiB) -> {store}")
+
+
+def _edit(store: Path, collection: str | None, model: str | None, encoder: Encoder, add: bool, replace: bool,
+          delete: Path | None, compact: bool):
+    """``--add``, ``--delete``, ``--compact`` on an existing store, in that order."""
+    from ranker.errors import RankerError
+    from ranker.io.formats import read_ids
+    from ranker.io.sources import iter_docs
+    from ranker.rerank import store_edit
+    from ranker.rerank.registry import doc_encoder
+    from ranker.rerank.store import EmbeddingStore
+
+    if add and collection is None:
+        raise RankerError("--add needs --collection FILE")
+    ids = read_ids(delete) if delete else []  # read first: a bad file changes nothing
+    built = EmbeddingStore.load(store)
+    if add:
+        built = store_edit.add_to_store(doc_encoder(encoder.value, model, built.meta["batch_size"]),
+                                        iter_docs(collection), store, replace=replace)
+    if delete:
+        built = store_edit.delete_from_store(store, ids)
+    if compact:
+        built = store_edit.compact_store(store)
+    return built

@@ -12,10 +12,12 @@ from ranker.cli import options
 from ranker.cli.options import QUERY_BACKEND_HELP, output_file
 from ranker.errors import RankerError
 from ranker.first_stage.bm25 import Bm25Config
+from ranker.rerank.assembly import DenseConfig
 from ranker.rerank.registry import RerankerConfig, reranker_names
 
 RERANK = RerankerConfig()
 BM25 = Bm25Config()
+DENSE = DenseConfig()
 
 
 def run(
@@ -34,6 +36,16 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1, help="Reranker batch size.")] = RERANK.batch_size,
     query_backend: Annotated[str, typer.Option(
         help=QUERY_BACKEND_HELP, callback=options.query_backend)] = RERANK.query_backend,
+    retriever: Annotated[str, typer.Option(
+        help="First stage: bm25 (--index), dense (nearest neighbours in --store, the retrieval TwinBERT) or "
+             "hybrid (both fused; --index and --store).")] = "bm25",
+    dense_model: Annotated[str | None, typer.Option(
+        help="dense/hybrid: the model that built --store (a TwinBERT folder, default the shipped student; or "
+             "minilm, mpnet for a bi-encoder store).")] = None,
+    search: Annotated[str, typer.Option(help="dense/hybrid: exact, or hnsw (FAISS, approximate).")] = DENSE.search,
+    ef_search: Annotated[int, typer.Option(min=1, help="hnsw: candidates kept while searching.")] = DENSE.ef_search,
+    hybrid_weight: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="hybrid: the dense side's weight (BM25 gets the rest).")] = DENSE.hybrid_weight,
     k: Annotated[int, typer.Option(min=1, help="Documents kept per query.")] = 100,
     k1: Annotated[float, typer.Option(help="BM25 k1.")] = BM25.k1,
     b: Annotated[float, typer.Option(help="BM25 b.")] = BM25.b,
@@ -57,7 +69,9 @@ def run(
         reranker=reranker, index=index, candidates=candidates, collection=tuple(collection or ()), k=k,
         reranker_config=RerankerConfig(model=model, store=store, encode_missing=encode_missing,
                                        batch_size=batch_size, query_backend=query_backend),
-        bm25=Bm25Config(k1=k1, b=b, threads=threads, remove_query_id=remove_query_id))
+        bm25=Bm25Config(k1=k1, b=b, threads=threads, remove_query_id=remove_query_id), retriever=retriever,
+        dense=DenseConfig(store=store, model=dense_model, search=search, ef_search=ef_search,
+                          hybrid_weight=hybrid_weight))
     pipeline = build_pipeline(queries, config)
     start = time.perf_counter()
     ranking = pipeline.run()

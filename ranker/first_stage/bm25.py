@@ -59,10 +59,7 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
         from jnius import autoclass
 
         print(f"indexing {count} documents with Anserini ({threads} threads)", file=sys.stderr, flush=True)
-        args = ["-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
-                "-input", str(corpus_dir), "-index", str(lucene_dir), "-threads", str(threads),
-                "-storePositions", "-storeDocvectors", "-storeRaw", "-quiet"]
-        autoclass("io.anserini.index.IndexCollection").main(args)
+        autoclass("io.anserini.index.IndexCollection").main(anserini_args(corpus_dir, Path(lucene_dir), threads))
         indexed = Bm25Retriever(lucene_dir).num_docs
         if indexed != count:
             raise RankerError(f"Anserini indexed {indexed} of {count} documents from {source or 'the collection'}")
@@ -70,6 +67,13 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
         write_metadata(lucene_dir, "bm25-index", source=source, documents=count, empty_documents=empty,
                        seconds=round(seconds, 2), contents="title + ' ' + text", java=start_jvm())
     return IndexStats(count, seconds, empty)
+
+
+def anserini_args(corpus_dir: Path, index_dir: Path, threads: int) -> list[str]:
+    """``IndexCollection``'s arguments for a folder of Pyserini JSONL: positions, document vectors, raw text."""
+    return ["-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
+            "-input", str(corpus_dir), "-index", str(index_dir), "-threads", str(threads),
+            "-storePositions", "-storeDocvectors", "-storeRaw", "-quiet"]
 
 
 def _check_replaceable(index_dir: Path) -> None:

@@ -65,6 +65,17 @@ def _id(path: PathLike, lineno: int, value: object, what: str) -> str:
     return text
 
 
+def read_ids(path: PathLike) -> list[str]:
+    """Document ids, one a line (what ``rank index --delete`` and ``rank encode --delete`` read)."""
+    ids: dict[str, int] = {}
+    for lineno, line in iter_lines(path):
+        docno = _id(path, lineno, line, "a docno")
+        if docno in ids:
+            raise FormatError(path, lineno, f"docno {docno!r} repeated (first at line {ids[docno]})")
+        ids[docno] = lineno
+    return list(ids)
+
+
 # ---------------------------------------------------------------- topics
 
 

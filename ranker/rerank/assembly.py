@@ -24,6 +24,21 @@ from ranker.types import Query, Ranking
 
 
 @dataclass(frozen=True)
+class DenseConfig:
+    """Dense first stage: the store, the model that built it (default the shipped student), exact or HNSW
+    search, and for ``hybrid`` the dense side's weight."""
+
+    store: str | Path | None = None
+    model: str | None = None
+    search: str = "exact"
+    ef_search: int = 256
+    hybrid_weight: float = 0.5
+
+
+RETRIEVERS = ("bm25", "dense", "hybrid")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """A pipeline's parts.
 
@@ -36,6 +51,9 @@ class PipelineConfig:
         collection: Collection files holding the candidates' text.
         k: Documents kept per query (BM25's depth too).
         bm25: BM25 settings (its ``k`` is replaced by ``k``).
+        retriever: The first stage over ``index``: ``bm25``; ``dense`` (nearest neighbours in ``dense``'s store,
+            no index needed) or ``hybrid`` (both fused, :mod:`ranker.rerank.dense`).
+        dense: The dense retriever's settings.
     """
 
     reranker: str | None = None
@@ -45,6 +63,9 @@ class PipelineConfig:
     collection: Sequence[str | Path] = ()
     k: int = 100
     bm25: Bm25Config = field(default_factory=Bm25Config)
+    retriever: str = "bm25"
+    dense: DenseConfig = field(default_factory=DenseConfig)
+
 
 
 @dataclass
@@ -80,11 +101,24 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
         RankerError: Neither an index nor candidates; a candidate query not among ``queries``.
     """
     queries = dict(queries)
-    retriever = None
-    if config.index is not None:
+    retriever = first = None
+    if config.retriever not in RETRIEVERS:
+        raise RankerError(f"retriever must be one of {', '.join(RETRIEVERS)}, not {config.retriever!r}")
+    if config.index is not None or config.retriever == "hybrid":
         from ranker.first_stage.bm25 import Bm25Retriever
 
-        retriever = Bm25Retriever(config.index, replace(config.bm25, k=config.k))
+        if config.index is None:
+            raise RankerError("the hybrid retriever needs a BM25 index: give --index DIR")
+        retriever = first = Bm25Retriever(config.index, replace(config.bm25, k=config.k))
+    if config.retriever != "bm25":
+        from ranker.rerank.dense import DenseRetriever, HybridRetriever
+
+        if config.dense.store is None:
+            raise RankerError(f"the {config.retriever} retriever needs an embedding store: give --store DIR")
+        dense = DenseRetriever(config.dense.store, config.dense.model, config.dense.search, config.k,
+                               config.reranker_config.query_backend, config.dense.ef_search)
+        first = dense if config.retriever == "dense" else HybridRetriever(retriever, dense,
+                                                                          config.dense.hybrid_weight, config.k)
     given = None
     if config.candidates is not None:
         given = read_run(config.candidates, known_qids=queries)
@@ -94,8 +128,8 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
             if missing:
                 raise RankerError(f"{config.candidates}: {len(missing)} candidate(s) are not in the index "
                                   f"{config.index}: {', '.join(missing[:5])}")
-    elif retriever is None:
-        raise RankerError("give --index (BM25 retrieval) or --candidates (rerank a run)")
+    elif first is None:
+        raise RankerError("give --index (BM25 retrieval), --retriever dense --store, or --candidates (rerank a run)")
     name = config.reranker
     if name is None and config.reranker_config.model is None and given is not None:
         name = "identity"
@@ -104,9 +138,9 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
         texts = passage_texts(config.collection, given, retriever)
         reranker = make_reranker(name, replace(config.reranker_config, texts=texts))
     if reranker is None:
-        stage = retriever
+        stage = first
     elif given is None:
-        stage = retriever >> reranker % config.k
+        stage = first >> reranker % config.k
     else:
         stage = reranker % config.k
     return Pipeline(stage, queries, given, reranker)

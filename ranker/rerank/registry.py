@@ -124,6 +124,20 @@ KINDS = {"cross-encoder": "cross-encoder", "twinbert": "twinbert", "ensemble": "
 """Artifact type -> the reranker that serves it."""
 
 
+def doc_encoder(kind: str, model: str | None, batch_size: int = 64):
+    """What ``rank encode`` encodes passages with: ``twinbert`` (default the shipped student's document tower) or
+    ``biencoder`` (a sentence-transformers model: ``minilm``, ``mpnet``, a folder)."""
+    if kind == "biencoder":
+        from ranker.rerank.biencoder import BiEncoder
+
+        return BiEncoder(model, batch_size=batch_size, device="cpu", progress=False)
+    if kind != "twinbert":
+        raise RankerError(f"encoder must be 'twinbert' or 'biencoder', not {kind!r}")
+    from ranker.rerank.twinbert import TwinBert
+
+    return TwinBert.load(model or shipped_model("twinbert"))
+
+
 def reranker_names() -> list[str]:
     """Every name :func:`make_reranker` takes, aliases after the registry's own."""
     return [*RERANKERS, *ALIASES]

@@ -11,6 +11,10 @@ A store is a folder:
   encoded (``text_hash``: ``blake2b-128``), so a server can find a passage sent as text (:meth:`rows_of_texts`);
 * ``docnos.txt``: one docno per line, line ``i`` naming row ``i``.
 
+``count`` in ``ranker.json`` is the truth: rows past it (an edit stopped before its commit) are ignored.
+``deleted_rows`` there lists tombstoned rows (deleted documents, or rows a ``--replace`` superseded): lookups,
+text matches, retrieval and ``len`` skip them, and compaction drops them (:mod:`ranker.rerank.store_edit`).
+
 Quantization rules: :mod:`ranker.rerank.quantization`. Building a store, resumably and byte-for-byte the same
 after a stop: :mod:`ranker.rerank.store_build`.
 """
@@ -77,6 +81,7 @@ class EmbeddingStore:
                  docnos: list[str], hashes: np.ndarray | None = None):
         self.path, self.meta, self.embeddings, self.scales, self.docnos = path, meta, embeddings, scales, docnos
         self.hashes = hashes
+        self.deleted = frozenset(meta.get("deleted_rows", ()))
 
     @classmethod
     def load(cls, path: str | Path, model: DocEncoder | None = None) -> EmbeddingStore:
@@ -103,6 +108,10 @@ class EmbeddingStore:
             raise RankerError(f"{path}: a damaged embedding store ({str(e).splitlines()[0]}): rebuild it "
                               "with 'rank encode'") from None
         count, dim = meta["count"], meta["dim"]
+        if embeddings.shape[0] >= count and len(docnos) >= count:  # rows past count: an uncommitted edit
+            embeddings, docnos = embeddings[:count], docnos[:count]
+            scales = None if scales is None else scales[:count]
+            hashes = None if hashes is None else hashes[:count]
         if (embeddings.shape != (count, dim) or embeddings.dtype != np.dtype(meta["dtype"]) or len(docnos) != count
                 or (scales is not None and scales.shape != (count,))
                 or (hashes is not None and hashes.shape != (count, 16))):
@@ -135,10 +144,19 @@ class EmbeddingStore:
 
     @functools.cached_property
     def _rows(self) -> dict[str, int]:
-        rows = {docno: i for i, docno in enumerate(self.docnos)}
-        if len(rows) != len(self.docnos):
+        rows = {docno: i for i, docno in enumerate(self.docnos) if i not in self.deleted}
+        if len(rows) != len(self.docnos) - len(self.deleted):
             raise RankerError(f"{self.path / DOCNOS}: repeated docnos")
         return rows
+
+    @property
+    def row_count(self) -> int:
+        """Rows in the files, tombstoned ones included (``len`` counts the live ones)."""
+        return len(self.docnos)
+
+    def live_rows(self) -> np.ndarray:
+        """Row numbers of the documents not deleted, in row order."""
+        return np.array([i for i in range(self.row_count) if i not in self.deleted], dtype=np.int64)
 
     def lookup(self, docnos: Sequence[str]) -> np.ndarray:
         """Dequantized float32 vectors ``(len(docnos), dim)``, in the order given.
@@ -156,7 +174,7 @@ class EmbeddingStore:
     def _hash_rows(self) -> dict[bytes, int]:
         if self.hashes is None:
             return {}
-        return {bytes(h): i for i, h in enumerate(np.asarray(self.hashes))}
+        return {bytes(h): i for i, h in enumerate(np.asarray(self.hashes)) if i not in self.deleted}
 
     def rows_of_texts(self, texts: Sequence[str]) -> list[int | None]:
         """The row holding each text's passage (matched by :func:`text_hash`), ``None`` where the store has none
@@ -181,7 +199,7 @@ class EmbeddingStore:
         return docno in self._rows
 
     def __len__(self) -> int:
-        return len(self.docnos)
+        return len(self.docnos) - len(self.deleted)
 
     def size_bytes(self) -> int:
         """Bytes the vectors take: embeddings plus scales (what grows with the collection, docnos aside)."""

@@ -48,7 +48,7 @@ COMMIT_SECONDS = 20.0
 
 def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: str | Path,
                 dtype: Literal["float16", "int8"] = "float16", batch_size: int = 64, chunk_size: int = 4096,
-                progress: bool = True) -> EmbeddingStore:
+                progress: bool = True, shard: tuple[int, int] | None = None) -> EmbeddingStore:
     """Encode passages into a store at ``path``, resuming an interrupted build of the same store.
 
     Args:
@@ -60,13 +60,80 @@ def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: 
         batch_size: Passages per forward pass; a resumed build must use the same.
         chunk_size: Rows committed to disk at a time (rounded up to whole batches).
         progress: Show a tqdm bar.
+        shard: ``(i, n)``: encode only shard ``i`` of ``n`` — the documents of every ``n``-th batch of
+            ``batch_size``, starting with batch ``i`` — into a partial store that :func:`merge_stores` joins with
+            the other shards. Each passage is encoded in the batch a single build would put it in, so the merged
+            store has the single build's bytes (same hardware and thread count).
 
     Raises:
         RankerError: ``path`` exists, or the unfinished build there differs (model, settings or documents).
     """
-    plan = {"dim": model.dim, "dtype": dtype, "quantization": quantization_rule(dtype, model.bounded),
-            "model_fingerprint": model.fingerprint(), "batch_size": batch_size, "text_hash": TEXT_HASH}
+    plan = encoder_plan(model, dtype, batch_size)
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise RankerError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
+        plan["shard"] = [index, count]
+        docs = (doc for k, doc in enumerate(docs) if (k // batch_size) % count == index)
     return _complete(path, plan, lambda build: _encode_into(build, model, docs, chunk_size, progress))
+
+
+def encoder_plan(model: DocEncoder, dtype: str, batch_size: int) -> dict:
+    """What a store encoded by ``model`` records, and what a resumed build must match."""
+    return {"dim": model.dim, "dtype": dtype, "quantization": quantization_rule(dtype, model.bounded),
+            "model_fingerprint": model.fingerprint(), "batch_size": batch_size, "text_hash": TEXT_HASH}
+
+
+def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int = 4096) -> EmbeddingStore:
+    """Join the ``n`` shard stores of one collection (:func:`build_store` with ``shard``) into the store a single
+    build makes: their batches interleaved back into collection order, codes copied as they are. Resumable.
+
+    Raises:
+        RankerError: The shards are not the ``n`` shards of one build (another model or settings, a shard
+            missing or repeated, rows that do not fit together); ``path`` exists.
+    """
+    stores = [EmbeddingStore.load(p) for p in shards]
+    if any(s.deleted for s in stores):
+        raise RankerError("a shard has deleted rows: shards are merged as they were encoded")
+    if not stores:
+        raise RankerError("give the shard stores to merge")
+    first = stores[0].meta
+    count = (first.get("shard") or [0, 0])[1]
+    keys = ("dim", "dtype", "quantization", "model_fingerprint", "batch_size", "text_hash")
+    for store in stores:
+        if "shard" not in store.meta:
+            raise RankerError(f"{store.path} is not a shard (built without --shard)")
+        differing = [k for k in (*keys, "shard") if k != "shard" and store.meta.get(k) != first.get(k)]
+        if differing or store.meta["shard"][1] != count:
+            raise RankerError(f"{store.path} is a shard of another build than {stores[0].path} (differs in "
+                              f"{', '.join(differing) or 'the number of shards'})")
+    by_index = {s.meta["shard"][0]: s for s in stores}
+    if sorted(by_index) != list(range(count)) or len(stores) != count:
+        raise RankerError(f"merging needs each of the {count} shards once; given shards "
+                          f"{sorted(s.meta['shard'][0] for s in stores)}")
+    plan = {k: first[k] for k in keys if k in first}
+    size, total = first["batch_size"], sum(len(s) for s in stores)
+
+    def interleave(build: _PartialBuild) -> None:
+        batch, chunk = build.rows // size, []
+        while True:
+            shard, start = by_index[batch % count], (batch // count) * size
+            if start >= len(shard):
+                break
+            rows = np.arange(start, min(start + size, len(shard)))
+            chunk.append((shard.docnos[rows[0]:rows[-1] + 1], np.asarray(shard.embeddings[rows]),
+                          None if shard.scales is None else np.asarray(shard.scales[rows]),
+                          None if shard.hashes is None else np.asarray(shard.hashes[rows])))
+            batch += 1
+            if sum(len(c[0]) for c in chunk) >= chunk_size:
+                build.append(chunk)
+                chunk = []
+        build.append(chunk)
+        if build.rows != total:
+            raise RankerError(f"the shards do not fit together: {build.rows} of their {total} rows interleave "
+                              "(a shard from another collection, or a partial batch before the last)")
+
+    return _complete(path, plan, interleave)
 
 
 def convert_store(model: DocEncoder, source: str | Path, path: str | Path,
@@ -80,6 +147,8 @@ def convert_store(model: DocEncoder, source: str | Path, path: str | Path,
         StoreMismatchError: ``source`` was built by another model.
     """
     given = EmbeddingStore.load(source, model)
+    if given.deleted:
+        raise RankerError(f"{source} has deleted rows: compact it first (rank encode --compact)")
     plan = {"dim": given.dim, "dtype": dtype, "quantization": quantization_rule(dtype, model.bounded),
             "model_fingerprint": given.fingerprint, "batch_size": given.meta["batch_size"],
             "converted_from": given.meta["quantization"], "text_hash": given.meta.get("text_hash")}

@@ -1,0 +1,167 @@
+"""TwinBERT's retrieval variant as a first stage: nearest neighbours of the query vector among a store's vectors.
+
+The student's ``cos`` crossing, ``w cos(q, d) + b``, ranks a query's passages by cosine, so its store is also a
+retrieval index: the whole collection ranked by cosine is the student's ranking of the whole collection (the
+paper's retrieval TwinBERT). The same holds for a bi-encoder store (unit vectors, mean pooling). Two searches:
+
+* ``exact``: every vector, in blocks read from the memory-mapped store (memory stays bounded by the block);
+* ``hnsw``: FAISS's HNSW graph over the normalised vectors (approximate; ``ef_search`` trades recall for time).
+
+:class:`HybridRetriever` fuses BM25 and dense: the union of both top-``depth`` lists, each list's scores
+z-normalised per query, a document one list lacks taking that list's lowest z-score, then
+``weight * dense + (1 - weight) * bm25``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ranker.errors import RankerError
+from ranker.io.artifact import artifact_type
+from ranker.pipeline import Stage
+from ranker.rerank.fusion import znorm
+from ranker.rerank.store import EmbeddingStore
+from ranker.types import Query, Ranking, ScoredDoc, sort_ranking
+
+SEARCHES = ("exact", "hnsw")
+BLOCK_ROWS = 65_536
+
+
+class DenseRetriever(Stage):
+    """Top-``k`` passages of a store by cosine with the query vector.
+
+    Args:
+        store: The store folder (built by ``rank encode``, twinbert or biencoder).
+        model: The model that built it: a TwinBERT folder (default the shipped student; its crossing must be
+            ``cos``) or, for a bi-encoder store, ``minilm``, ``mpnet`` or a folder.
+        search: ``exact`` or ``hnsw``.
+        k: Passages per query.
+        query_backend: The student's query tower backend (:mod:`ranker.rerank.query_encoders`).
+        ef_search: HNSW's candidate list size per query.
+
+    Raises:
+        StoreMismatchError: The store was built by another model.
+        RankerError: A student with the ``res`` crossing (it is no inner product), or an unknown search.
+    """
+
+    name = "dense"
+
+    def __init__(self, store: str | Path, model: str | None = None, search: str = "exact", k: int = 1000,
+                 query_backend: str | None = None, ef_search: int = 256, hnsw_m: int = 32):
+        if search not in SEARCHES:
+            raise RankerError(f"dense search must be one of {', '.join(SEARCHES)}, not {search!r}")
+        self.search, self.k, self.ef_search, self.hnsw_m = search, k, ef_search, hnsw_m
+        self.encode = self._query_encoder(model, store, query_backend)
+        self.hnsw = self._hnsw() if search == "hnsw" else None
+
+    def _query_encoder(self, model: str | None, store: str | Path, query_backend: str | None):
+        from ranker.rerank.registry import shipped_model
+
+        if model in (None, "") or (Path(model).is_dir() and artifact_type(model) == "twinbert"):
+            from ranker.rerank.config import DEFAULT_QUERY_BACKEND
+            from ranker.rerank.query_encoders import make_query_encoder
+            from ranker.rerank.twinbert import TwinBert
+
+            student = TwinBert.load(model or shipped_model("twinbert"), device="cpu")
+            if student.config.crossing != "cos":
+                raise RankerError(f"{student.path}: dense retrieval needs the cos crossing (an inner product of "
+                                  f"normalised vectors), this model's is {student.config.crossing!r}")
+            self.store = EmbeddingStore.load(store, student)
+            self.model_path = str(student.path)
+            return make_query_encoder(student, query_backend or DEFAULT_QUERY_BACKEND).encode
+        from ranker.rerank.biencoder import BiEncoder
+
+        encoder = BiEncoder(model, device="cpu", progress=False)
+        self.store = EmbeddingStore.load(store, encoder)
+        self.model_path = encoder.model_path
+        return encoder.encode
+
+    def _blocks(self):
+        rows = self.store.row_count
+        for start in range(0, rows, BLOCK_ROWS):
+            block = self.store.lookup_rows(range(start, min(start + BLOCK_ROWS, rows)))
+            yield start, block / np.linalg.norm(block, axis=1, keepdims=True).clip(min=1e-12)
+
+    def _hnsw(self):
+        import faiss
+
+        index = faiss.IndexHNSWFlat(self.store.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 200
+        for _, block in self._blocks():
+            index.add(block.astype(np.float32))
+        index.hnsw.efSearch = max(self.ef_search, self.k)
+        return index
+
+    def search_vectors(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and cosines of the top ``k`` per query vector, best first: ``(n, k)`` each."""
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+        k = min(k, len(self.store))
+        deleted = self.store.deleted
+        if self.hnsw is not None:
+            scores, rows = self.hnsw.search(vectors.astype(np.float32), k + len(deleted))
+            if deleted:  # tombstoned rows are still in the graph: skip them
+                keep = [[j for j, r in enumerate(row) if r not in deleted][:k] for row in rows]
+                rows = np.array([row[idx] for row, idx in zip(rows, keep)])
+                scores = np.array([row[idx] for row, idx in zip(scores, keep)])
+            return rows, scores
+        dead = np.fromiter(deleted, dtype=np.int64)
+        best_rows = np.zeros((len(vectors), 0), dtype=np.int64)
+        best = np.zeros((len(vectors), 0), dtype=np.float32)
+        for start, block in self._blocks():
+            rows = np.concatenate([best_rows, np.arange(start, start + len(block))[None].repeat(len(vectors), 0)], 1)
+            block_scores = vectors @ block.T
+            gone = dead[(dead >= start) & (dead < start + len(block))] - start
+            block_scores[:, gone] = -np.inf
+            scores = np.concatenate([best, block_scores], 1)
+            keep = np.argpartition(-scores, k - 1, axis=1)[:, :k] if scores.shape[1] > k else \
+                np.arange(scores.shape[1])[None].repeat(len(vectors), 0)
+            best_rows, best = np.take_along_axis(rows, keep, 1), np.take_along_axis(scores, keep, 1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        return np.take_along_axis(best_rows, order, 1), np.take_along_axis(best, order, 1)
+
+    def transform(self, queries: Mapping[str, Query], candidates: Ranking | None = None) -> Ranking:
+        qids = list(queries)
+        rows, scores = self.search_vectors(self.encode([queries[q].text for q in qids]), self.k)
+        docnos = self.store.docnos
+        return {qid: [ScoredDoc(qid, docnos[r], float(s)) for r, s in zip(rows[i], scores[i]) if r >= 0]
+                for i, qid in enumerate(qids)}
+
+    def config(self) -> dict:
+        return {"stage": self.name, "store": str(self.store.path), "model": self.model_path, "search": self.search,
+                "k": self.k, **({"ef_search": self.ef_search, "hnsw_m": self.hnsw_m} if self.hnsw else {})}
+
+
+def hybrid(bm25: Ranking, dense: Ranking, weight: float) -> Ranking:
+    """``weight * z(dense) + (1 - weight) * z(bm25)`` over the union of each query's documents; a document a
+    list lacks gets that list's lowest z-score for the query."""
+    normed = [znorm(bm25), znorm(dense)]
+    out = {}
+    for qid in dict.fromkeys([*bm25, *dense]):
+        lists = [n.get(qid, {}) for n in normed]
+        floors = [min(z.values(), default=0.0) for z in lists]
+        docnos = dict.fromkeys([*lists[0], *lists[1]])
+        out[qid] = [ScoredDoc(qid, d, (1 - weight) * lists[0].get(d, floors[0]) + weight * lists[1].get(d, floors[1]))
+                    for d in docnos]
+    return out
+
+
+class HybridRetriever(Stage):
+    """BM25 and dense retrieval fused (:func:`hybrid`), each ``depth`` deep, cut to ``k``."""
+
+    name = "hybrid"
+
+    def __init__(self, bm25: Stage, dense: DenseRetriever, weight: float, k: int = 1000):
+        if not 0 <= weight <= 1:
+            raise RankerError(f"the hybrid weight must lie in [0, 1], got {weight}")
+        self.bm25, self.dense, self.weight, self.k = bm25, dense, weight, k
+
+    def transform(self, queries: Mapping[str, Query], candidates: Ranking | None = None) -> Ranking:
+        fused = sort_ranking(hybrid(self.bm25(queries), self.dense(queries), self.weight))
+        return {qid: docs[:self.k] for qid, docs in fused.items()}
+
+    def config(self) -> dict:
+        return {"stage": self.name, "weight": self.weight, "k": self.k, "stages": [self.bm25.config(),
+                                                                                  self.dense.config()]}

@@ -1,0 +1,98 @@
+"""Encoding a store on Ray (``rank encode --engine ray``, the optional extra ``ranker[ray]``).
+
+Ray Data holds the collection as rows of whole encoder batches — the same ``batch_size`` consecutive passages a
+single :func:`ranker.rerank.store_build.build_store` encodes together — and ``map_batches`` runs the document
+tower in a pool of actors, each loading the model once. The driver reads the rows back in collection order
+(``preserve_order``) and commits them into the store as a single build does, so the store is the single build's
+(the same bytes where every actor runs the driver's thread count on the same kind of CPU) and an interrupted
+encode resumes from its last committed chunk. The driver reads the collection (the project's readers, with
+their errors), so the collection must fit its memory; beyond that, encode shards (``--shard I/N``) on each
+machine and merge them, which gives the same store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ranker.errors import RankerError
+from ranker.rerank.quantization import quantize
+from ranker.rerank.registry import doc_encoder
+from ranker.rerank.store import EmbeddingStore, text_hash
+from ranker.rerank.store_build import _complete, _docno_text, _skip_committed, encoder_plan
+from ranker.types import Doc
+
+
+class _DocTower:
+    """A Ray actor: one model load, then one encoder batch per call."""
+
+    def __init__(self, kind: str, model: str | None, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.model = doc_encoder(kind, model)
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vectors = [np.asarray(self.model.encode_docs(list(texts), len(texts)), dtype=np.float32).tobytes()
+                   for texts in rows["texts"]]
+        return {"batch": rows["batch"], "vectors": np.array(vectors, dtype=object)}
+
+
+def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str, str]], path: str | Path,
+                    dtype: str = "float16", batch_size: int = 64, workers: int = 2, threads: int = 1,
+                    address: str | None = None, chunk_size: int = 4096) -> EmbeddingStore:
+    """Encode ``docs`` into a store at ``path`` with ``workers`` Ray actors of ``threads`` CPU threads each.
+
+    Args:
+        address: A running cluster (``ray start --head`` prints it; ``auto`` finds a local one); ``None``
+            starts a local Ray instance with ``workers * threads`` CPUs and stops it afterwards.
+
+    Raises:
+        RankerError: Ray is not installed (``pip install 'ranker[ray]'``), or as :func:`build_store`.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise RankerError("--engine ray needs Ray: pip install 'ranker[ray]'") from None
+    driver_model = doc_encoder(kind, model)
+    plan = encoder_plan(driver_model, dtype, batch_size)
+    dim = plan["dim"]
+    del driver_model
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, num_cpus=None if address else workers * threads, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+
+    def fill(build) -> None:
+        items = map(_docno_text, docs)
+        _skip_committed(items, build)
+        remaining = list(items)
+        batches = [remaining[i:i + batch_size] for i in range(0, len(remaining), batch_size)]
+        if not batches:
+            return
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        rows = ray.data.from_items([{"batch": b, "texts": [t for _, t in batch]} for b, batch in enumerate(batches)])
+        encoded = rows.map_batches(_DocTower, fn_constructor_kwargs={"kind": kind, "model": model,
+                                                                     "threads": threads},
+                                   batch_size=1, concurrency=workers, num_cpus=threads)
+        pending: list = []
+        for expected, row in enumerate(encoded.iter_rows()):
+            if row["batch"] != expected:
+                raise RankerError(f"Ray returned batch {row['batch']} where batch {expected} was due")
+            batch = batches[expected]
+            vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(batch), dim)
+            hashes = np.frombuffer(b"".join(text_hash(t) for _, t in batch), dtype=np.uint8).reshape(-1, 16)
+            pending.append(([d for d, _ in batch], *quantize(vectors, plan["quantization"]), hashes))
+            if sum(len(p[0]) for p in pending) >= chunk_size:
+                build.append(pending)
+                pending = []
+        build.append(pending)
+
+    try:
+        return _complete(path, plan, fill)
+    finally:
+        if started:
+            ray.shutdown()

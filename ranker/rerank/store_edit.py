@@ -1,0 +1,123 @@
+"""Changing a built store in place: add documents, delete them (tombstones), compact.
+
+* :func:`add_to_store` encodes new documents with the store's model and appends them; a docno the store already
+  holds is an error unless ``replace``, which tombstones the old row and appends the new one.
+* :func:`delete_from_store` tombstones rows; an unknown docno is an error and nothing changes.
+* :func:`compact_store` rewrites the store without its tombstoned rows (the folder is replaced whole).
+
+An edit appends its rows past the committed ``count`` first and commits by rewriting ``ranker.json`` (count and
+``deleted_rows``) atomically last, so a stopped edit leaves the store as it was (the uncommitted tail is ignored
+by readers and cut by the next edit). After add, delete and compact the store ranks as one rebuilt from the final
+collection in the same order (rows in the same order; vectors equal up to the batch a passage was encoded in).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ranker.errors import RankerError
+from ranker.io.artifact import write_metadata
+from ranker.io.atomic import atomic_dir
+from ranker.rerank.quantization import quantize
+from ranker.rerank.store import DOCNOS, EMBEDDINGS, HASHES, SCALES, DocEncoder, EmbeddingStore, text_hash
+from ranker.rerank.store_build import _batches, _docno_text, _npy_header, _PartialBuild
+from ranker.types import Doc
+
+
+def _arrays(store: EmbeddingStore) -> dict[str, tuple[str, tuple[int, ...]]]:
+    arrays = {EMBEDDINGS: (store.dtype, (store.dim,))}
+    if store.scales is not None:
+        arrays[SCALES] = ("float32", ())
+    if store.hashes is not None:
+        arrays[HASHES] = ("uint8", (16,))
+    return arrays
+
+
+def _commit(store: EmbeddingStore, count: int, deleted: Iterable[int]) -> EmbeddingStore:
+    """Give the ``.npy`` files ``count`` rows, then write ``ranker.json``: the edit's commit point."""
+    for name, (dtype, shape) in _arrays(store).items():
+        header = _npy_header(dtype, (count, *shape))
+        with open(store.path / name, "r+b") as f:
+            f.write(header)
+            f.flush()
+            os.fsync(f.fileno())
+    meta = {k: v for k, v in store.meta.items() if k not in ("type", "format_version", "ranker_version")}
+    write_metadata(store.path, "embedding-store", **{**meta, "count": count, "deleted_rows": sorted(deleted)})
+    return EmbeddingStore.load(store.path)
+
+
+def _cut_uncommitted(store: EmbeddingStore) -> None:
+    """Drop bytes past the committed rows (a stopped edit's tail)."""
+    for name, (dtype, shape) in _arrays(store).items():
+        row_bytes = np.dtype(dtype).itemsize * int(np.prod(shape))
+        os.truncate(store.path / name, len(_npy_header(dtype, (0, *shape))) + store.row_count * row_bytes)
+    os.truncate(store.path / DOCNOS, len("".join(f"{d}\n" for d in store.docnos).encode("utf-8")))
+
+
+def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: str | Path,
+                 replace: bool = False) -> EmbeddingStore:
+    """Encode ``docs`` with ``model`` (the store's) and append them.
+
+    Raises:
+        StoreMismatchError: ``model`` did not build the store.
+        RankerError: A docno repeated among ``docs``, or one the store holds (without ``replace``).
+    """
+    store = EmbeddingStore.load(path, model)
+    items = [_docno_text(d) for d in docs]
+    seen: set[str] = set()
+    for docno, _ in items:
+        if docno in seen:
+            raise RankerError(f"docno {docno!r} is given twice among the documents to add")
+        seen.add(docno)
+    held = [d for d, _ in items if d in store]
+    if held and not replace:
+        raise RankerError(f"{len(held)} docno(s) are already in the store {path}: {', '.join(held[:5])} "
+                          "(--replace re-encodes them)")
+    deleted = set(store.deleted) | {store.row(d) for d in held}
+    _cut_uncommitted(store)
+    rule = store.meta["quantization"]
+    for batch in _batches(iter(items), store.meta["batch_size"]):
+        texts = [t for _, t in batch]
+        codes, scales = quantize(np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32), rule)
+        parts = {EMBEDDINGS: codes, SCALES: scales,
+                 HASHES: np.frombuffer(b"".join(text_hash(t) for t in texts), dtype=np.uint8)}
+        for name in _arrays(store):
+            with open(store.path / name, "ab") as f:
+                f.write(np.ascontiguousarray(parts[name]).tobytes())
+        with open(store.path / DOCNOS, "ab") as f:
+            f.write("".join(f"{d}\n" for d, _ in batch).encode("utf-8"))
+    return _commit(store, store.row_count + len(items), deleted)
+
+
+def delete_from_store(path: str | Path, docnos: Sequence[str]) -> EmbeddingStore:
+    """Tombstone the rows of ``docnos``.
+
+    Raises:
+        RankerError: A docno the store does not hold (the first few are named); nothing is deleted then.
+    """
+    store = EmbeddingStore.load(path)
+    unknown = [d for d in docnos if d not in store]
+    if unknown:
+        raise RankerError(f"{len(unknown)} docno(s) to delete are not in the store {path}: {', '.join(unknown[:5])}")
+    return _commit(store, store.row_count, set(store.deleted) | {store.row(d) for d in docnos})
+
+
+def compact_store(path: str | Path, chunk_size: int = 4096) -> EmbeddingStore:
+    """Rewrite the store without its tombstoned rows (codes copied as they are); the folder is replaced whole."""
+    store = EmbeddingStore.load(path)
+    keys = ("dim", "dtype", "quantization", "model_fingerprint", "batch_size", "text_hash")
+    plan = {k: store.meta[k] for k in keys if k in store.meta}
+    live = store.live_rows()
+    with atomic_dir(path) as tmp:
+        build = _PartialBuild(tmp, plan)
+        for start in range(0, len(live), chunk_size):
+            rows = live[start:start + chunk_size]
+            build.append([([store.docnos[r] for r in rows], np.asarray(store.embeddings[rows]),
+                           None if store.scales is None else np.asarray(store.scales[rows]),
+                           None if store.hashes is None else np.asarray(store.hashes[rows]))])
+        build.finish()
+    return EmbeddingStore.load(path)

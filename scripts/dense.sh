@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The retrieval TwinBERT as a first stage (issue 24): dense (exact and HNSW) and hybrid BM25 + dense retrieval over
+# all of SciFact and over the DL19 passage pool, the hybrid weight picked on the validation queries, and the
+# student reranking the dense and hybrid candidates. Writes runs/{dense,dense-hnsw,hybrid,hybrid-twinbert}.*.
+#
+# Usage: bash scripts/dense.sh [--data DIR] [--out DIR]
+#   --out  work folder: indexes, stores, validation runs (default work/dense; rerun to resume)
+# Run time on the 2-core CPU: README ("Dense and hybrid retrieval").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=../shared/data OUT=work/dense
+OPTIONS="data out"
+source scripts/lib.sh
+mkdir -p "$OUT/val"
+step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
+V=$OUT/validation
+[ -d "$V" ] || rank datasets validation --data "$DATA" --output "$V"
+
+# per collection: the student, its whole-collection store, the collection, test topics (+ judged-only), qrels
+declare -A MODEL=([scifact]=models/twinbert-scifact [dl19]=models/twinbert)
+declare -A TEXT=([scifact]=$SF/corpus.jsonl [dl19]=$MS/passages/dl19.tsv)
+declare -A TEST=([scifact]=scifact-test [dl19]=dl19)
+declare -A TOPICS=([scifact]="$SF/queries.jsonl --judged-only $SF/qrels/test.tsv" [dl19]="$MS/topics/dl19.tsv")
+declare -A QRELS=([scifact]=$SF/qrels/test.tsv [dl19]=$MS/qrels/dl19.txt)
+declare -A VAL=([scifact]=scifact [dl19]=msmarco) EXTRA=([scifact]=--remove-query-id [dl19]=)
+made() { [ -f "$1" ] && [ -f "$1.json" ]; }
+
+for c in scifact dl19; do
+    t=${TEST[$c]} store=$OUT/stores/$c.float16 index=$OUT/indexes/$c
+    step "$c: index and whole-collection store (DL19: its judged passage pool, not all of MS MARCO)"
+    [ -d "$index" ] || rank index --collection "${TEXT[$c]}" --index "$index"
+    [ -d "$store" ] || rank encode --model "${MODEL[$c]}" --collection "${TEXT[$c]}" --store "$store"
+    dense=(--retriever dense --store "$store" --dense-model "${MODEL[$c]}" --k 100)
+    step "$c: BM25, dense exact and HNSW on the test queries"
+    # shellcheck disable=SC2086
+    rank run --topics ${TOPICS[$c]} --index "$index" --k 100 ${EXTRA[$c]} --output "runs/bm25-pool.$t.trec"
+    # shellcheck disable=SC2086
+    rank run --topics ${TOPICS[$c]} "${dense[@]}" --output "runs/dense.$t.trec"
+    # shellcheck disable=SC2086
+    rank run --topics ${TOPICS[$c]} "${dense[@]}" --search hnsw --output "runs/dense-hnsw.$t.trec"
+    # HNSW's recall of the exact top 100: the exact run as judgements, R@100 of the HNSW run
+    awk '{print $1, 0, $3, 1}' "runs/dense.$t.trec" > "$OUT/exact.$t.qrels"
+    rank evaluate --qrels "$OUT/exact.$t.qrels" "runs/dense-hnsw.$t.trec" --measures "R@100" --format csv \
+        > "$OUT/hnsw-recall.$t.csv"
+    step "$c: the hybrid weight on the validation queries (nDCG@10, weights 0, 0.1, ..., 1)"
+    best=0 best_score=-1
+    for w in 0.0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0; do
+        run=$OUT/val/$c.hybrid-$w.trec
+        # shellcheck disable=SC2086
+        made "$run" || rank run --topics "$V/${VAL[$c]}.topics.tsv" --index "$index" "${dense[@]}" ${EXTRA[$c]} \
+            --retriever hybrid --hybrid-weight "$w" --output "$run" > /dev/null
+        score=$(rank evaluate --qrels "$V/${VAL[$c]}.qrels.txt" "$run" --measures "nDCG@10" --format csv \
+            | awk -F, 'NR == 2 {print $NF}')
+        echo "   weight $w: validation nDCG@10 $score"
+        if awk "BEGIN {exit !($score > $best_score)}"; then best=$w best_score=$score; fi
+    done
+    echo "$best $best_score" > "$OUT/hybrid-weight.$c.txt"
+    step "$c: hybrid with weight $best (validation $best_score), and the student reranking hybrid candidates"
+    # shellcheck disable=SC2086
+    rank run --topics ${TOPICS[$c]} --index "$index" "${dense[@]}" ${EXTRA[$c]} --retriever hybrid \
+        --hybrid-weight "$best" --output "runs/hybrid.$t.trec"
+    # shellcheck disable=SC2086
+    rank run --topics ${TOPICS[$c]} --candidates "runs/hybrid.$t.trec" --reranker twinbert --model "${MODEL[$c]}" \
+        --store "$store" --output "runs/hybrid-twinbert.$t.trec"
+    rank evaluate --qrels "${QRELS[$c]}" "runs/bm25-pool.$t.trec" "runs/dense.$t.trec" "runs/dense-hnsw.$t.trec" \
+        "runs/hybrid.$t.trec" "runs/hybrid-twinbert.$t.trec" --measures "nDCG@10 R@100" --format table
+done
+step "done"

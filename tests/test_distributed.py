@@ -1,0 +1,87 @@
+"""Sharded and Ray-encoded stores equal the single-process store, byte for byte; bad shards are refused."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from ranker.errors import RankerError  # noqa: E402
+from ranker.rerank.config import TwinBertConfig  # noqa: E402
+from ranker.rerank.store_build import build_store, merge_stores  # noqa: E402
+from ranker.rerank.twinbert import TwinBert  # noqa: E402
+
+FILES = ("embeddings.npy", "docnos.txt", "text_hashes.npy", "ranker.json")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, data):
+    """A saved 1-layer student and 300 SciFact abstracts, with the single-process store they make."""
+    from ranker.io.sources import iter_docs
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("distributed")
+    torch.manual_seed(0)
+    model = TwinBert.load(TwinBert(TwinBertConfig(num_layers=1), device="cpu").save(root / "model"), device="cpu")
+    docs = [(d.docno, d.contents) for _, d in zip(range(300), iter_docs(data / "beir-scifact" / "corpus.jsonl"))]
+    single = build_store(model, docs, root / "single", batch_size=16, progress=False)
+    return root, model, docs, single
+
+
+def same_files(a, b) -> bool:
+    return all((a / name).read_bytes() == (b / name).read_bytes() for name in FILES)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_merged_shards_are_the_single_store_byte_for_byte(setup, count):
+    root, model, docs, single = setup
+    shards = [build_store(model, docs, root / f"shard-{count}-{i}", batch_size=16, progress=False,
+                          shard=(i, count)).path for i in range(count)]
+    assert sum(len(s.read_text().splitlines()) for s in (p / "docnos.txt" for p in shards)) == len(docs)
+    merged = merge_stores(reversed(shards), root / f"merged-{count}")  # any order of the shards
+    assert same_files(merged.path, single.path)
+
+
+def test_bad_merges_are_refused_and_write_nothing(setup):
+    root, model, docs, single = setup
+    shards = [build_store(model, docs, root / f"bad-{i}", batch_size=16, progress=False, shard=(i, 2)).path
+              for i in range(2)]
+    other = build_store(model, docs, root / "bad-other", batch_size=8, progress=False, shard=(1, 2)).path
+    cases = {"each of the 2 shards once": [shards[0]], "another build": [shards[0], other],
+             "not a shard": [shards[0], single.path]}
+    for message, given in cases.items():
+        with pytest.raises(RankerError, match=message):
+            merge_stores(given, root / "never")
+        assert not (root / "never").exists() and not (root / "never.partial").exists()
+    with pytest.raises(RankerError, match="shard must be"):
+        build_store(model, docs, root / "never", shard=(2, 2))
+
+
+def test_ray_with_two_workers_makes_the_single_store(setup):
+    pytest.importorskip("ray")
+    from ranker.rerank.distributed import build_store_ray
+
+    root, model, docs, single = setup
+    built = build_store_ray("twinbert", str(model.path), docs, root / "ray", batch_size=16, workers=2, threads=1)
+    assert same_files(built.path, single.path)
+
+
+def test_ray_cluster_of_two_nodes_by_address(setup):
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from ranker.rerank.distributed import build_store_ray
+
+    root, model, docs, single = setup
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        built = build_store_ray("twinbert", str(model.path), docs, root / "cluster", batch_size=16, workers=2,
+                                threads=1, address=cluster.address)
+    finally:
+        cluster.shutdown()
+    assert same_files(built.path, single.path)

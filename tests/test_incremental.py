@@ -1,0 +1,159 @@
+"""Incremental stores and indexes: add, delete, compact equal a rebuild; bad edits change nothing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from ranker.errors import RankerError  # noqa: E402
+from ranker.rerank.config import TwinBertConfig  # noqa: E402
+from ranker.rerank.store import EmbeddingStore, StoreMismatchError  # noqa: E402
+from ranker.rerank.store_build import build_store  # noqa: E402
+from ranker.rerank.store_edit import add_to_store, compact_store, delete_from_store  # noqa: E402
+from ranker.rerank.twinbert import TwinBert, TwinBertReranker  # noqa: E402
+from ranker.types import Doc, Query, ScoredDoc  # noqa: E402
+
+from .test_cli import assert_input_error, rank  # noqa: E402
+
+QUERIES = {"q1": Query("q1", "vitamin d deficiency and bone density"),
+           "q2": Query("q2", "gene expression in cancer cells")}
+
+
+@pytest.fixture(scope="module")
+def corpus(data):
+    from ranker.io.sources import iter_docs
+
+    docs = [d for _, d in zip(range(40), iter_docs(data / "beir-scifact" / "corpus.jsonl"))]
+    deleted = {docs[3].docno, docs[17].docno, docs[29].docno, docs[33].docno}
+    final = [d for d in docs if d.docno not in deleted]  # the collection after the edits, in the same order
+    return docs, deleted, final
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> TwinBert:
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("incremental")
+    return TwinBert.load(TwinBert(TwinBertConfig(num_layers=1), device="cpu").save(root / "model"), device="cpu")
+
+
+def ranked(model, store, docnos) -> dict[str, list[str]]:
+    candidates = {q: [ScoredDoc(q, d, 0.0) for d in docnos] for q in QUERIES}
+    ranking = TwinBertReranker(model, store, query_backend="torch")(QUERIES, candidates)
+    return {q: [d.docno for d in docs] for q, docs in ranking.items()}
+
+
+def dense_ranked(model, store) -> dict[str, list[str]]:
+    from ranker.rerank.dense import DenseRetriever
+
+    ranking = DenseRetriever(store.path, str(model.path), k=50, query_backend="torch")(QUERIES)
+    return {q: [d.docno for d in docs] for q, docs in ranking.items()}
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_store_add_delete_compact_ranks_as_a_rebuild(model, corpus, tmp_path):
+    docs, deleted, final = corpus
+    path = tmp_path / "store"
+    build_store(model, docs[:30], path, batch_size=8, progress=False)
+    add_to_store(model, docs[30:], path)
+    edited = delete_from_store(path, sorted(deleted))
+    assert len(edited) == 36 and edited.row_count == 40 and all(d not in edited for d in deleted)
+    rebuilt = build_store(model, final, tmp_path / "rebuilt", batch_size=8, progress=False)
+    live = [d.docno for d in final]
+    assert ranked(model, edited, live) == ranked(model, rebuilt, live)
+    assert dense_ranked(model, edited) == dense_ranked(model, rebuilt)  # tombstones are never retrieved
+    compacted = compact_store(path)
+    assert compacted.row_count == 36 and not compacted.deleted and compacted.docnos == rebuilt.docnos
+    assert ranked(model, compacted, live) == ranked(model, rebuilt, live)
+    assert dense_ranked(model, compacted) == dense_ranked(model, rebuilt)
+    assert (path / "ranker.json").read_bytes() == (tmp_path / "rebuilt" / "ranker.json").read_bytes()
+
+
+def test_replace_re_encodes_and_a_stopped_edit_is_ignored(model, corpus, tmp_path):
+    docs, _, _ = corpus
+    path = tmp_path / "store"
+    build_store(model, docs[:10], path, batch_size=8, progress=False)
+    changed = Doc(docs[2].docno, "an entirely different passage about astronomy")
+    store = add_to_store(model, [changed], path, replace=True)
+    assert len(store) == 10 and store.row(docs[2].docno) == 10 and 2 in store.deleted
+    assert store.rows_of_texts([changed.contents, docs[2].contents]) == [10, None]
+    with open(path / "embeddings.npy", "ab") as f:  # an add stopped before its commit leaves a tail
+        f.write(b"\0" * 1000)
+    with open(path / "docnos.txt", "a") as f:
+        f.write("half-written\n")
+    again = EmbeddingStore.load(path)
+    assert again.row_count == 11 and "half-written" not in again
+    assert len(add_to_store(model, docs[10:12], path)) == 12  # the next edit cuts the tail first
+
+
+def test_bad_store_edits_change_nothing(model, corpus, tmp_path):
+    docs, _, _ = corpus
+    path = tmp_path / "store"
+    build_store(model, docs[:10], path, batch_size=8, progress=False)
+    before = snapshot(path)
+    with pytest.raises(RankerError, match="already in the store"):
+        add_to_store(model, docs[8:12], path)
+    with pytest.raises(RankerError, match="given twice"):
+        add_to_store(model, [docs[11], docs[11]], path)
+    with pytest.raises(RankerError, match="not in the store"):
+        delete_from_store(path, [docs[0].docno, "no-such-doc"])
+    other = TwinBert(TwinBertConfig(num_layers=2), device="cpu")
+    with pytest.raises(StoreMismatchError):
+        add_to_store(other, docs[12:14], path)
+    assert snapshot(path) == before
+
+
+@pytest.mark.java
+def test_index_add_delete_compact_ranks_as_a_rebuild(corpus, tmp_path):
+    from ranker.first_stage.bm25 import Bm25Config, Bm25Retriever, build_index
+    from ranker.first_stage.index_edit import add_to_index, compact_index, delete_from_index
+
+    docs, deleted, final = corpus
+    index = tmp_path / "index"
+    build_index(docs[:30], index)
+    add_to_index(docs[30:], index)
+    assert delete_from_index(index, sorted(deleted)) == 36
+    config = Bm25Config(k=50, threads=1)
+    hits = Bm25Retriever(index, config).search(QUERIES, progress=False)
+    assert not deleted & {d.docno for docs_ in hits.values() for d in docs_}  # deletions are hidden at once
+    compact_index(index)
+    build_index(final, tmp_path / "rebuilt")
+    got = Bm25Retriever(index, config).search(QUERIES, progress=False)
+    want = Bm25Retriever(tmp_path / "rebuilt", config).search(QUERIES, progress=False)
+    assert {q: [(d.docno, round(d.score, 5)) for d in v] for q, v in got.items()} == \
+        {q: [(d.docno, round(d.score, 5)) for d in v] for q, v in want.items()}
+
+
+@pytest.mark.java
+def test_bad_index_edits_are_one_line_and_change_nothing(data, tmp_path):
+    from ranker.first_stage.bm25 import Bm25Retriever
+
+    collection = tmp_path / "docs.tsv"
+    collection.write_text("d1\tvitamin d and bones\nd2\tgene expression\n")
+    index = tmp_path / "index"
+    rank("index", "--collection", collection, "--index", index)
+    result = rank("index", "--collection", collection, "--index", index, "--add", check=False)
+    assert_input_error(result, "already in the index", "--replace")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("d1\nno-such-doc\n")
+    assert_input_error(rank("index", "--index", index, "--delete", ids, check=False), "no-such-doc")
+    ids.write_text("d1\nd1\n")
+    assert_input_error(rank("index", "--index", index, "--delete", ids, check=False), "ids.txt:2")
+    assert Bm25Retriever(index).num_docs == 2
+    store = tmp_path / "store"
+    ids.write_text("unknown\n")
+    rank("encode", "--collection", collection, "--store", store, "--model", _tiny_model(tmp_path))
+    before = snapshot(store)
+    assert_input_error(rank("encode", "--store", store, "--delete", ids, check=False), "unknown")
+    assert snapshot(store) == before
+
+
+def _tiny_model(tmp_path):
+    torch.manual_seed(0)
+    return TwinBert(TwinBertConfig(num_layers=1), device="cpu").save(tmp_path / "tiny")
