@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The retrieval TwinBERT as a first stage (issue 24): dense (exact and HNSW) and hybrid BM25 + dense retrieval over
-# all of SciFact and over the DL19 passage pool, the hybrid weight picked on the validation queries, and the
-# student reranking the dense and hybrid candidates. Writes runs/{dense,dense-hnsw,hybrid,hybrid-twinbert}.*.
+# all of SciFact and over the DL19 passage pool, the hybrid weight picked on SciFact's validation queries (DL19's
+# pool judges none of them: an even 0.5 there), and the student reranking the hybrid candidates. Writes runs/{dense,dense-hnsw,hybrid,hybrid-twinbert}.*.
 #
 # Usage: bash scripts/dense.sh [--data DIR] [--out DIR]
 #   --out  work folder: indexes, stores, validation runs (default work/dense; rerun to resume)
@@ -25,6 +25,20 @@ declare -A QRELS=([scifact]=$SF/qrels/test.tsv [dl19]=$MS/qrels/dl19.txt)
 declare -A VAL=([scifact]=scifact [dl19]=msmarco) EXTRA=([scifact]=--remove-query-id [dl19]=)
 made() { [ -f "$1" ] && [ -f "$1.json" ]; }
 
+pick_weight() {  # pick_weight COLLECTION INDEX: sets best, best_score (validation nDCG@10 of each weight)
+    best=0 best_score=-1
+    for w in 0.0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0; do
+        run=$OUT/val/$1.hybrid-$w.trec
+        # shellcheck disable=SC2086
+        made "$run" || rank run --topics "$V/${VAL[$1]}.topics.tsv" --index "$2" "${dense[@]}" ${EXTRA[$1]} \
+            --retriever hybrid --hybrid-weight "$w" --output "$run" > /dev/null
+        score=$(rank evaluate --qrels "$V/${VAL[$1]}.qrels.txt" "$run" --measures "nDCG@10" --format csv \
+            | awk -F, 'NR == 2 {print $NF}')
+        echo "   weight $w: validation nDCG@10 $score"
+        if awk "BEGIN {exit !($score > $best_score)}"; then best=$w best_score=$score; fi
+    done
+}
+
 for c in scifact dl19; do
     t=${TEST[$c]} store=$OUT/stores/$c.float16 index=$OUT/indexes/$c
     step "$c: index and whole-collection store (DL19: its judged passage pool, not all of MS MARCO)"
@@ -42,18 +56,12 @@ for c in scifact dl19; do
     awk '{print $1, 0, $3, 1}' "runs/dense.$t.trec" > "$OUT/exact.$t.qrels"
     rank evaluate --qrels "$OUT/exact.$t.qrels" "runs/dense-hnsw.$t.trec" --measures "R@100" --format csv \
         > "$OUT/hnsw-recall.$t.csv"
-    step "$c: the hybrid weight on the validation queries (nDCG@10, weights 0, 0.1, ..., 1)"
-    best=0 best_score=-1
-    for w in 0.0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0; do
-        run=$OUT/val/$c.hybrid-$w.trec
-        # shellcheck disable=SC2086
-        made "$run" || rank run --topics "$V/${VAL[$c]}.topics.tsv" --index "$index" "${dense[@]}" ${EXTRA[$c]} \
-            --retriever hybrid --hybrid-weight "$w" --output "$run" > /dev/null
-        score=$(rank evaluate --qrels "$V/${VAL[$c]}.qrels.txt" "$run" --measures "nDCG@10" --format csv \
-            | awk -F, 'NR == 2 {print $NF}')
-        echo "   weight $w: validation nDCG@10 $score"
-        if awk "BEGIN {exit !($score > $best_score)}"; then best=$w best_score=$score; fi
-    done
+    if [ "$c" = dl19 ]; then  # no validation query is judged in DL19's pool: an even weight, not tuned
+        best=0.5 best_score="not tuned"
+    else
+        step "$c: the hybrid weight on the validation queries (nDCG@10, weights 0, 0.1, ..., 1)"
+        pick_weight "$c" "$index"
+    fi
     echo "$best $best_score" > "$OUT/hybrid-weight.$c.txt"
     step "$c: hybrid with weight $best (validation $best_score), and the student reranking hybrid candidates"
     # shellcheck disable=SC2086

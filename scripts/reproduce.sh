@@ -2,10 +2,11 @@
 # Reproduce the reported numbers from a fresh clone, for TREC DL19 and BEIR SciFact, and write RESULTS.md.
 #
 # Usage: bash scripts/reproduce.sh [--profile quick|full] [--data DIR] [--out DIR]
-#   --profile quick (default; ~15 min on the 2-core CPU, no training): install, index SciFact, BM25, encode the
+#   --profile quick (default; no training; README gives its time): install, index SciFact, BM25, encode the
 #             document stores with the shipped student (DL19: only the passages BM25 retrieved), rerank DL19 with
 #             the shipped teacher, bi-encoder, ensemble and student (every query backend) and SciFact with the
-#             student, sentence-transformers over cached vectors, benchmark on DL19, then RESULTS.md from runs/ — SciFact's teacher,
+#             student, sentence-transformers over cached vectors, benchmark on DL19, then RESULTS.md from
+#             runs/ — SciFact's teacher,
 #             bi-encoder and ensemble runs are the committed ones (a cross-encoder over SciFact's 30,000 pairs
 #             alone takes ~13 min here), and so are the all-mpnet-base-v2 runs (scripts/mpnet.sh); the serving
 #             benchmark starts rank serve on a loopback port and stops it.
@@ -54,6 +55,11 @@ if [ "$PROFILE" = full ]; then
     STORES=$OUT/student/stores
     step "all-mpnet-base-v2: zero-shot runs, teacher v2's ensemble (validation weights, fused test runs)"
     bash scripts/mpnet.sh --data "$DATA" --out "$OUT/mpnet" --models models --runs runs
+    step "dense and hybrid first stages (SciFact, the DL19 pool), encoding speed, stores up to 1M vectors"
+    bash scripts/dense.sh --data "$DATA" --out "$OUT/dense"
+    bash scripts/encode_speed.sh --data "$DATA" --out "$OUT/encode-speed"
+    rank bench-store --folder "$OUT/scale" --rows 10000 --rows 1000000 --fingerprint-of models/twinbert \
+        --queries 1000 --output runs/bench-store.json
 else
     step "teacher, bi-encoder and ensemble on DL19 (shipped models)"
     rerank dl19 teacher cross-encoder --model models/teacher

@@ -85,3 +85,21 @@ def test_ray_cluster_of_two_nodes_by_address(setup):
     finally:
         cluster.shutdown()
     assert same_files(built.path, single.path)
+
+
+def test_the_command_line_shards_and_merges(setup, tmp_path):
+    from .test_cli import assert_input_error, rank
+
+    root, model, docs, _ = setup
+    collection = tmp_path / "docs.tsv"
+    collection.write_text("".join(f"{d}\t{t}\n" for d, t in docs[:50]))
+    common = ["--collection", collection, "--model", model.path, "--batch-size", 8, "--threads", 1]
+    rank("encode", *common, "--store", tmp_path / "single")
+    for i in range(2):
+        rank("encode", *common, "--store", tmp_path / f"part{i}", "--shard", f"{i}/2")
+    rank("encode", "--store", tmp_path / "merged", "--merge", tmp_path / "part0", "--merge", tmp_path / "part1")
+    assert same_files(tmp_path / "merged", tmp_path / "single")
+    assert rank("encode", *common, "--store", tmp_path / "bad", "--shard", "2/2", check=False).returncode == 2
+    result = rank("encode", "--store", tmp_path / "bad", "--merge", tmp_path / "part0", check=False)
+    assert_input_error(result, "each of the 2 shards once")
+    assert not (tmp_path / "bad").exists()

@@ -12,6 +12,7 @@ import typer
 from ranker.cli import (
     bench,
     bench_serve,
+    bench_store,
     datasets,
     distill,
     encode,
@@ -56,6 +57,7 @@ app.command("bench")(bench.bench)
 app.command("report")(report.report)
 app.command("serve")(serve.serve)
 app.command("bench-serve")(bench_serve.bench_serve)
+app.command("bench-store")(bench_store.bench_store)
 app.add_typer(models.app, name="models")
 app.add_typer(datasets.app, name="datasets")
 

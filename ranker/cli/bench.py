@@ -13,6 +13,8 @@ from ranker.rerank.config import QUERY_BACKENDS
 from ranker.rerank.registry import RerankerConfig, reranker_names
 
 RERANK = RerankerConfig()
+STORE_USERS = ("twinbert",)
+"""The specs --store goes to; any other spec that needs a store names its own (NAME=MODEL@STORE)."""
 
 
 def bench(
@@ -63,7 +65,8 @@ def bench(
         for backend in (query_backend or [RERANK.query_backend]) if name == "twinbert" else [None]:
             pipeline = build_pipeline(topics, PipelineConfig(
                 reranker=name, candidates=candidates, collection=tuple(collection), k=k,
-                reranker_config=RerankerConfig(model=model or None, store=spec_store or store, batch_size=batch_size,
+                reranker_config=RerankerConfig(model=model or None, batch_size=batch_size,
+                                               store=spec_store or (store if name in STORE_USERS else None),
                                                query_backend=backend or RERANK.query_backend)))
             given = dict(list(cutoff(pipeline.candidates, k).items())[:queries])
             label = f"{head}{'@store' if spec_store else ''}"  # the store's path differs between machines

@@ -59,7 +59,10 @@ def _recount(index_dir: Path) -> int:
 
 def _held(index_dir: Path, docnos: Iterable[str]) -> list[str]:
     searcher = Bm25Retriever(index_dir)._searcher
-    return [d for d in docnos if searcher.doc(d) is not None]
+    try:
+        return [d for d in docnos if searcher.doc(d) is not None]
+    finally:
+        searcher.close()  # no reader may keep segments mapped that a merge is about to delete
 
 
 def _delete(index_dir: Path, docnos: Sequence[str]) -> None:

@@ -11,6 +11,11 @@ A store is a folder:
   encoded (``text_hash``: ``blake2b-128``), so a server can find a passage sent as text (:meth:`rows_of_texts`);
 * ``docnos.txt``: one docno per line, line ``i`` naming row ``i``.
 
+* ``docno_keys.npy``, ``docno_order.npy``, ``docno_slots.npy``: the docnos sorted (UTF-8, fixed width), the row
+  of each, and a hash table over them (:class:`SortedIndex`); ``hash_*.npy`` the same for the text hashes. They
+  are memory-mapped, so finding 100 candidates costs about the same in a store of thousands of passages or of
+  millions, and a process holds no per-passage table (a store written before they existed builds them in memory).
+
 ``count`` in ``ranker.json`` is the truth: rows past it (an edit stopped before its commit) are ignored.
 ``deleted_rows`` there lists tombstoned rows (deleted documents, or rows a ``--replace`` superseded): lookups,
 text matches, retrieval and ``len`` skip them, and compaction drops them (:mod:`ranker.rerank.store_edit`).
@@ -35,6 +40,7 @@ from ranker.rerank.quantization import dequantize, quantize
 
 EMBEDDINGS, SCALES, DOCNOS, PROGRESS = "embeddings.npy", "scales.npy", "docnos.txt", "progress.json"
 HASHES = "text_hashes.npy"
+DOCNO_KEYS, DOCNO_ORDER, HASH_KEYS, HASH_ORDER = "docno_keys.npy", "docno_order.npy", "hash_keys.npy", "hash_order.npy"
 TEXT_HASH = "blake2b-128"
 
 class StoreMismatchError(RankerError):
@@ -74,14 +80,21 @@ class EmbeddingStore:
         meta: Its ``ranker.json``.
         embeddings: ``(count, dim)`` codes (memory-mapped).
         scales: ``(count,)`` scales for ``int8-absmax``, else ``None``.
-        docnos: Docno of each row.
+        docnos: Docno of each row (read from ``docnos.txt`` on first use: finding candidates needs only the
+            sorted index, so a reranking process never holds the store's docno list).
     """
 
     def __init__(self, path: Path, meta: dict, embeddings: np.ndarray, scales: np.ndarray | None,
-                 docnos: list[str], hashes: np.ndarray | None = None):
-        self.path, self.meta, self.embeddings, self.scales, self.docnos = path, meta, embeddings, scales, docnos
+                 docnos: list[str] | None, hashes: np.ndarray | None = None):
+        self.path, self.meta, self.embeddings, self.scales, self._docnos = path, meta, embeddings, scales, docnos
         self.hashes = hashes
         self.deleted = frozenset(meta.get("deleted_rows", ()))
+
+    @property
+    def docnos(self) -> list[str]:
+        if self._docnos is None:
+            self._docnos = _read_docnos(self.path / DOCNOS)[:self.meta["count"]]
+        return self._docnos
 
     @classmethod
     def load(cls, path: str | Path, model: DocEncoder | None = None) -> EmbeddingStore:
@@ -102,21 +115,24 @@ class EmbeddingStore:
             embeddings = np.lib.format.open_memmap(path / EMBEDDINGS, mode="r")
             scales = np.lib.format.open_memmap(path / SCALES, mode="r") if meta["quantization"] == "int8-absmax" \
                 else None
-            docnos = _read_docnos(path / DOCNOS)
+            indexed = SortedIndex.open(path, DOCNO_KEYS, DOCNO_ORDER, meta["count"]) is not None
+            docnos = None if indexed else _read_docnos(path / DOCNOS)
+            lines = _count_lines(path / DOCNOS) if indexed else len(docnos)
             hashes = np.lib.format.open_memmap(path / HASHES, mode="r") if meta.get("text_hash") else None
         except (OSError, ValueError, UnicodeDecodeError, KeyError) as e:  # missing, truncated or foreign files
             raise RankerError(f"{path}: a damaged embedding store ({str(e).splitlines()[0]}): rebuild it "
                               "with 'rank encode'") from None
         count, dim = meta["count"], meta["dim"]
-        if embeddings.shape[0] >= count and len(docnos) >= count:  # rows past count: an uncommitted edit
-            embeddings, docnos = embeddings[:count], docnos[:count]
+        if embeddings.shape[0] >= count and lines >= count:  # rows past count: an uncommitted edit
+            embeddings, lines = embeddings[:count], count
+            docnos = None if docnos is None else docnos[:count]
             scales = None if scales is None else scales[:count]
             hashes = None if hashes is None else hashes[:count]
-        if (embeddings.shape != (count, dim) or embeddings.dtype != np.dtype(meta["dtype"]) or len(docnos) != count
+        if (embeddings.shape != (count, dim) or embeddings.dtype != np.dtype(meta["dtype"]) or lines != count
                 or (scales is not None and scales.shape != (count,))
                 or (hashes is not None and hashes.shape != (count, 16))):
             raise RankerError(f"{path}: files do not match its metadata ({count} rows of {dim} {meta['dtype']}): "
-                              f"embeddings {embeddings.shape} {embeddings.dtype}, {len(docnos)} docnos")
+                              f"embeddings {embeddings.shape} {embeddings.dtype}, {lines} docnos")
         store = cls(path, meta, embeddings, scales, docnos, hashes)
         if model is not None:
             store.check_model(model)
@@ -143,16 +159,25 @@ class EmbeddingStore:
                                      f"but this model's fingerprint is {found}: rebuild the store for this model")
 
     @functools.cached_property
-    def _rows(self) -> dict[str, int]:
-        rows = {docno: i for i, docno in enumerate(self.docnos) if i not in self.deleted}
-        if len(rows) != len(self.docnos) - len(self.deleted):
-            raise RankerError(f"{self.path / DOCNOS}: repeated docnos")
-        return rows
+    def _docno_index(self) -> SortedIndex:
+        index = SortedIndex.open(self.path, DOCNO_KEYS, DOCNO_ORDER, self.row_count)
+        return index or SortedIndex.of(docno_keys(self.docnos))
+
+    @functools.cached_property
+    def _hash_index(self) -> SortedIndex | None:
+        if self.hashes is None:
+            return None
+        index = SortedIndex.open(self.path, HASH_KEYS, HASH_ORDER, self.row_count)
+        return index or SortedIndex.of(hash_keys(np.asarray(self.hashes)))
+
+    def rows_of(self, docnos: Sequence[str]) -> list[int | None]:
+        """The live row of each docno, ``None`` for one the store lacks (or deleted)."""
+        return self._docno_index.find(docno_keys(docnos), self.deleted)
 
     @property
     def row_count(self) -> int:
         """Rows in the files, tombstoned ones included (``len`` counts the live ones)."""
-        return len(self.docnos)
+        return self.meta["count"]
 
     def live_rows(self) -> np.ndarray:
         """Row numbers of the documents not deleted, in row order."""
@@ -164,26 +189,29 @@ class EmbeddingStore:
         Raises:
             RankerError: A docno is not in the store (the first few are named).
         """
-        missing = [d for d in docnos if d not in self._rows]
+        rows = self.rows_of(docnos)
+        missing = [d for d, row in zip(docnos, rows) if row is None]
         if missing:
             raise RankerError(f"{len(missing)} docno(s) not in the embedding store {self.path}: "
                               f"{', '.join(missing[:5])}")
-        return self.lookup_rows([self._rows[d] for d in docnos])
-
-    @functools.cached_property
-    def _hash_rows(self) -> dict[bytes, int]:
-        if self.hashes is None:
-            return {}
-        return {bytes(h): i for i, h in enumerate(np.asarray(self.hashes)) if i not in self.deleted}
+        return self.lookup_rows(rows)
 
     def rows_of_texts(self, texts: Sequence[str]) -> list[int | None]:
         """The row holding each text's passage (matched by :func:`text_hash`), ``None`` where the store has none
         (or records no hashes: a store built before they were kept)."""
-        return [self._hash_rows.get(text_hash(t)) for t in texts]
+        if self._hash_index is None:
+            return [None] * len(texts)
+        digests = np.frombuffer(b"".join(text_hash(t) for t in texts), dtype=np.uint8).reshape(-1, 16)
+        rows = self._hash_index.find(hash_keys(digests), self.deleted)
+        return [row if row is not None and bytes(self.hashes[row]) == bytes(d) else None
+                for row, d in zip(rows, digests)]
 
     def row(self, docno: str) -> int:
         """The row of ``docno`` (a ``KeyError`` if the store lacks it)."""
-        return self._rows[docno]
+        row = self.rows_of([docno])[0]
+        if row is None:
+            raise KeyError(docno)
+        return row
 
     def lookup_rows(self, rows: Sequence[int]) -> np.ndarray:
         """Dequantized float32 vectors of store rows, in the order given."""
@@ -191,21 +219,144 @@ class EmbeddingStore:
         return dequantize(self.embeddings[index], None if self.scales is None else self.scales[index],
                           self.meta["quantization"])
 
+    def warm(self, chunk_rows: int = 65_536) -> None:
+        """Touch every page of the vectors and the docno index once (a sequential read), so later lookups find
+        them mapped instead of faulting them in one random page at a time."""
+        for array in (self.embeddings, self.scales, self._docno_index.keys, self._docno_index.order):
+            if array is not None:
+                for start in range(0, len(array), chunk_rows):
+                    array[start:start + chunk_rows].tobytes()  # reading the bytes faults the pages in
+
     def requantize(self, vectors: np.ndarray) -> np.ndarray:
         """``vectors`` as this store would give them back: quantized by its rule, then dequantized."""
         return dequantize(*quantize(vectors, self.meta["quantization"]), self.meta["quantization"])
 
     def __contains__(self, docno: object) -> bool:
-        return docno in self._rows
+        return isinstance(docno, str) and self.rows_of([docno])[0] is not None
 
     def __len__(self) -> int:
-        return len(self.docnos) - len(self.deleted)
+        return self.meta["count"] - len(self.deleted)
 
     def size_bytes(self) -> int:
         """Bytes the vectors take: embeddings plus scales (what grows with the collection, docnos aside)."""
         return self.embeddings.nbytes + (0 if self.scales is None else self.scales.nbytes)
 
 
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
 def _read_docnos(path: Path) -> list[str]:
     text = path.read_bytes().decode("utf-8")
     return text.split("\n")[:-1] if text else []
+
+
+def docno_keys(docnos: Sequence[str]) -> np.ndarray:
+    """Docnos as fixed-width UTF-8 bytes, the keys of the docno index."""
+    return np.array([d.encode("utf-8") for d in docnos], dtype=np.bytes_)
+
+
+def hash_keys(hashes: np.ndarray) -> np.ndarray:
+    """``(n, 16)`` text hashes keyed by their first 8 bytes (``uint64``; a match is checked on all 16)."""
+    return np.ascontiguousarray(np.asarray(hashes, dtype=np.uint8)[:, :8]).view(np.uint64).ravel()
+
+
+def _key_hash(keys: np.ndarray) -> np.ndarray:
+    """64-bit hashes of fixed-width keys (FNV-1a over 8-byte words, then a shift-xor), vectorised; a ``uint64``
+    key (a text hash's prefix, already uniform) is its own hash."""
+    if keys.dtype == np.uint64:
+        return keys.astype(np.uint64)
+    width = keys.dtype.itemsize
+    padded = np.zeros((len(keys), -(-width // 8) * 8), dtype=np.uint8)
+    padded[:, :width] = np.frombuffer(np.ascontiguousarray(keys).tobytes(), dtype=np.uint8).reshape(-1, width)
+    hashes = np.full(len(keys), 0xCBF29CE484222325, dtype=np.uint64)
+    for word in padded.view(np.uint64).T:
+        hashes = (hashes ^ word) * np.uint64(0x100000001B3)
+        hashes ^= hashes >> np.uint64(29)
+    return hashes
+
+
+class SortedIndex:
+    """Keys sorted, with the row each came from, and an open-addressing hash table over them (``slots``: the
+    sorted position + 1 of each distinct key's first occurrence, 0 for an empty slot, at most half full): a key is
+    found in about one probe, whatever the store's size (memory-mapped on disk)."""
+
+    def __init__(self, keys: np.ndarray, order: np.ndarray, slots: np.ndarray | None = None):
+        self.keys, self.order = keys, order
+        self.slots = slots if slots is not None else self._slots(keys)
+
+    @staticmethod
+    def _slots(keys: np.ndarray) -> np.ndarray:
+        first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else np.zeros(0, int)
+        size = 1 << max(3, int(np.ceil(np.log2(max(2 * len(first), 1)))))
+        slots = np.zeros(size, dtype=np.int64)
+        hashes = _key_hash(keys[first])
+        pending, probe = np.arange(len(first)), 0
+        while len(pending):  # each round, every key still unplaced tries its next slot; one wins a contested slot
+            at = ((hashes[pending] + np.uint64(probe)) & np.uint64(size - 1)).astype(np.int64)
+            free = slots[at] == 0
+            taken, winners = np.unique(at[free], return_index=True)
+            placed = pending[free][winners]
+            slots[taken] = first[placed] + 1
+            pending = np.setdiff1d(pending, placed, assume_unique=True)
+            probe += 1
+        return slots
+
+    @classmethod
+    def of(cls, keys: np.ndarray) -> SortedIndex:
+        order = np.argsort(keys, kind="stable")
+        return cls(keys[order], order.astype(np.int64))
+
+    @classmethod
+    def open(cls, folder: Path, keys_file: str, order_file: str, rows: int) -> SortedIndex | None:
+        """The index saved in ``folder``, or ``None`` when it is absent or not of these ``rows``."""
+        slots_file = folder / keys_file.replace("_keys", "_slots")
+        if not (folder / keys_file).is_file() or not slots_file.is_file():
+            return None
+        keys = np.lib.format.open_memmap(folder / keys_file, mode="r")
+        order = np.lib.format.open_memmap(folder / order_file, mode="r")
+        slots = np.lib.format.open_memmap(slots_file, mode="r")
+        return cls(keys, order, slots) if len(keys) == len(order) == rows else None
+
+    def save(self, folder: Path, keys_file: str, order_file: str) -> None:
+        np.save(folder / keys_file, self.keys)
+        np.save(folder / order_file, self.order)
+        np.save(folder / keys_file.replace("_keys", "_slots"), self.slots)
+
+    def _positions(self, cut: np.ndarray) -> np.ndarray:
+        """The sorted position of each key's first occurrence, -1 where there is none (hash-table probes)."""
+        found = np.full(len(cut), -1, dtype=np.int64)
+        hashes, mask = _key_hash(cut), np.uint64(len(self.slots) - 1)
+        pending, probe = np.arange(len(cut)), 0
+        while len(pending):
+            slot = np.asarray(self.slots[((hashes[pending] + np.uint64(probe)) & mask).astype(np.int64)])
+            occupied = slot > 0
+            match = occupied.copy()
+            match[occupied] = self.keys[slot[occupied] - 1] == cut[pending[occupied]]
+            found[pending[match]] = slot[match] - 1
+            pending = pending[occupied & ~match]
+            probe += 1
+        return found
+
+    def find(self, wanted: np.ndarray, deleted: frozenset[int] = frozenset()) -> list[int | None]:
+        """The row of each key (the latest live one where a key repeats), ``None`` where there is none."""
+        count = len(self.keys)
+        if not count or not len(wanted):
+            return [None] * len(wanted)
+        fits = (np.char.str_len(wanted) <= self.keys.dtype.itemsize if wanted.dtype.kind == "S"  # a longer key
+                else np.ones(len(wanted), dtype=bool))  # is in no row (cut to the width, it could match a prefix)
+        cut = wanted.astype(self.keys.dtype)
+        left = self._positions(cut)
+        at = np.maximum(left, 0)
+        hit = fits & (left >= 0)
+        repeated = hit & (left + 1 < count) & (self.keys[np.minimum(left + 1, count - 1)] == cut)
+        rows = np.where(hit, self.order[at], -1).tolist()
+        found: list[int | None] = []
+        for i, row in enumerate(rows):
+            if row >= 0 and (repeated[i] or row in deleted):  # a repeated key (--replace): the latest live row
+                end = int(np.searchsorted(self.keys, cut[i], side="right"))
+                live = [int(r) for r in self.order[left[i]:end] if int(r) not in deleted]
+                row = max(live) if live else -1
+            found.append(row if row >= 0 else None)
+        return found

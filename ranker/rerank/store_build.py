@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Literal
 
@@ -28,15 +28,22 @@ from ranker.io.artifact import META_FILE, read_metadata, write_metadata
 from ranker.io.atomic import write_json
 from ranker.rerank.quantization import QUANTIZATION, quantization_rule, quantize
 from ranker.rerank.store import (
+    DOCNO_KEYS,
+    DOCNO_ORDER,
     DOCNOS,
     EMBEDDINGS,
+    HASH_KEYS,
+    HASH_ORDER,
     HASHES,
     PROGRESS,
     SCALES,
     TEXT_HASH,
     DocEncoder,
     EmbeddingStore,
+    SortedIndex,
     _read_docnos,
+    docno_keys,
+    hash_keys,
     partial_path,
     text_hash,
 )
@@ -309,9 +316,18 @@ class _PartialBuild:
                 f.write(header)
                 f.flush()
                 os.fsync(f.fileno())
+        write_indexes(self.folder, self.committed_docnos(), self.folder / HASHES if HASHES in self.arrays else None)
         write_metadata(self.folder, "embedding-store", count=self.rows, **self.plan,
                        quantization_rule=QUANTIZATION[self.plan["quantization"]], normalisation="none")
         (self.folder / PROGRESS).unlink()
+
+
+def write_indexes(folder: Path, docnos: Sequence[str], hashes: Path | None) -> None:
+    """The sorted docno (and text-hash) indexes of a store's rows (:class:`ranker.rerank.store.SortedIndex`)."""
+    SortedIndex.of(docno_keys(docnos)).save(folder, DOCNO_KEYS, DOCNO_ORDER)
+    if hashes is not None:
+        rows = np.lib.format.open_memmap(hashes, mode="r")[:len(docnos)]
+        SortedIndex.of(hash_keys(np.asarray(rows))).save(folder, HASH_KEYS, HASH_ORDER)
 
 
 def _append_bytes(path: Path, data: bytes) -> None:

@@ -24,7 +24,7 @@ from ranker.io.artifact import write_metadata
 from ranker.io.atomic import atomic_dir
 from ranker.rerank.quantization import quantize
 from ranker.rerank.store import DOCNOS, EMBEDDINGS, HASHES, SCALES, DocEncoder, EmbeddingStore, text_hash
-from ranker.rerank.store_build import _batches, _docno_text, _npy_header, _PartialBuild
+from ranker.rerank.store_build import _batches, _docno_text, _npy_header, _PartialBuild, write_indexes
 from ranker.types import Doc
 
 
@@ -38,7 +38,11 @@ def _arrays(store: EmbeddingStore) -> dict[str, tuple[str, tuple[int, ...]]]:
 
 
 def _commit(store: EmbeddingStore, count: int, deleted: Iterable[int]) -> EmbeddingStore:
-    """Give the ``.npy`` files ``count`` rows, then write ``ranker.json``: the edit's commit point."""
+    """Give the ``.npy`` files ``count`` rows and the indexes those rows, then write ``ranker.json``: the edit's
+    commit point (a reader finds indexes of another row count stale and builds its own until then)."""
+    if count != store.row_count:
+        docnos = (store.path / DOCNOS).read_bytes().decode("utf-8").split("\n")[:count]
+        write_indexes(store.path, docnos, store.path / HASHES if store.hashes is not None else None)
     for name, (dtype, shape) in _arrays(store).items():
         header = _npy_header(dtype, (count, *shape))
         with open(store.path / name, "r+b") as f:

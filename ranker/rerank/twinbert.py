@@ -270,14 +270,15 @@ class TwinBertReranker(Reranker):
         """One float32 row per docno: from the store, or encoded when missing and allowed."""
         with self._timed("lookup"):
             unique = list(dict.fromkeys(docnos))
-            known = [d for d in unique if d in self.store]
-            missing = [d for d in unique if d not in self.store]
+            rows = self.store.rows_of(unique)
+            known = [d for d, row in zip(unique, rows) if row is not None]
+            missing = [d for d, row in zip(unique, rows) if row is None]
             if missing and not self.encode_missing:
                 raise RankerError(f"{len(missing)} candidate(s) not in the embedding store {self.store.path}: "
                                   f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
                                   "(rebuild the store, or encode them on the fly: --encode-missing with the "
                                   "passage text)")
-            found = self.store.lookup(known)
+            found = self.store.lookup_rows([row for row in rows if row is not None])
         if missing:
             with self._timed("doc_encoding"):
                 vectors = self.model.encode_docs(self._texts(missing), self.batch_size).numpy()

@@ -68,11 +68,11 @@ class RerankService:
             KeyError: An id the store lacks, as ``(position, id)``.
         """
         rows: list[int | None] = [None] * len(ids)
-        for i, docno in enumerate(ids):
-            if docno is not None:
-                if docno not in self.store:
-                    raise KeyError((i, docno))
-                rows[i] = self.store.row(docno)
+        given = [i for i, docno in enumerate(ids) if docno is not None]
+        for i, row in zip(given, self.store.rows_of([ids[i] for i in given]), strict=True):
+            if row is None:
+                raise KeyError((i, ids[i]))
+            rows[i] = row
         wanted = [i for i in range(len(ids)) if rows[i] is None]
         for i, row in zip(wanted, self.store.rows_of_texts([texts[i] or "" for i in wanted]), strict=True):
             rows[i] = row
