@@ -60,31 +60,59 @@ def test_bad_merges_are_refused_and_write_nothing(setup):
         build_store(model, docs, root / "never", shard=(2, 2))
 
 
-def test_ray_with_two_workers_makes_the_single_store(setup):
+RAY_CLUSTER = """
+import sys
+from ray.cluster_utils import Cluster
+from ranker.io.sources import iter_docs
+from ranker.rerank.distributed import build_store_ray
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+try:
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    build_store_ray("twinbert", sys.argv[1], iter_docs(sys.argv[2]), sys.argv[3], batch_size=16, workers=2,
+                    threads=1, address=cluster.address)
+finally:
+    cluster.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def collection(setup, tmp_path_factory):
+    """The 300 passages as a TSV, and the store one process on one thread makes of it (through the CLI)."""
+    from .test_cli import rank
+
+    root, model, docs, _ = setup
+    folder = tmp_path_factory.mktemp("ray")
+    path = folder / "docs.tsv"
+    path.write_text("".join(f"{d}\t{' '.join(t.split())}\n" for d, t in docs))
+    rank("encode", "--collection", path, "--model", model.path, "--batch-size", 16, "--threads", 1,
+         "--store", folder / "single")
+    return folder, path
+
+
+# Ray runs in a child process: a driver installs signal handlers that the in-process JVM of other tests (which
+# takes SIGSEGV for its own null checks) cannot live with.
+def test_ray_with_two_workers_makes_the_single_store(setup, collection):
     pytest.importorskip("ray")
-    from ranker.rerank.distributed import build_store_ray
+    from .test_cli import rank
 
-    root, model, docs, single = setup
-    built = build_store_ray("twinbert", str(model.path), docs, root / "ray", batch_size=16, workers=2, threads=1)
-    assert same_files(built.path, single.path)
+    root, model, _, _ = setup
+    folder, path = collection
+    rank("encode", "--engine", "ray", "--workers", 2, "--threads", 1, "--collection", path, "--model", model.path,
+         "--batch-size", 16, "--store", folder / "ray")
+    assert same_files(folder / "ray", folder / "single")
 
 
-def test_ray_cluster_of_two_nodes_by_address(setup):
+def test_ray_cluster_of_two_nodes_by_address(setup, collection):
     pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
+    import subprocess
+    import sys
 
-    from ranker.rerank.distributed import build_store_ray
-
-    root, model, docs, single = setup
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    try:
-        for _ in range(2):
-            cluster.add_node(num_cpus=1)
-        built = build_store_ray("twinbert", str(model.path), docs, root / "cluster", batch_size=16, workers=2,
-                                threads=1, address=cluster.address)
-    finally:
-        cluster.shutdown()
-    assert same_files(built.path, single.path)
+    root, model, _, _ = setup
+    folder, path = collection
+    subprocess.run([sys.executable, "-c", RAY_CLUSTER, str(model.path), str(path), str(folder / "cluster")],
+                   check=True, capture_output=True)
+    assert same_files(folder / "cluster", folder / "single")
 
 
 def test_the_command_line_shards_and_merges(setup, tmp_path):
@@ -92,7 +120,7 @@ def test_the_command_line_shards_and_merges(setup, tmp_path):
 
     root, model, docs, _ = setup
     collection = tmp_path / "docs.tsv"
-    collection.write_text("".join(f"{d}\t{t}\n" for d, t in docs[:50]))
+    collection.write_text("".join(f"{d}\t{' '.join(t.split())}\n" for d, t in docs[:50]))
     common = ["--collection", collection, "--model", model.path, "--batch-size", 8, "--threads", 1]
     rank("encode", *common, "--store", tmp_path / "single")
     for i in range(2):
