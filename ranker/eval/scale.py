@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ranker.rerank.quantization import quantization_rule, quantize
-from ranker.rerank.store import EmbeddingStore, text_hash
+from ranker.rerank.store import EmbeddingStore, text_hashes
 from ranker.rerank.store_build import TEXT_HASH, _complete
 
 CHUNK = 65_536
@@ -42,7 +42,7 @@ def synthetic_store(path: str | Path, rows: int, dim: int = 384, dtype: str = "f
             vectors = np.random.default_rng([seed, start]).standard_normal((count, dim), dtype=np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             names = [docno(start + i) for i in range(count)]
-            hashes = np.frombuffer(b"".join(text_hash(n) for n in names), dtype=np.uint8).reshape(-1, 16)
+            hashes = text_hashes(names)
             build.append([(names, *quantize(vectors, plan["quantization"]), hashes)])
 
     return _complete(path, plan, fill)

@@ -19,7 +19,7 @@ from pathlib import Path
 from ranker.errors import RankerError
 from ranker.first_stage.bm25 import Bm25Retriever, anserini_args
 from ranker.first_stage.jvm import start_jvm
-from ranker.io.artifact import read_metadata, write_metadata
+from ranker.io.artifact import read_metadata, update_metadata
 from ranker.types import Doc
 
 
@@ -48,12 +48,10 @@ def _recount(index_dir: Path) -> int:
     """The index's live documents, written into its metadata."""
     from jnius import autoclass
 
-    meta = read_metadata(index_dir, "bm25-index")
     reader = autoclass("org.apache.lucene.index.DirectoryReader").open(_directory(index_dir))
     count = int(reader.numDocs())  # live documents (pyserini's num_docs counts deleted ones until a merge)
     reader.close()
-    fields = {k: v for k, v in meta.items() if k not in ("type", "format_version", "ranker_version")}
-    write_metadata(index_dir, "bm25-index", **{**fields, "documents": count})
+    update_metadata(index_dir, "bm25-index", documents=count)
     return count
 
 

@@ -51,6 +51,13 @@ def write_metadata(path: str | Path, type: str, **fields: Any) -> dict:
     return record
 
 
+def update_metadata(path: str | Path, type: str, **changes: Any) -> dict:
+    """Rewrite an artifact's metadata with ``changes`` over what it holds (its type checked, its version fields
+    made current), atomically."""
+    kept = {k: v for k, v in read_metadata(path, type).items() if k not in ("type", "format_version", "ranker_version")}
+    return write_metadata(path, type, **{**kept, **changes})
+
+
 def metadata_file(path: str | Path) -> Path | None:
     """The file holding ``path``'s metadata: ``ranker.json``, an older name, or ``path`` itself for a file."""
     path = Path(path)

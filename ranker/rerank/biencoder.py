@@ -10,7 +10,7 @@ the reranker then encodes only the query, as a user serving a sentence-transform
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,8 @@ from ranker.rerank.hf import (
     resolve_checkpoint,
     sentence_max_length,
 )
-from ranker.types import Query, Ranking
+from ranker.rerank.store import EmbeddingStore
+from ranker.types import Query, Ranking, ScoredDoc
 
 DEFAULT_MAX_LENGTH = 256
 """Tokens kept when the model folder declares no ``max_seq_length`` (all-MiniLM-L6-v2's is 256, mpnet's 384)."""
@@ -121,8 +122,6 @@ class BiEncoderReranker(Reranker):
 
     def __init__(self, texts: Mapping[str, str] | None, encoder: BiEncoder | None = None,
                  store: str | Path | None = None):
-        from ranker.rerank.store import EmbeddingStore
-
         self.texts = texts
         self.encoder = encoder or BiEncoder()
         self.store = EmbeddingStore.load(store, self.encoder) if store is not None else None
@@ -132,12 +131,20 @@ class BiEncoderReranker(Reranker):
         if self.store is None:
             scores = self.encoder.score_pairs([(queries[d.qid].text, self.texts[d.docno]) for d in docs])
             return rescored(docs, scores)
-        qids = list(dict.fromkeys(d.qid for d in docs))
-        q_vecs = self.encoder.encode([queries[qid].text for qid in qids])
-        row = {qid: i for i, qid in enumerate(qids)}
-        d_vecs = self.store.lookup([d.docno for d in docs])
-        return rescored(docs, (q_vecs[[row[d.qid] for d in docs]] * d_vecs).sum(1))
+        return store_scores(docs, queries, self.encoder.encode, self.store)
 
     def config(self) -> dict:
         return {"stage": self.name, **self.encoder.config(),
                 **({"store": str(self.store.path), "store_dtype": self.store.dtype} if self.store else {})}
+
+
+def store_scores(docs: Sequence[ScoredDoc], queries: Mapping[str, Query], encode: Callable[[list[str]], np.ndarray],
+                 store: EmbeddingStore, normalize_passages: bool = False) -> Ranking:
+    """``docs`` rescored by the dot product of their query's vector (``encode``, each distinct query once) and
+    their stored vector (divided by its norm with ``normalize_passages``: a store of unnormalised vectors)."""
+    qids = list(dict.fromkeys(d.qid for d in docs))
+    q_vecs = encode([queries[qid].text for qid in qids])
+    row = {qid: i for i, qid in enumerate(qids)}
+    d_vecs = store.lookup([d.docno for d in docs])
+    scores = (q_vecs[[row[d.qid] for d in docs]] * d_vecs).sum(1)
+    return rescored(docs, scores / np.linalg.norm(d_vecs, axis=1).clip(min=1e-12) if normalize_passages else scores)

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from ranker.errors import RankerError
-from ranker.io.artifact import artifact_type
 from ranker.pipeline import Stage
 from ranker.rerank.fusion import znorm
 from ranker.rerank.store import EmbeddingStore
@@ -58,9 +57,9 @@ class DenseRetriever(Stage):
         self.hnsw = self._hnsw() if search == "hnsw" else None
 
     def _query_encoder(self, model: str | None, store: str | Path, query_backend: str | None):
-        from ranker.rerank.registry import shipped_model
+        from ranker.rerank.registry import reranker_kind, shipped_model
 
-        if model in (None, "") or (Path(model).is_dir() and artifact_type(model) == "twinbert"):
+        if not model or reranker_kind(model, default="biencoder") == "twinbert":
             from ranker.rerank.config import DEFAULT_QUERY_BACKEND
             from ranker.rerank.query_encoders import make_query_encoder
             from ranker.rerank.twinbert import TwinBert

@@ -20,7 +20,7 @@ import numpy as np
 from ranker.errors import RankerError
 from ranker.rerank.quantization import quantize
 from ranker.rerank.registry import doc_encoder
-from ranker.rerank.store import EmbeddingStore, text_hash
+from ranker.rerank.store import EmbeddingStore, text_hashes
 from ranker.rerank.store_build import _complete, _docno_text, _skip_committed, encoder_plan
 from ranker.types import Doc
 
@@ -84,7 +84,7 @@ def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str
                 raise RankerError(f"Ray returned batch {row['batch']} where batch {expected} was due")
             batch = batches[expected]
             vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(batch), dim)
-            hashes = np.frombuffer(b"".join(text_hash(t) for _, t in batch), dtype=np.uint8).reshape(-1, 16)
+            hashes = text_hashes(t for _, t in batch)
             pending.append(([d for d, _ in batch], *quantize(vectors, plan["quantization"]), hashes))
             if sum(len(p[0]) for p in pending) >= chunk_size:
                 build.append(pending)

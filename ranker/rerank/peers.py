@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ranker.errors import RankerError
-from ranker.io.artifact import artifact_type
-from ranker.pipeline import Reranker, pending, rescored
+from ranker.pipeline import Reranker, pending
 from ranker.rerank.hf import resolve_checkpoint
+from ranker.rerank.registry import reranker_kind
 from ranker.rerank.store import EmbeddingStore
 from ranker.types import Query, Ranking
 
@@ -41,7 +41,7 @@ class SentenceTransformerReranker(Reranker):
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = resolve_checkpoint(model)
-        twinbert = Path(path, "ranker.json").is_file() and artifact_type(path) == "twinbert"
+        twinbert = reranker_kind(path, default="biencoder") == "twinbert"
         if twinbert:
             from ranker.rerank.twinbert import TwinBert
 
@@ -58,14 +58,13 @@ class SentenceTransformerReranker(Reranker):
         del owner
 
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
-        docs = pending(queries, candidates)
-        qids = list(dict.fromkeys(d.qid for d in docs))
-        q_vecs = self.model.encode([queries[qid].text for qid in qids], normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False)
-        row = {qid: i for i, qid in enumerate(qids)}
-        d_vecs = self.store.lookup([d.docno for d in docs])
-        norms = np.linalg.norm(d_vecs, axis=1).clip(min=1e-12)
-        return rescored(docs, (q_vecs[[row[d.qid] for d in docs]] * d_vecs).sum(1) / norms)
+        from ranker.rerank.biencoder import store_scores
+
+        def encode(texts: list[str]) -> np.ndarray:
+            return self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                                     show_progress_bar=False)
+
+        return store_scores(pending(queries, candidates), queries, encode, self.store, normalize_passages=True)
 
     def config(self) -> dict:
         return {"stage": self.name, "model": self.model_path, "store": str(self.store.path),

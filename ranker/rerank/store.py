@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,6 +64,11 @@ class DocEncoder(Protocol):
 def text_hash(text: str) -> bytes:
     """The 16-byte BLAKE2b digest of a passage's UTF-8 text, as the store records it."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def text_hashes(texts: Iterable[str]) -> np.ndarray:
+    """:func:`text_hash` of each text, as the ``(n, 16)`` uint8 rows of ``text_hashes.npy``."""
+    return np.frombuffer(b"".join(text_hash(t) for t in texts), dtype=np.uint8).reshape(-1, 16)
 
 
 def partial_path(path: str | Path) -> Path:
@@ -201,7 +206,7 @@ class EmbeddingStore:
         (or records no hashes: a store built before they were kept)."""
         if self._hash_index is None:
             return [None] * len(texts)
-        digests = np.frombuffer(b"".join(text_hash(t) for t in texts), dtype=np.uint8).reshape(-1, 16)
+        digests = text_hashes(texts)
         rows = self._hash_index.find(hash_keys(digests), self.deleted)
         return [row if row is not None and bytes(self.hashes[row]) == bytes(d) else None
                 for row, d in zip(rows, digests)]

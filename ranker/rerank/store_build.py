@@ -45,7 +45,7 @@ from ranker.rerank.store import (
     docno_keys,
     hash_keys,
     partial_path,
-    text_hash,
+    text_hashes,
 )
 from ranker.types import Doc
 
@@ -85,6 +85,22 @@ def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: 
     return _complete(path, plan, lambda build: _encode_into(build, model, docs, chunk_size, progress))
 
 
+PLAN_KEYS = ("dim", "dtype", "quantization", "model_fingerprint", "batch_size", "text_hash")
+"""What a store's encoding depends on: the fields a build, a merge and a compaction carry over."""
+
+
+def encoded_plan(store: EmbeddingStore) -> dict:
+    """The :data:`PLAN_KEYS` of a built store (the plan that rebuilds its files)."""
+    return {k: store.meta[k] for k in PLAN_KEYS if k in store.meta}
+
+
+def stored_rows(store: EmbeddingStore, rows: np.ndarray) -> tuple:
+    """A chunk for :meth:`_PartialBuild.append` holding ``rows`` of ``store`` as stored (codes copied)."""
+    return ([store.docnos[r] for r in rows], np.asarray(store.embeddings[rows]),
+            None if store.scales is None else np.asarray(store.scales[rows]),
+            None if store.hashes is None else np.asarray(store.hashes[rows]))
+
+
 def encoder_plan(model: DocEncoder, dtype: str, batch_size: int) -> dict:
     """What a store encoded by ``model`` records, and what a resumed build must match."""
     return {"dim": model.dim, "dtype": dtype, "quantization": quantization_rule(dtype, model.bounded),
@@ -106,11 +122,10 @@ def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int
         raise RankerError("give the shard stores to merge")
     first = stores[0].meta
     count = (first.get("shard") or [0, 0])[1]
-    keys = ("dim", "dtype", "quantization", "model_fingerprint", "batch_size", "text_hash")
     for store in stores:
         if "shard" not in store.meta:
             raise RankerError(f"{store.path} is not a shard (built without --shard)")
-        differing = [k for k in (*keys, "shard") if k != "shard" and store.meta.get(k) != first.get(k)]
+        differing = [k for k in PLAN_KEYS if store.meta.get(k) != first.get(k)]
         if differing or store.meta["shard"][1] != count:
             raise RankerError(f"{store.path} is a shard of another build than {stores[0].path} (differs in "
                               f"{', '.join(differing) or 'the number of shards'})")
@@ -118,7 +133,7 @@ def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int
     if sorted(by_index) != list(range(count)) or len(stores) != count:
         raise RankerError(f"merging needs each of the {count} shards once; given shards "
                           f"{sorted(s.meta['shard'][0] for s in stores)}")
-    plan = {k: first[k] for k in keys if k in first}
+    plan = encoded_plan(stores[0])
     size, total = first["batch_size"], sum(len(s) for s in stores)
 
     def interleave(build: _PartialBuild) -> None:
@@ -127,10 +142,7 @@ def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int
             shard, start = by_index[batch % count], (batch // count) * size
             if start >= len(shard):
                 break
-            rows = np.arange(start, min(start + size, len(shard)))
-            chunk.append((shard.docnos[rows[0]:rows[-1] + 1], np.asarray(shard.embeddings[rows]),
-                          None if shard.scales is None else np.asarray(shard.scales[rows]),
-                          None if shard.hashes is None else np.asarray(shard.hashes[rows])))
+            chunk.append(stored_rows(shard, np.arange(start, min(start + size, len(shard)))))
             batch += 1
             if sum(len(c[0]) for c in chunk) >= chunk_size:
                 build.append(chunk)
@@ -202,7 +214,7 @@ def _encode_into(build: _PartialBuild, model: DocEncoder, docs: Iterable[Doc | t
         for batch in _batches(items, build.plan["batch_size"]):
             docnos, texts = [d for d, _ in batch], [t for _, t in batch]
             vectors = np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32)
-            hashes = np.frombuffer(b"".join(text_hash(t) for t in texts), dtype=np.uint8).reshape(-1, 16)
+            hashes = text_hashes(texts)
             pending.append((docnos, *quantize(vectors, build.plan["quantization"]), hashes))
             if sum(len(p[0]) for p in pending) >= chunk_size or time.monotonic() - committed >= COMMIT_SECONDS:
                 build.append(pending)

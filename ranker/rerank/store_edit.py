@@ -20,11 +20,19 @@ from pathlib import Path
 import numpy as np
 
 from ranker.errors import RankerError
-from ranker.io.artifact import write_metadata
+from ranker.io.artifact import update_metadata
 from ranker.io.atomic import atomic_dir
 from ranker.rerank.quantization import quantize
-from ranker.rerank.store import DOCNOS, EMBEDDINGS, HASHES, SCALES, DocEncoder, EmbeddingStore, text_hash
-from ranker.rerank.store_build import _batches, _docno_text, _npy_header, _PartialBuild, write_indexes
+from ranker.rerank.store import DOCNOS, EMBEDDINGS, HASHES, SCALES, DocEncoder, EmbeddingStore, text_hashes
+from ranker.rerank.store_build import (
+    _batches,
+    _docno_text,
+    _npy_header,
+    _PartialBuild,
+    encoded_plan,
+    stored_rows,
+    write_indexes,
+)
 from ranker.types import Doc
 
 
@@ -49,8 +57,7 @@ def _commit(store: EmbeddingStore, count: int, deleted: Iterable[int]) -> Embedd
             f.write(header)
             f.flush()
             os.fsync(f.fileno())
-    meta = {k: v for k, v in store.meta.items() if k not in ("type", "format_version", "ranker_version")}
-    write_metadata(store.path, "embedding-store", **{**meta, "count": count, "deleted_rows": sorted(deleted)})
+    update_metadata(store.path, "embedding-store", count=count, deleted_rows=sorted(deleted))
     return EmbeddingStore.load(store.path)
 
 
@@ -77,18 +84,19 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
         if docno in seen:
             raise RankerError(f"docno {docno!r} is given twice among the documents to add")
         seen.add(docno)
-    held = [d for d, _ in items if d in store]
+    rows = store.rows_of([d for d, _ in items])
+    held = [d for (d, _), row in zip(items, rows) if row is not None]
     if held and not replace:
         raise RankerError(f"{len(held)} docno(s) are already in the store {path}: {', '.join(held[:5])} "
                           "(--replace re-encodes them)")
-    deleted = set(store.deleted) | {store.row(d) for d in held}
+    deleted = set(store.deleted) | {row for row in rows if row is not None}
     _cut_uncommitted(store)
     rule = store.meta["quantization"]
     for batch in _batches(iter(items), store.meta["batch_size"]):
         texts = [t for _, t in batch]
         codes, scales = quantize(np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32), rule)
         parts = {EMBEDDINGS: codes, SCALES: scales,
-                 HASHES: np.frombuffer(b"".join(text_hash(t) for t in texts), dtype=np.uint8)}
+                 HASHES: text_hashes(texts)}
         for name in _arrays(store):
             with open(store.path / name, "ab") as f:
                 f.write(np.ascontiguousarray(parts[name]).tobytes())
@@ -104,24 +112,20 @@ def delete_from_store(path: str | Path, docnos: Sequence[str]) -> EmbeddingStore
         RankerError: A docno the store does not hold (the first few are named); nothing is deleted then.
     """
     store = EmbeddingStore.load(path)
-    unknown = [d for d in docnos if d not in store]
+    rows = store.rows_of(docnos)
+    unknown = [d for d, row in zip(docnos, rows) if row is None]
     if unknown:
         raise RankerError(f"{len(unknown)} docno(s) to delete are not in the store {path}: {', '.join(unknown[:5])}")
-    return _commit(store, store.row_count, set(store.deleted) | {store.row(d) for d in docnos})
+    return _commit(store, store.row_count, set(store.deleted) | set(rows))
 
 
 def compact_store(path: str | Path, chunk_size: int = 4096) -> EmbeddingStore:
     """Rewrite the store without its tombstoned rows (codes copied as they are); the folder is replaced whole."""
     store = EmbeddingStore.load(path)
-    keys = ("dim", "dtype", "quantization", "model_fingerprint", "batch_size", "text_hash")
-    plan = {k: store.meta[k] for k in keys if k in store.meta}
     live = store.live_rows()
     with atomic_dir(path) as tmp:
-        build = _PartialBuild(tmp, plan)
+        build = _PartialBuild(tmp, encoded_plan(store))
         for start in range(0, len(live), chunk_size):
-            rows = live[start:start + chunk_size]
-            build.append([([store.docnos[r] for r in rows], np.asarray(store.embeddings[rows]),
-                           None if store.scales is None else np.asarray(store.scales[rows]),
-                           None if store.hashes is None else np.asarray(store.hashes[rows]))])
+            build.append([stored_rows(store, live[start:start + chunk_size])])
         build.finish()
     return EmbeddingStore.load(path)
