@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ranker.cli import (
+    align,
     bench,
     bench_serve,
     bench_store,
@@ -51,6 +52,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("train-teacher")(train.train_teacher)
 app.command("encode")(encode.encode)
 app.command("distill")(distill.distill)
+app.command("align")(align.align)
 app.command("ensemble")(ensemble.ensemble)
 app.command("fuse")(ensemble.fuse)
 app.command("bench")(bench.bench)

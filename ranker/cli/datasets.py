@@ -40,3 +40,23 @@ def validation(
     held = validation_split(data, seed=seed, runs_dir=runs).validation
     held.write(output)
     typer.echo(f"{len(held.queries)} validation queries -> {output}")
+
+
+@app.command("distill")
+def distill_candidates(
+    output: Annotated[Path, typer.Option(help="Folder for COLLECTION.topics.tsv and COLLECTION.candidates.trec.",
+                                         callback=output_folder)],
+    sets: Annotated[list[str], typer.Option(help="Distillation sets (rank datasets list).")] = ["dev600"],
+    depth: Annotated[int | None, typer.Option(min=1, help="Candidates kept per query (default: all).")] = None,
+    data: Annotated[Path, typer.Option(help="Shared data folder.")] = DATA_DIR,
+    runs: Annotated[Path, typer.Option(help="The project's runs (BM25 over SciFact train queries).")] = RUNS_DIR,
+    seed: Annotated[int, typer.Option(help="The validation split's seed (its queries are left out).")] = 13,
+) -> None:
+    """The distillation queries and candidates as files (never DL19, SciFact test or the validation queries):
+    score them with any reranker ('rank run', 'rank fuse'), then 'rank distill --teacher-run'."""
+    from ranker.train.examples import distill_data, validation_split
+
+    held = validation_split(data, seed=seed, scifact="scifact-train" in sets, runs_dir=runs).validation.queries
+    pairs = distill_data(data, sets, exclude=set(held), runs_dir=runs)
+    pairs.write(output, depth)
+    typer.echo(f"{len(pairs.queries)} distillation queries -> {output}")

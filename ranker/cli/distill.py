@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import output_folder
+from ranker.cli.options import output_folder, split_spec
 from ranker.io.datasets import DATA_DIR, RUNS_DIR
 from ranker.rerank.registry import RerankerConfig
 from ranker.train.config import DistillConfig
@@ -64,13 +64,21 @@ def distill(
     val_depth: Annotated[int, typer.Option(
         min=1, help="BM25 candidates reranked per validation query.")] = RECIPE.val_depth,
     batch_size: Annotated[int, typer.Option(min=1, help="Teacher scoring batch size.")] = RerankerConfig.batch_size,
+    teacher_run: Annotated[list[str] | None, typer.Option(
+        help="COLLECTION=RUN (repeatable): the teacher's scores read from its run over the candidates 'rank "
+             "datasets distill' wrote, instead of scoring with --teacher.")] = None,
+    doc_store: Annotated[list[Path] | None, typer.Option(
+        help="A frozen passage side (repeatable): passage vectors read from these stores of the student's "
+             "document side; only the query side trains.")] = None,
+    reset_crossing: Annotated[bool, typer.Option(
+        help="With --init: a fresh crossing of --crossing's kind on the towers of --init.")] = False,
 ) -> None:
     """Distil the teacher into a TwinBERT student; rerun the same command to resume."""
     import dataclasses
 
     from ranker.train.config import LoopConfig
     from ranker.train.distill import distill as train
-    from ranker.train.scores import teacher_scores
+    from ranker.train.scores import run_teacher_scores, teacher_scores
 
     student = dataclasses.replace(RECIPE.student, num_layers=num_layers, pooling=pooling, crossing=crossing,
                                   cos_scale=cos_scale, proj_dim=proj_dim, shared_encoder=shared_encoder)
@@ -80,8 +88,13 @@ def distill(
         label_weight=label_weight, lr=lr, head_warmup_steps=head_warmup_steps, group_size=group_size,
         queries_per_step=queries_per_step, data_dir=str(data), val_depth=val_depth,
         loop=LoopConfig(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
-                        checkpoint_every=eval_every, seed=seed))
-    if not cached_only:
+                        checkpoint_every=eval_every, seed=seed),
+        doc_stores=tuple(str(p) for p in doc_store or ()), reset_crossing=reset_crossing)
+    if teacher_run:
+        frame = run_teacher_scores(scores, dict(split_spec(spec, "--teacher-run") for spec in teacher_run),
+                                   data, sets, seed, runs)
+        typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
+    elif not cached_only:
         frame = teacher_scores(scores, teacher, scifact_teacher, data, sets, seed, batch_size, score_queries, runs)
         typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
     if not score_only:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ranker.errors import RankerError
 from ranker.io.atomic import check_writable
 from ranker.rerank.config import DEFAULT_QUERY_BACKEND, QUERY_BACKENDS
 
@@ -37,3 +38,11 @@ QUERY_BACKEND_HELP = (f"What runs the twinbert query tower: {', '.join(QUERY_BAC
                       f"{DEFAULT_QUERY_BACKEND}, the fastest that keeps quality; torch is the float32 reference; "
                       "torch-bf16 falls back to float32 on a CPU without native bfloat16). An ONNX graph is exported "
                       "on first use and cached next to the model.")
+
+
+def split_spec(spec: str, option: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of a repeatable option, or a one-line error naming the option."""
+    key, sep, value = spec.partition("=")
+    if not sep or not key or not value:
+        raise RankerError(f"{option} takes KEY=VALUE, got {spec!r}")
+    return key, value

@@ -207,6 +207,11 @@ def strip_prefix(identifier: str) -> str:
     return identifier
 
 
+def with_prefix(collection: str, identifier: str) -> str:
+    """A collection's own id as the registry's sets write it (``scifact:…``; MS MARCO ids have no prefix)."""
+    return next((d.id_prefix for d in _REGISTRY.values() if d.collection == collection), "") + identifier
+
+
 # ---------------------------------------------------------------- the shared data (../shared/data/README.md)
 
 _MS = "{data}/msmarco-passage"

@@ -67,6 +67,10 @@ class TwinBertConfig:
             stretch the cosines themselves and disturbs the pretrained geometry (measured: docs/student-experiments.md).
         query_max_length: Tokens kept per query.
         doc_max_length: Tokens kept per passage.
+        doc_encoder: An asymmetric TwinBERT: the passage side is this sentence-transformers bi-encoder (a name such
+            as ``mpnet``, or a folder; mean pooling, unit vectors, :mod:`ranker.rerank.biencoder`), frozen and read
+            from its embedding store, and only the query tower (``encoder``, ``num_layers``, pooling and a
+            projection to the bi-encoder's size) is trained. The folder then holds no document tower.
     """
 
     encoder: str | None = None
@@ -79,8 +83,12 @@ class TwinBertConfig:
     cos_scale: float = 10.0
     query_max_length: int = 32
     doc_max_length: int = 128
+    doc_encoder: str | None = None
 
     def __post_init__(self) -> None:
+        if self.doc_encoder and (self.shared_encoder or not self.proj_dim):
+            raise RankerError("an asymmetric TwinBERT (doc_encoder) needs shared_encoder=False and proj_dim set to "
+                              "the document encoder's size")
         if self.pooling not in ("weighted", "cls") or self.crossing not in ("res", "cos"):
             raise RankerError(f"pooling must be 'weighted' or 'cls' and crossing 'res' or 'cos', got "
                               f"{self.pooling!r}, {self.crossing!r}")

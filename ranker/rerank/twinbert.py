@@ -18,6 +18,13 @@ fingerprint), ``doc_encoder/`` and, unless the encoder is shared, ``query_encode
 ``config.json``, ``model.safetensors``, tokenizer files), and ``head.safetensors`` (pooling, projection and
 crossing weights).
 
+**Asymmetric TwinBERT** (``config.doc_encoder``, the paper allows separate towers): the passage side is a
+sentence-transformers bi-encoder (all-mpnet-base-v2: 12 layers × 768), run once offline into its own embedding
+store (``rank encode --encoder biencoder``), and the query side is a small tower (MiniLM, ≤ 6 × 384) with a
+projection to the bi-encoder's size, trained against the frozen passage vectors (:mod:`ranker.train.align`, then
+:mod:`ranker.train.distill` with ``doc_stores``). Its folder holds the query tower and head only; the document-side
+fingerprint is the bi-encoder's (recorded, checked when the bi-encoder is loaded to encode new passages).
+
 Document-side fingerprint: the SHA-256 of the doc-side config (pooling, projection size, passage length) as
 JSON, then of the document tower's tokenizer (:func:`ranker.rerank.hf.tokenizer_fingerprint`: a store encoded
 through another tokenizer is another model's), then of every tensor of the document tower (encoder, pooling,
@@ -45,6 +52,7 @@ from ranker.errors import RankerError
 from ranker.io.artifact import read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir
 from ranker.pipeline import Reranker, rescored
+from ranker.rerank.biencoder import DEFAULT_MAX_LENGTH, BiEncoder
 from ranker.rerank.config import DEFAULT_QUERY_BACKEND, TwinBertConfig
 from ranker.rerank.hf import (
     auto_device,
@@ -53,14 +61,27 @@ from ranker.rerank.hf import (
     loading,
     module_fingerprint,
     resolve_checkpoint,
+    sentence_max_length,
 )
 from ranker.rerank.layers import CosineCrossing, ResidualCrossing, Tower
 from ranker.rerank.query_encoders import make_query_encoder
-from ranker.rerank.store import EmbeddingStore
+from ranker.rerank.store import EmbeddingStore, StoreMismatchError
 from ranker.types import Query, Ranking
 
 HEAD_WEIGHTS = "head.safetensors"
 QUERY_ENCODER, DOC_ENCODER = "query_encoder", "doc_encoder"
+
+
+def asymmetric_config(doc_encoder: str, **fields) -> TwinBertConfig:
+    """An asymmetric architecture over the bi-encoder ``doc_encoder`` (a name or folder): the query projection
+    goes to its size and passages keep its length; ``fields`` set the query side (e.g. ``crossing``)."""
+    from transformers import AutoConfig
+
+    path = resolve_checkpoint(doc_encoder)
+    with loading(path):
+        hidden = AutoConfig.from_pretrained(path).hidden_size
+    return TwinBertConfig(**{"shared_encoder": False, "proj_dim": hidden, "doc_encoder": doc_encoder,
+                             "doc_max_length": sentence_max_length(path, DEFAULT_MAX_LENGTH), **fields})
 
 
 class TwinBert(nn.Module):
@@ -74,7 +95,7 @@ class TwinBert(nn.Module):
     """
 
     def __init__(self, config: TwinBertConfig | None = None, device: str | None = None,
-                 encoders: Mapping[str, str | Path] | None = None):
+                 encoders: Mapping[str, str | Path] | None = None, doc_fingerprint: str | None = None):
         super().__init__()
         self.config = config = config or TwinBertConfig()
         start = resolve_checkpoint(config.encoder)
@@ -83,12 +104,26 @@ class TwinBert(nn.Module):
         def tower(side: str) -> Tower:
             return Tower(*load_encoder(paths[side], config.num_layers), config.pooling, config.proj_dim)
 
-        self.doc_tower = tower("doc")
+        self._doc_encoder: BiEncoder | None = None
+        self._device = device
+        if config.doc_encoder:  # asymmetric: the passage side is a frozen bi-encoder, loaded when first needed
+            self.doc_tower = None
+            self._doc_fingerprint = doc_fingerprint or self.doc_encoder.fingerprint()
+        else:
+            self.doc_tower = tower("doc")
         self.query_tower = self.doc_tower if config.shared_encoder else tower("query")
-        self.crossing = (ResidualCrossing(self.dim, config.res_width) if config.crossing == "res"
-                         else CosineCrossing(config.cos_scale))
+        self.crossing = self._new_crossing()
         self.path: Path | None = None  # the folder it was loaded from
         self.to(auto_device(device)).eval()
+
+    def _new_crossing(self) -> nn.Module:
+        c = self.config
+        return ResidualCrossing(self.dim, c.res_width) if c.crossing == "res" else CosineCrossing(c.cos_scale)
+
+    def reset_crossing(self, crossing: str, res_width: int, cos_scale: float) -> None:
+        """Replace the crossing layer by a fresh one of kind ``crossing`` (the towers are kept)."""
+        self.config = dataclasses.replace(self.config, crossing=crossing, res_width=res_width, cos_scale=cos_scale)
+        self.crossing = self._new_crossing().to(self.device)
 
     @property
     def dim(self) -> int:
@@ -97,8 +132,26 @@ class TwinBert(nn.Module):
 
     @property
     def bounded(self) -> bool:
-        """Whether vectors lie in [-1, 1] (a tanh projection): the store then uses 256 fixed levels for int8."""
-        return self.config.proj_dim is not None
+        """Whether passage vectors lie in [-1, 1] (a tanh projection): the store then uses 256 fixed levels for
+        int8. An asymmetric model's are the bi-encoder's unit vectors (scaled per row, as its own store's)."""
+        return self.config.proj_dim is not None and not self.config.doc_encoder
+
+    @property
+    def doc_encoder(self) -> BiEncoder:
+        """An asymmetric model's passage side (loaded on first use; serving from a store never needs it).
+
+        Raises:
+            StoreMismatchError: The bi-encoder found under that name is not the one the model was trained against.
+        """
+        if self._doc_encoder is None:
+            encoder = BiEncoder(self.config.doc_encoder, self.config.doc_max_length, device=self._device,
+                                progress=False)
+            recorded = getattr(self, "_doc_fingerprint", None)
+            if recorded is not None and encoder.fingerprint() != recorded:
+                raise StoreMismatchError(f"document encoder {self.config.doc_encoder!r} ({encoder.model_path}) is "
+                                         "not the one this student was trained against (fingerprints differ)")
+            self._doc_encoder = encoder
+        return self._doc_encoder
 
     @property
     def device(self) -> torch.device:
@@ -124,9 +177,14 @@ class TwinBert(nn.Module):
         if len(sizes) != 1 or len(docs) != len(queries):
             raise RankerError(f"forward needs one group of passages per query, all the same size; got "
                               f"{len(queries)} queries and group sizes {sorted(sizes)}")
-        q = self.query_tower(queries, self.config.query_max_length)
-        d = self.doc_tower([text for group in docs for text in group], self.config.doc_max_length)
-        return self.cross(q, d.view(len(queries), sizes.pop(), -1))
+        d = self.encode_docs([text for group in docs for text in group]) if self.config.doc_encoder else \
+            self.doc_tower([text for group in docs for text in group], self.config.doc_max_length)
+        return self.score_vectors(queries, d.to(self.device).view(len(queries), sizes.pop(), -1))
+
+    def score_vectors(self, queries: Sequence[str], d_vecs: torch.Tensor) -> torch.Tensor:
+        """Training scores of queries against given passage vectors ``(len(queries), k, dim)`` (a frozen
+        passage side read from a store): only the query tower runs."""
+        return self.cross(self.query_tower(queries, self.config.query_max_length), d_vecs)
 
     def encode_queries(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
         """Query vectors, float32 on CPU, one row per text in the order given (PyTorch; training uses this, and
@@ -135,6 +193,8 @@ class TwinBert(nn.Module):
 
     def encode_docs(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
         """Passage vectors, float32 on CPU, one row per text in the order given."""
+        if self.config.doc_encoder:
+            return torch.from_numpy(self.doc_encoder.encode(texts))
         return self._encode(self.doc_tower, texts, self.config.doc_max_length, batch_size, progress)
 
     @torch.inference_mode()
@@ -154,7 +214,10 @@ class TwinBert(nn.Module):
         return out
 
     def fingerprint(self) -> str:
-        """SHA-256 of what cached passage vectors depend on (see the module docstring for the rule)."""
+        """SHA-256 of what cached passage vectors depend on (see the module docstring for the rule); an
+        asymmetric model's is its bi-encoder's, so that bi-encoder's stores serve it."""
+        if self.config.doc_encoder:
+            return self._doc_fingerprint
         settings = {k: getattr(self.config, k) for k in ("pooling", "proj_dim", "doc_max_length")}
         return module_fingerprint(self.doc_tower.tokenizer, self.doc_tower, settings)
 
@@ -169,7 +232,7 @@ class TwinBert(nn.Module):
 
         The folder replaces ``path`` only once complete. Loading gives float32 weights.
         """
-        towers = {DOC_ENCODER: self.doc_tower}
+        towers = {} if self.config.doc_encoder else {DOC_ENCODER: self.doc_tower}
         if not self.config.shared_encoder:
             towers[QUERY_ENCODER] = self.query_tower
         with atomic_dir(path) as tmp:
@@ -179,8 +242,8 @@ class TwinBert(nn.Module):
                 tower.tokenizer.save_pretrained(tmp / folder)
             save_file(self._head_state(), tmp / HEAD_WEIGHTS)
             write_metadata(tmp, "twinbert", score_type="logit", **dataclasses.asdict(self.config),
-                           encoders={"doc": DOC_ENCODER,
-                                     "query": DOC_ENCODER if self.config.shared_encoder else QUERY_ENCODER},
+                           encoders={"query": DOC_ENCODER if self.config.shared_encoder else QUERY_ENCODER,
+                                     **({} if self.config.doc_encoder else {"doc": DOC_ENCODER})},
                            dim=self.dim, dtype=str(dtype).removeprefix("torch."), doc_fingerprint=self.fingerprint())
         return Path(path)
 
@@ -197,7 +260,8 @@ class TwinBert(nn.Module):
         # a field missing from an older folder takes its default (all such fields only set starting weights)
         fields = [f.name for f in dataclasses.fields(TwinBertConfig)]
         config = TwinBertConfig(**{name: saved[name] for name in fields if name in saved})
-        model = cls(config, device, {side: path / folder for side, folder in saved["encoders"].items()})
+        model = cls(config, device, {side: path / folder for side, folder in saved["encoders"].items()},
+                    doc_fingerprint=saved["doc_fingerprint"] if config.doc_encoder else None)
         with loading(path):
             head = load_file(path / HEAD_WEIGHTS)
         if head.keys() != model._head_state().keys():

@@ -126,6 +126,11 @@ class DistillConfig:
         val_fraction: As the teacher's (same seed, same queries).
         val_depth: BM25 candidates reranked per validation query.
         threads: torch CPU threads.
+        doc_stores: A frozen passage side: every training and validation passage's vector is read from these
+            stores (of the student's document side) and only the query side trains (:mod:`ranker.train.frozen`);
+            empty: passages are encoded and the towers train end to end.
+        reset_crossing: With ``init``: a fresh crossing of ``student.crossing``'s kind (and its ``res_width``,
+            ``cos_scale``) on the towers of ``init`` (e.g. the residual crossing on an aligned query tower).
     """
 
     output: str
@@ -144,6 +149,48 @@ class DistillConfig:
     head_lr: float = 1e-3
     head_warmup_steps: int = 0
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=120, eval_every=30, checkpoint_every=30))
+    data_dir: str = str(DATA_DIR)
+    val_fraction: float = 0.25
+    val_depth: int = 50
+    threads: int | None = 2
+    doc_stores: tuple[str, ...] = ()
+    reset_crossing: bool = False
+
+
+@dataclass
+class AlignConfig:
+    """What :func:`ranker.train.align.align` trains: an asymmetric TwinBERT's query tower, to put short texts
+    where its bi-encoder puts them.
+
+    Attributes:
+        output: Run folder (see :mod:`ranker.train.loop`); the final fp16 student is ``output/model``.
+        doc_stores: Stores of the bi-encoder holding every validation candidate (validation reranks against them).
+        doc_encoder: The bi-encoder (the passage side): ``mpnet`` or a folder.
+        student: The query side's architecture (``doc_encoder``, ``proj_dim`` and ``doc_max_length`` are set
+            from the bi-encoder).
+        sets: Sets whose queries (minus the validation queries) and passages give the training texts.
+        sentences: Passage sentences drawn (seeded, spread evenly over the collections of ``sets``) besides the queries.
+        batch_size: Texts per step.
+        lr: AdamW learning rate of the query encoder; pooling and projection train at ``head_lr``.
+        head_lr: Learning rate of pooling and projection.
+        loop: Steps, warm-up, validation and checkpoint cadence, seed.
+        data_dir: The shared data folder.
+        val_fraction: As the teacher's (same seed, same validation queries).
+        val_depth: BM25 candidates reranked per validation query.
+        threads: torch CPU threads.
+    """
+
+    output: str
+    doc_stores: tuple[str, ...]
+    doc_encoder: str = "mpnet"
+    student: TwinBertConfig = field(default_factory=TwinBertConfig)
+    sets: tuple[str, ...] = DISTILL_SETS
+    sentences: int = 12_000
+    batch_size: int = 64
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=1500, warmup_steps=50, eval_every=250,
+                                                                checkpoint_every=250))
     data_dir: str = str(DATA_DIR)
     val_fraction: float = 0.25
     val_depth: int = 50

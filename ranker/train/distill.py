@@ -25,6 +25,7 @@ from ranker.io.datasets import collection_of
 from ranker.rerank.twinbert import TwinBert
 from ranker.train.config import DistillConfig
 from ranker.train.examples import set_queries, training_labels, validation_split
+from ranker.train.frozen import StoreVectors
 from ranker.train.loop import TrainingRun
 from ranker.train.losses import DISTILLATION_LOSSES, label_loss
 from ranker.train.scores import read_scores
@@ -50,13 +51,14 @@ def sample_groups(scores: Mapping[str, tuple[list[str], np.ndarray]], qids: Sequ
     return chosen, groups, torch.tensor(targets)
 
 
-def student_ranking(model, queries: Mapping[str, Query], candidates: Ranking, texts: Mapping[str, str],
-                    batch_size: int = 64) -> Ranking:
-    """Rerank with a TwinBERT encoding passages on the fly (no store): for validation and small sets."""
+def student_ranking(model, queries: Mapping[str, Query], candidates: Ranking, texts: Mapping[str, str] | None,
+                    batch_size: int = 64, vectors: StoreVectors | None = None) -> Ranking:
+    """Rerank with a TwinBERT encoding passages on the fly, or reading them from ``vectors`` (a frozen passage
+    side): for validation and small sets."""
     qids = [q for q in candidates if q in queries]
     docnos = list(dict.fromkeys(d.docno for q in qids for d in candidates[q]))
     q_vecs = model.encode_queries([queries[q].text for q in qids], batch_size)
-    d_vecs = model.encode_docs([texts[d] for d in docnos], batch_size)
+    d_vecs = vectors(docnos) if vectors else model.encode_docs([texts[d] for d in docnos], batch_size)
     row = {d: i for i, d in enumerate(docnos)}
     ranking: Ranking = {}
     with torch.inference_mode():
@@ -101,11 +103,20 @@ def distill(config: DistillConfig) -> Path:
         model = TwinBert.load(config.init)
         model.config = dataclasses.replace(model.config, doc_max_length=config.doc_max_length or
                                            model.config.doc_max_length)
+        if config.reset_crossing:
+            model.reset_crossing(config.student.crossing, config.student.res_width, config.student.cos_scale)
     else:
         model = TwinBert(dataclasses.replace(config.student, doc_max_length=config.doc_max_length or
                                              config.student.doc_max_length))
-    head = [p for n, p in model.named_parameters() if ".encoder." not in n]
-    body = [p for n, p in model.named_parameters() if ".encoder." in n]
+    if config.doc_stores and model.config.shared_encoder:
+        raise RankerError("a frozen passage side (doc_stores) needs separate towers: the shared encoder "
+                          "would change the stored vectors' model")
+    vectors = StoreVectors(config.doc_stores, model) if config.doc_stores else None
+    if vectors is not None:
+        vectors(list(texts))  # every training passage must be stored: fail before the first step
+    trained = [(n, p) for n, p in model.named_parameters() if vectors is None or not n.startswith("doc_tower.")]
+    head = [p for n, p in trained if ".encoder." not in n]
+    body = [p for n, p in trained if ".encoder." in n]
     optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
                                   weight_decay=0.01)
     loss_fn = DISTILLATION_LOSSES[config.loss]
@@ -116,7 +127,11 @@ def distill(config: DistillConfig) -> Path:
         for p in body:
             p.requires_grad_(n >= config.head_warmup_steps)
         chosen, groups, targets = sample_groups(scores, qids, config, n)
-        logits = model([queries[q] for q in chosen], [[texts[d] for d in g] for g in groups])
+        if vectors is None:
+            logits = model([queries[q] for q in chosen], [[texts[d] for d in g] for g in groups])
+        else:
+            d_vecs = vectors([d for g in groups for d in g]).view(len(groups), config.group_size, -1)
+            logits = model.score_vectors([queries[q] for q in chosen], d_vecs.to(model.device))
         loss = loss_fn(logits, targets.to(logits.device), **kwargs)
         record = {"loss": round(loss.item(), 4)}
         if config.label_weight:
@@ -132,7 +147,8 @@ def distill(config: DistillConfig) -> Path:
 
     def validate() -> dict[str, float]:
         return validation.scores(student_ranking(model, validation.queries,
-                                                 cutoff(validation.candidates, config.val_depth), val_texts))
+                                                 cutoff(validation.candidates, config.val_depth), val_texts,
+                                                 vectors=vectors))
 
     def metadata(state: dict) -> dict:
         # the architecture trained, whether from ``student`` or from ``init``

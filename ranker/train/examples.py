@@ -213,6 +213,30 @@ class DistillData:
             self.texts |= {d: texts[d] for d in kept}
             self.source[qid] = name
 
+    def write(self, folder: str | Path, depth: int | None = None) -> None:
+        """Per collection ``NAME.topics.tsv`` and ``NAME.candidates.trec`` (the collection's own ids; with
+        ``depth``, each query's first ``depth`` candidates): what a teacher's rerankers score with ``rank run``,
+        for :func:`ranker.train.scores.run_teacher_scores`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in sorted({collection_of(q) for q in self.queries}):
+            qids = [q for q in self.queries if collection_of(q) == name]
+            write_topics([Query(strip_prefix(q), self.queries[q].text) for q in qids], folder / f"{name}.topics.tsv")
+            write_run({strip_prefix(q): [ScoredDoc(strip_prefix(q), strip_prefix(d.docno), d.score)
+                                         for d in self.candidates[q][:depth]] for q in qids},
+                      folder / f"{name}.candidates.trec", "distill")
+
+    def within(self, ranking: Ranking) -> DistillData:
+        """The queries and candidates that ``ranking`` (prefixed ids) scores, in this data's order."""
+        kept = DistillData()
+        for qid, docs in self.candidates.items():
+            scored = {d.docno for d in ranking.get(qid, [])}
+            mine = [d for d in docs if d.docno in scored]
+            if mine:
+                kept.queries[qid], kept.candidates[qid], kept.source[qid] = self.queries[qid], mine, self.source[qid]
+                kept.texts |= {d.docno: self.texts[d.docno] for d in mine}
+        return kept
+
     def summary(self) -> dict:
         per: dict[str, dict[str, int]] = {}
         for qid, name in self.source.items():

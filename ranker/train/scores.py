@@ -19,12 +19,13 @@ from tqdm.auto import tqdm
 from ranker.errors import RankerError
 from ranker.io.artifact import metadata_file, read_metadata, write_metadata
 from ranker.io.atomic import atomic_open
-from ranker.io.datasets import DATA_DIR, RUNS_DIR, collection_of
-from ranker.pipeline import Reranker
+from ranker.io.datasets import DATA_DIR, RUNS_DIR, collection_of, strip_prefix, with_prefix
+from ranker.io.formats import read_run
+from ranker.pipeline import Reranker, pending, rescored
 from ranker.rerank.registry import RerankerConfig, make_reranker, reranker_kind, shipped_model
 from ranker.train.config import DISTILL_SETS
 from ranker.train.examples import DistillData, distill_data, validation_split
-from ranker.types import Query, Ranking
+from ranker.types import Query, Ranking, ScoredDoc
 
 SCORE_COLUMNS = ["qid", "query", "docno", "text", "score"]
 
@@ -92,6 +93,50 @@ class PerCollection(Reranker):
 
     def config(self) -> dict:
         return {"stage": self.name, **{name: r.config() for name, r in self.rerankers.items()}}
+
+
+class RunScores(Reranker):
+    """A teacher given as its run: each candidate's score read from a TREC run (prefixed ids).
+
+    Raises:
+        RankerError: A candidate the run does not score.
+    """
+
+    name = "run"
+
+    def __init__(self, ranking: Ranking, source: str):
+        self.scores = {(d.qid, d.docno): d.score for docs in ranking.values() for d in docs}
+        self.source = source
+
+    def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
+        docs = pending(queries, candidates)
+        missing = [d for d in docs if (d.qid, d.docno) not in self.scores]
+        if missing:
+            raise RankerError(f"{self.source}: no score for {len(missing)} candidate(s), e.g. query "
+                              f"{strip_prefix(missing[0].qid)} passage {strip_prefix(missing[0].docno)}")
+        return rescored(docs, [self.scores[d.qid, d.docno] for d in docs])
+
+    def config(self) -> dict:
+        return {"stage": self.name, "run": self.source}
+
+
+def run_teacher_scores(folder: str | Path, runs: Mapping[str, str | Path], data_dir: str | Path = DATA_DIR,
+                       sets: Sequence[str] = DISTILL_SETS, seed: int = 13,
+                       runs_dir: str | Path = RUNS_DIR) -> pd.DataFrame:
+    """Cache a teacher's scores read from its runs, one per collection (``{"msmarco": run, ...}``, the
+    collection's own ids): e.g. ``rank fuse`` of its components' runs over the candidates ``rank datasets
+    distill`` wrote, or a run scored on another machine. Only the (query, candidate) pairs a run scores are
+    kept; ``score_type`` is ``run`` (pairs compare within a query only)."""
+    validation = set(validation_split(data_dir, seed=seed, scifact="scifact-train" in sets,
+                                      runs_dir=runs_dir).validation.queries)
+    data = distill_data(data_dir, sets, exclude=validation, runs_dir=runs_dir)
+    ranking: Ranking = {}
+    for collection, path in runs.items():
+        for qid, docs in read_run(path).items():
+            q = with_prefix(collection, qid)
+            ranking[q] = [ScoredDoc(q, with_prefix(collection, d.docno), d.score) for d in docs]
+    name = json.dumps({c: str(p) for c, p in sorted(runs.items())})
+    return score_with_teacher(RunScores(ranking, name), data.within(ranking), folder, name, "run")
 
 
 DEFAULT_TEACHERS = {"msmarco": "ensemble-msmarco.json", "scifact": "ensemble-scifact.json"}

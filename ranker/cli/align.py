@@ -1,0 +1,57 @@
+"""``rank align``: an asymmetric TwinBERT's query tower trained to reproduce its bi-encoder's vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ranker.cli.options import output_folder
+from ranker.io.datasets import DATA_DIR
+from ranker.train.config import AlignConfig
+
+RECIPE = AlignConfig(output="", doc_stores=())
+
+
+def align(
+    output: Annotated[Path, typer.Option(
+        help="Run folder: log, targets/, checkpoint/, best/, model/ (fp16).", callback=output_folder)],
+    doc_store: Annotated[list[Path], typer.Option(
+        help="Store of the bi-encoder holding the validation candidates (repeatable; rank encode --encoder "
+             "biencoder).")],
+    doc_encoder: Annotated[str, typer.Option(
+        help="The passage side: a bi-encoder (mpnet, minilm or a folder).")] = RECIPE.doc_encoder,
+    encoder: Annotated[str | None, typer.Option(
+        help="Query tower start (default: the bundled all-MiniLM-L6-v2).")] = RECIPE.student.encoder,
+    num_layers: Annotated[int, typer.Option(min=1, help="Query tower layers.")] = RECIPE.student.num_layers,
+    crossing: Annotated[str, typer.Option(help="res or cos.")] = RECIPE.student.crossing,
+    query_max_length: Annotated[int, typer.Option(
+        min=4, help="Query tokens kept.")] = RECIPE.student.query_max_length,
+    sets: Annotated[list[str], typer.Option(
+        help="Sets whose queries and passage sentences are the training texts.")] = list(RECIPE.sets),
+    sentences: Annotated[int, typer.Option(min=0, help="Passage sentences drawn.")] = RECIPE.sentences,
+    batch_size: Annotated[int, typer.Option(min=1)] = RECIPE.batch_size,
+    lr: Annotated[float, typer.Option(help="Query encoder learning rate.")] = RECIPE.lr,
+    max_steps: Annotated[int, typer.Option(min=1)] = RECIPE.loop.max_steps,
+    eval_every: Annotated[int, typer.Option(min=1)] = RECIPE.loop.eval_every,
+    seed: Annotated[int, typer.Option()] = RECIPE.loop.seed,
+    val_depth: Annotated[int, typer.Option(
+        min=1, help="BM25 candidates reranked per validation query.")] = RECIPE.val_depth,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = RECIPE.threads,
+    data: Annotated[Path, typer.Option(help="Shared data folder.")] = DATA_DIR,
+) -> None:
+    """Align a small query tower to a bi-encoder (its passages frozen in stores); rerun the same command to resume."""
+    import dataclasses
+
+    from ranker.train.align import align as train
+
+    student = dataclasses.replace(RECIPE.student, encoder=encoder, num_layers=num_layers, crossing=crossing,
+                                  query_max_length=query_max_length)
+    config = dataclasses.replace(
+        RECIPE, output=str(output), doc_stores=tuple(str(p) for p in doc_store), doc_encoder=doc_encoder,
+        student=student, sets=tuple(sets), sentences=sentences, batch_size=batch_size, lr=lr, data_dir=str(data),
+        val_depth=val_depth, threads=threads,
+        loop=dataclasses.replace(RECIPE.loop, max_steps=max_steps, eval_every=eval_every, checkpoint_every=eval_every,
+                                 seed=seed, warmup_steps=min(RECIPE.loop.warmup_steps, max_steps)))
+    typer.echo(f"student -> {train(config)}")

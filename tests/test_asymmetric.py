@@ -1,0 +1,225 @@
+"""The asymmetric TwinBERT (a bi-encoder's stored vectors as the passage side), query-tower alignment, training
+against a frozen passage side, and teacher scores read from a run.
+
+The bi-encoder here is the bundled all-MiniLM-L6-v2 (the shipped student uses all-mpnet-base-v2 the same way),
+the query tower one MiniLM layer, so every test runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ranker.errors import RankerError
+from ranker.io.datasets import strip_prefix
+from ranker.io.formats import read_run, write_run
+from ranker.rerank.biencoder import BiEncoder
+from ranker.rerank.store import StoreMismatchError
+from ranker.rerank.store_build import build_store
+from ranker.rerank.twinbert import TwinBert, TwinBertReranker, asymmetric_config
+from ranker.train.config import AlignConfig, DistillConfig, LoopConfig
+from ranker.train.examples import distill_data, validation_split
+from ranker.train.frozen import StoreVectors
+from ranker.train.scores import read_scores, run_teacher_scores
+from ranker.types import Query, ScoredDoc, cutoff
+
+VAL_DEPTH = 3
+
+
+@pytest.fixture(scope="module")
+def biencoder():
+    return BiEncoder("minilm", progress=False)
+
+
+@pytest.fixture(scope="module")
+def val_store(data, biencoder, tmp_path_factory):
+    """The bi-encoder's store of the MS MARCO validation queries' top candidates."""
+    held = validation_split(data, scifact=False)
+    docs = {d.docno for ds in cutoff(held.validation.candidates, VAL_DEPTH).values() for d in ds}
+    path = tmp_path_factory.mktemp("stores") / "val"
+    build_store(biencoder, [(strip_prefix(d), held.texts[d]) for d in sorted(docs)], path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dev600(data):
+    return distill_data(data, sets=("dev600",))
+
+
+@pytest.fixture(scope="module")
+def train_store(dev600, biencoder, tmp_path_factory):
+    """The bi-encoder's store of the first 6 dev600 queries' candidates."""
+    qids = list(dev600.queries)[:6]
+    docs = {d.docno for q in qids for d in dev600.candidates[q]}
+    path = tmp_path_factory.mktemp("stores") / "dev600"
+    build_store(biencoder, [(d, dev600.texts[d]) for d in sorted(docs)], path, progress=False)
+    return path, qids
+
+
+def small(**fields):
+    return asymmetric_config("minilm", num_layers=1, **fields)
+
+
+def test_the_passage_side_is_the_biencoder_and_the_folder_holds_the_query_side_only(biencoder, val_store, tmp_path):
+    torch.manual_seed(0)
+    model = TwinBert(small(), device="cpu")
+    assert model.fingerprint() == biencoder.fingerprint() and not model.bounded and model.dim == 384
+    texts = ["a passage about cats", "rivers of europe"]
+    assert torch.allclose(model.encode_docs(texts), torch.from_numpy(biencoder.encode(texts)), atol=1e-6)
+    model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["head.safetensors", "query_encoder", "ranker.json"]
+    loaded = TwinBert.load(tmp_path / "m", device="cpu")
+    assert loaded._doc_encoder is None  # serving from a store never loads the bi-encoder
+    assert loaded.fingerprint() == biencoder.fingerprint()
+    # the bi-encoder's own store serves the student: scores are the crossing of the query and the stored vector
+    reranker = TwinBertReranker(loaded, val_store, query_backend="torch")
+    docnos = reranker.store.docnos[:4]
+    ranked = reranker.rerank({"q": Query("q", "what is a river")}, {"q": [ScoredDoc("q", d, 0.0) for d in docnos]})
+    q = loaded.encode_queries(["what is a river"])[0]
+    expected = loaded.cross(q, torch.from_numpy(reranker.store.lookup(docnos))).tolist()
+    assert {d.docno: d.score for d in ranked["q"]} == pytest.approx(dict(zip(docnos, expected)), abs=1e-5)
+
+
+def test_a_changed_biencoder_is_refused_when_passages_are_encoded(tmp_path):
+    model = TwinBert(small(), device="cpu")
+    model.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "ranker.json").read_text())
+    meta["doc_fingerprint"] = "0" * 64
+    (tmp_path / "m" / "ranker.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreMismatchError, match="not the one this student was trained against"):
+        TwinBert.load(tmp_path / "m", device="cpu").encode_docs(["text"])
+
+
+def test_an_asymmetric_model_needs_separate_towers_and_a_projection():
+    from ranker.rerank.config import TwinBertConfig
+
+    with pytest.raises(RankerError, match="asymmetric"):
+        TwinBertConfig(doc_encoder="minilm", proj_dim=384)  # shared_encoder defaults to True
+    with pytest.raises(RankerError, match="asymmetric"):
+        TwinBertConfig(doc_encoder="minilm", shared_encoder=False)
+
+
+def test_store_vectors_read_several_stores_and_name_what_is_missing(val_store, train_store, biencoder):
+    vectors = StoreVectors([val_store, train_store[0]], biencoder)
+    a, b = vectors.stores[0].docnos[0], vectors.stores[1].docnos[0]
+    got = vectors([b, a])
+    assert torch.equal(got[1], torch.from_numpy(vectors.stores[0].lookup([a])[0]))
+    assert torch.equal(got[0], torch.from_numpy(vectors.stores[1].lookup([b])[0]))
+    with pytest.raises(RankerError, match="1 passage"):
+        vectors([a, "no-such-passage"])
+    with pytest.raises(StoreMismatchError):
+        StoreVectors([val_store], BiEncoder("minilm", max_length=32, progress=False))
+
+
+def test_alignment_pulls_the_query_tower_to_the_biencoder_and_resumes(data, val_store, tmp_path):
+    def config(steps: int) -> AlignConfig:
+        return AlignConfig(output=str(tmp_path / "run"), doc_stores=(str(val_store),), doc_encoder="minilm",
+                           student=small(), sets=("dl23",), sentences=30, batch_size=16, lr=1e-3, data_dir=str(data),
+                           val_depth=VAL_DEPTH, loop=LoopConfig(max_steps=steps, warmup_steps=1, eval_every=4,
+                                                                checkpoint_every=4))
+
+    from ranker.train.align import align
+
+    align(config(4))
+    targets = json.loads((tmp_path / "run" / "targets" / "texts.json").read_text())
+    held = validation_split(data, scifact=False).validation.queries
+    assert len(targets) > 73 and not {q.text for q in held.values()} & set(targets)  # dl23's 73 queries, sentences
+    model = align(config(8))  # resumes at step 4
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if r["event"] == "step"]
+    assert [r["step"] for r in log if r["event"] == "resume"] == [4] and len(losses) == 8
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert [p["step"] for p in json.loads((model / "training.json").read_text())["curve"]] == [0, 4, 8]
+
+
+def test_alignment_refuses_stores_without_the_validation_candidates(data, train_store, tmp_path):
+    from ranker.train.align import align
+
+    with pytest.raises(RankerError, match="in none of the stores"):
+        align(AlignConfig(output=str(tmp_path / "run"), doc_stores=(str(train_store[0]),), doc_encoder="minilm",
+                          student=small(), sets=("dl23",), sentences=0, data_dir=str(data), val_depth=VAL_DEPTH,
+                          loop=LoopConfig(max_steps=1, warmup_steps=1)))
+
+
+def teacher_run(dev600, qids, folder):
+    """A run over the exported candidates of ``qids``: the reverse of the candidates' order."""
+    kept = {q: dev600.candidates[q] for q in qids}
+    ranking = {q: [ScoredDoc(q, d.docno, float(i)) for i, d in enumerate(docs)] for q, docs in kept.items()}
+    write_run(ranking, folder / "teacher.trec", "teacher")
+    return folder / "teacher.trec"
+
+
+def test_teacher_scores_come_from_a_run_over_the_exported_candidates(data, dev600, train_store, tmp_path):
+    dev600.write(tmp_path / "export", depth=5)
+    exported = read_run(tmp_path / "export" / "msmarco.candidates.trec")
+    assert len(exported) == 600 and {len(docs) for docs in exported.values()} == {5}
+    qids = train_store[1]
+    frame = run_teacher_scores(tmp_path / "scores", {"msmarco": teacher_run(dev600, qids, tmp_path)}, data,
+                               sets=("dev600",))
+    assert set(frame["qid"]) == set(qids) and len(frame) == 20 * len(qids)
+    run = read_run(tmp_path / "teacher.trec")
+    assert all(row.score == pytest.approx(next(d.score for d in run[row.qid] if d.docno == row.docno))
+               for row in frame.itertuples())
+    assert json.loads((tmp_path / "scores" / "ranker.json").read_text())["score_type"] == "run"
+
+
+def test_a_frozen_passage_side_trains_the_query_tower_only(data, dev600, val_store, train_store, tmp_path):
+    from ranker.train.distill import distill
+
+    store, qids = train_store
+    scores = tmp_path / "scores"
+    run_teacher_scores(scores, {"msmarco": teacher_run(dev600, qids, tmp_path)}, data, sets=("dev600",))
+    torch.manual_seed(13)
+    TwinBert(small(), device="cpu").save(tmp_path / "start")
+
+    def config(name: str, **fields) -> DistillConfig:
+        return DistillConfig(output=str(tmp_path / name), scores=str(scores), data_dir=str(data), sets=("dev600",),
+                             val_depth=VAL_DEPTH, group_size=4, queries_per_step=2, init=str(tmp_path / "start"),
+                             doc_stores=(str(val_store), str(store)),
+                             loop=LoopConfig(max_steps=2, warmup_steps=1, eval_every=2, checkpoint_every=2), **fields)
+
+    start = TwinBert.load(tmp_path / "start", device="cpu")
+    distill(config("cos"))
+    cos = TwinBert.load(tmp_path / "cos" / "checkpoint", device="cpu")  # the last step's weights, float32
+    assert cos.fingerprint() == start.fingerprint()  # the passage side cannot move
+    assert not torch.equal(cos.query_tower.projection.weight, start.query_tower.projection.weight)
+    from ranker.rerank.config import TwinBertConfig
+
+    res = TwinBert.load(distill(config("res", reset_crossing=True,
+                                       student=TwinBertConfig(crossing="res", res_width=8))), device="cpu")
+    assert res.config.crossing == "res" and res.crossing.w1.out_features == 8
+    with pytest.raises(RankerError, match="in none of the stores"):
+        distill(dataclasses_replace(config("lacking"), doc_stores=(str(val_store),)))
+
+
+def dataclasses_replace(config, **fields):
+    import dataclasses
+
+    return dataclasses.replace(config, **fields)
+
+
+def test_a_shared_encoder_cannot_train_against_a_frozen_passage_side(data, dev600, val_store, train_store, tmp_path):
+    from ranker.rerank.config import TwinBertConfig
+    from ranker.train.distill import distill
+
+    store, qids = train_store
+    scores = tmp_path / "scores"
+    run_teacher_scores(scores, {"msmarco": teacher_run(dev600, qids, tmp_path)}, data, sets=("dev600",))
+    with pytest.raises(RankerError, match="separate towers"):
+        distill(DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data_dir=str(data), sets=("dev600",),
+                              student=TwinBertConfig(num_layers=1), doc_stores=(str(val_store), str(store)),
+                              loop=LoopConfig(max_steps=1, warmup_steps=1)))
+
+
+def test_cli_exports_distillation_candidates_and_checks_teacher_run_specs(data, tmp_path):
+    from .test_cli import assert_input_error, rank
+
+    rank("datasets", "distill", "--output", str(tmp_path / "out"), "--sets", "dl23", "--depth", "4", "--data", str(data))
+    run = read_run(tmp_path / "out" / "msmarco.candidates.trec")
+    assert len(run) == 73 and max(len(d) for d in run.values()) == 4
+    assert_input_error(rank("distill", "--output", tmp_path / "d", "--scores", tmp_path / "s", "--teacher-run",
+                            "no-equals-sign", "--data", data, "--sets", "dl23", check=False),
+                       "--teacher-run takes KEY=VALUE")
