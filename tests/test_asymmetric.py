@@ -23,7 +23,7 @@ from ranker.rerank.twinbert import TwinBert, TwinBertReranker, asymmetric_config
 from ranker.train.config import AlignConfig, DistillConfig, LoopConfig
 from ranker.train.examples import distill_data, validation_split
 from ranker.train.frozen import StoreVectors
-from ranker.train.scores import read_scores, run_teacher_scores
+from ranker.train.scores import run_teacher_scores
 from ranker.types import Query, ScoredDoc, cutoff
 
 VAL_DEPTH = 3
@@ -93,13 +93,14 @@ def test_a_changed_biencoder_is_refused_when_passages_are_encoded(tmp_path):
         TwinBert.load(tmp_path / "m", device="cpu").encode_docs(["text"])
 
 
-def test_an_asymmetric_model_needs_separate_towers_and_a_projection():
+def test_an_asymmetric_model_needs_separate_towers_of_the_biencoders_width():
     from ranker.rerank.config import TwinBertConfig
 
     with pytest.raises(RankerError, match="asymmetric"):
-        TwinBertConfig(doc_encoder="minilm", proj_dim=384)  # shared_encoder defaults to True
-    with pytest.raises(RankerError, match="asymmetric"):
-        TwinBertConfig(doc_encoder="minilm", shared_encoder=False)
+        TwinBertConfig(doc_encoder="minilm")  # shared_encoder defaults to True
+    with pytest.raises(RankerError, match="query vectors have 128 dimensions"):
+        TwinBert(TwinBertConfig(doc_encoder="minilm", shared_encoder=False, num_layers=1, proj_dim=128), device="cpu")
+    assert small().proj_dim is None and asymmetric_config("minilm", encoder="minilm").proj_dim is None
 
 
 def test_store_vectors_read_several_stores_and_name_what_is_missing(val_store, train_store, biencoder):
@@ -185,7 +186,8 @@ def test_a_frozen_passage_side_trains_the_query_tower_only(data, dev600, val_sto
     distill(config("cos"))
     cos = TwinBert.load(tmp_path / "cos" / "checkpoint", device="cpu")  # the last step's weights, float32
     assert cos.fingerprint() == start.fingerprint()  # the passage side cannot move
-    assert not torch.equal(cos.query_tower.projection.weight, start.query_tower.projection.weight)
+    weight = "query_tower.encoder.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(cos.state_dict()[weight], start.state_dict()[weight])
     from ranker.rerank.config import TwinBertConfig
 
     res = TwinBert.load(distill(config("res", reset_crossing=True,
@@ -217,7 +219,7 @@ def test_a_shared_encoder_cannot_train_against_a_frozen_passage_side(data, dev60
 def test_cli_exports_distillation_candidates_and_checks_teacher_run_specs(data, tmp_path):
     from .test_cli import assert_input_error, rank
 
-    rank("datasets", "distill", "--output", str(tmp_path / "out"), "--sets", "dl23", "--depth", "4", "--data", str(data))
+    rank("datasets", "distill", "--output", tmp_path / "out", "--sets", "dl23", "--depth", "4", "--data", data)
     run = read_run(tmp_path / "out" / "msmarco.candidates.trec")
     assert len(run) == 73 and max(len(d) for d in run.values()) == 4
     assert_input_error(rank("distill", "--output", tmp_path / "d", "--scores", tmp_path / "s", "--teacher-run",

@@ -66,6 +66,24 @@ def test_ensemble_and_fuse_commands(tmp_path):
                   check=False)
     assert result.returncode == 2 and "2 components but 1 runs" in result.stderr
     assert not (tmp_path / "g.trec").exists()
+    # a component of weight 0 needs no run ('-'); one that counts does
+    rank("fuse", "--ensemble", str(spec), "--output", str(tmp_path / "h.trec"), "-", str(tmp_path / "b.trec"))
+    assert [d.docno for d in read_run(tmp_path / "h.trec")["q"]] == ["d3", "d2", "d1"]
+    result = rank("fuse", "--ensemble", str(spec), "--output", str(tmp_path / "i.trec"), str(tmp_path / "a.trec"),
+                  "-", check=False)
+    assert result.returncode == 2 and "only for a component of weight 0" in result.stderr
+
+
+def test_an_ensemble_does_not_run_a_component_of_weight_zero():
+    from ranker.pipeline import Identity, Reranker
+    from ranker.rerank.fusion import EnsembleReranker
+
+    class Refuses(Reranker):
+        def rerank(self, queries, candidates):
+            raise AssertionError("a weight-0 component was run")
+
+    fused = EnsembleReranker([Identity(), Refuses()], [1.0, 0.0]).rerank({"q": Query("q", "t")}, A)
+    assert [d.docno for d in fused["q"]] == ["d1", "d2", "d3"]
 
 
 def test_ensemble_models_are_found_beside_the_description(tmp_path):

@@ -38,7 +38,8 @@ def distill(
     init: Annotated[Path | None, typer.Option(
         help="Start from this TwinBERT folder (its architecture; of the options below only "
              "--doc-max-length applies).")] = None,
-    loss: Annotated[str, typer.Option(help="margin-mse, kl or bce.")] = RECIPE.loss,
+    loss: Annotated[str, typer.Option(
+        help="margin-mse, kl, bce, or none (labels alone: with --label-weight).")] = RECIPE.loss,
     temperature: Annotated[float, typer.Option(help="Temperature of kl and bce.")] = RECIPE.temperature,
     label_weight: Annotated[float, typer.Option(
         min=0.0, help="Weight of the label term (0: distillation only).")] = RECIPE.label_weight,
@@ -70,18 +71,25 @@ def distill(
     doc_store: Annotated[list[Path] | None, typer.Option(
         help="A frozen passage side (repeatable): passage vectors read from these stores of the student's "
              "document side; only the query side trains.")] = None,
+    doc_encoder: Annotated[str | None, typer.Option(
+        help="An asymmetric student: this bi-encoder (mpnet, minilm, a folder) is the passage side, read from "
+             "--doc-store; the other student options set the query tower.")] = None,
+    encoder: Annotated[str | None, typer.Option(
+        help="The query tower's (or both towers') start (default: the bundled all-MiniLM-L6-v2; mpnet).")] = None,
     reset_crossing: Annotated[bool, typer.Option(
         help="With --init: a fresh crossing of --crossing's kind on the towers of --init.")] = False,
 ) -> None:
     """Distil the teacher into a TwinBERT student; rerun the same command to resume."""
     import dataclasses
 
+    from ranker.rerank.twinbert import asymmetric_config
     from ranker.train.config import LoopConfig
     from ranker.train.distill import distill as train
     from ranker.train.scores import run_teacher_scores, teacher_scores
 
-    student = dataclasses.replace(RECIPE.student, num_layers=num_layers, pooling=pooling, crossing=crossing,
-                                  cos_scale=cos_scale, proj_dim=proj_dim, shared_encoder=shared_encoder)
+    tower = dict(encoder=encoder, num_layers=num_layers, pooling=pooling, crossing=crossing, cos_scale=cos_scale)
+    student = (asymmetric_config(doc_encoder, **tower) if doc_encoder else
+               dataclasses.replace(RECIPE.student, proj_dim=proj_dim, shared_encoder=shared_encoder, **tower))
     config = dataclasses.replace(
         RECIPE, output=str(output), scores=str(scores), student=student, doc_max_length=doc_max_length,
         init=str(init) if init else None, sets=tuple(sets), loss=loss, temperature=temperature,

@@ -37,7 +37,8 @@ def ensemble(
 
 
 def fuse(
-    runs: Annotated[list[Path], typer.Argument(help="One run per component of the ensemble, in its order.")],
+    runs: Annotated[list[Path], typer.Argument(
+        help="One run per component of the ensemble, in its order ('-' for a component of weight 0).")],
     ensemble: Annotated[Path, typer.Option(help="Ensemble JSON (from 'rank ensemble').")],
     output: Annotated[Path, typer.Option(
         help="Fused TREC run to write (with a .json sidecar).", callback=output_file)],
@@ -56,6 +57,10 @@ def fuse(
     weights = read_ensemble(ensemble)["weights"]
     if len(weights) != len(runs):
         raise RankerError(f"{ensemble} has {len(weights)} components but {len(runs)} runs were given")
+    skipped = [r for r, w in zip(runs, weights) if str(r) == "-" and w != 0]
+    if skipped:
+        raise RankerError(f"'-' stands only for a component of weight 0 in {ensemble}")
+    runs, weights = zip(*[(r, w) for r, w in zip(runs, weights) if str(r) != "-"])
     ranking = fuse_rankings([read_run(r) for r in runs], weights, [str(r) for r in runs])
     component_ms = []
     for r in runs:
@@ -64,6 +69,6 @@ def fuse(
     timing = {"ms_per_query": sum(component_ms) if None not in component_ms else None,
               "components_ms_per_query": component_ms}
     save_run(ranking, output, tag or output.stem,
-             {"pipeline": {"stage": "fuse", "ensemble": str(ensemble), "weights": weights,
+             {"pipeline": {"stage": "fuse", "ensemble": str(ensemble), "weights": list(weights),
                            "runs": [str(r) for r in runs]}, "timing": timing})
     typer.echo(f"fused {len(runs)} runs, {len(ranking)} queries -> {output}")

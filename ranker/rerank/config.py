@@ -69,8 +69,9 @@ class TwinBertConfig:
         doc_max_length: Tokens kept per passage.
         doc_encoder: An asymmetric TwinBERT: the passage side is this sentence-transformers bi-encoder (a name such
             as ``mpnet``, or a folder; mean pooling, unit vectors, :mod:`ranker.rerank.biencoder`), frozen and read
-            from its embedding store, and only the query tower (``encoder``, ``num_layers``, pooling and a
-            projection to the bi-encoder's size) is trained. The folder then holds no document tower.
+            from its embedding store, and only the query tower (``encoder``, ``num_layers``, pooling and, when
+            the sizes differ, a projection ``proj_dim`` to the bi-encoder's size) is trained. The folder then holds
+            no document tower.
     """
 
     encoder: str | None = None
@@ -86,9 +87,8 @@ class TwinBertConfig:
     doc_encoder: str | None = None
 
     def __post_init__(self) -> None:
-        if self.doc_encoder and (self.shared_encoder or not self.proj_dim):
-            raise RankerError("an asymmetric TwinBERT (doc_encoder) needs shared_encoder=False and proj_dim set to "
-                              "the document encoder's size")
+        if self.doc_encoder and self.shared_encoder:
+            raise RankerError("an asymmetric TwinBERT (doc_encoder) needs shared_encoder=False")
         if self.pooling not in ("weighted", "cls") or self.crossing not in ("res", "cos"):
             raise RankerError(f"pooling must be 'weighted' or 'cls' and crossing 'res' or 'cos', got "
                               f"{self.pooling!r}, {self.crossing!r}")

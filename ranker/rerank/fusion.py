@@ -69,7 +69,9 @@ class EnsembleReranker(Reranker):
         self.components, self.weights, self.description = list(components), list(weights), description or {}
 
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
-        return fuse([c.rerank(queries, candidates) for c in self.components], self.weights)
+        """The fused ranking; a component of weight 0 is not run (it cannot change a score)."""
+        used = [(c, w) for c, w in zip(self.components, self.weights) if w != 0]
+        return fuse([c.rerank(queries, candidates) for c, _ in used], [w for _, w in used])
 
     def config(self) -> dict:
         return {"stage": self.name, "weights": self.weights, "components": [c.config() for c in self.components],

@@ -73,14 +73,19 @@ QUERY_ENCODER, DOC_ENCODER = "query_encoder", "doc_encoder"
 
 
 def asymmetric_config(doc_encoder: str, **fields) -> TwinBertConfig:
-    """An asymmetric architecture over the bi-encoder ``doc_encoder`` (a name or folder): the query projection
-    goes to its size and passages keep its length; ``fields`` set the query side (e.g. ``crossing``)."""
+    """An asymmetric architecture over the bi-encoder ``doc_encoder`` (a name or folder); ``fields`` set the query
+    side (``encoder``, ``num_layers``, ``crossing``…). Passages keep the bi-encoder's length, and a query encoder
+    of another width gets a projection to the bi-encoder's."""
     from transformers import AutoConfig
 
-    path = resolve_checkpoint(doc_encoder)
-    with loading(path):
-        hidden = AutoConfig.from_pretrained(path).hidden_size
-    return TwinBertConfig(**{"shared_encoder": False, "proj_dim": hidden, "doc_encoder": doc_encoder,
+    def width(model: str | None) -> int:
+        path = resolve_checkpoint(model)
+        with loading(path):
+            return AutoConfig.from_pretrained(path).hidden_size
+
+    path, hidden = resolve_checkpoint(doc_encoder), width(doc_encoder)
+    proj_dim = None if width(fields.get("encoder")) == hidden else hidden
+    return TwinBertConfig(**{"shared_encoder": False, "proj_dim": proj_dim, "doc_encoder": doc_encoder,
                              "doc_max_length": sentence_max_length(path, DEFAULT_MAX_LENGTH), **fields})
 
 
@@ -106,12 +111,13 @@ class TwinBert(nn.Module):
 
         self._doc_encoder: BiEncoder | None = None
         self._device = device
-        if config.doc_encoder:  # asymmetric: the passage side is a frozen bi-encoder, loaded when first needed
-            self.doc_tower = None
-            self._doc_fingerprint = doc_fingerprint or self.doc_encoder.fingerprint()
-        else:
-            self.doc_tower = tower("doc")
+        self.doc_tower = None if config.doc_encoder else tower("doc")
         self.query_tower = self.doc_tower if config.shared_encoder else tower("query")
+        if config.doc_encoder:  # asymmetric: the passage side is a frozen bi-encoder, loaded when first needed
+            self._doc_fingerprint = doc_fingerprint or self.doc_encoder.fingerprint()
+            if doc_fingerprint is None and self.doc_encoder.dim != self.dim:
+                raise RankerError(f"query vectors have {self.dim} dimensions, the document encoder "
+                                  f"{config.doc_encoder!r}'s {self.doc_encoder.dim}: set proj_dim to its size")
         self.crossing = self._new_crossing()
         self.path: Path | None = None  # the folder it was loaded from
         self.to(auto_device(device)).eval()
@@ -128,7 +134,7 @@ class TwinBert(nn.Module):
     @property
     def dim(self) -> int:
         """Size of a query or passage vector."""
-        return self.config.proj_dim or self.doc_tower.encoder.config.hidden_size
+        return self.config.proj_dim or (self.doc_tower or self.query_tower).encoder.config.hidden_size
 
     @property
     def bounded(self) -> bool:

@@ -76,6 +76,8 @@ def distill(config: DistillConfig) -> Path:
     """
     if config.loss not in DISTILLATION_LOSSES:
         raise RankerError(f"unknown loss {config.loss!r}; known: {', '.join(DISTILLATION_LOSSES)}")
+    if config.loss == "none" and not config.label_weight:
+        raise RankerError("loss 'none' trains on labels alone: give it a label weight")
     if config.threads:
         torch.set_num_threads(config.threads)
     frame = read_scores(config.scores)
@@ -120,7 +122,7 @@ def distill(config: DistillConfig) -> Path:
     optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
                                   weight_decay=0.01)
     loss_fn = DISTILLATION_LOSSES[config.loss]
-    kwargs = {} if config.loss == "margin-mse" else {"temperature": config.temperature}
+    kwargs = {"temperature": config.temperature} if config.loss in ("kl", "bce") else {}
     labels = training_labels(config.data_dir) if config.label_weight else {}
 
     def step(n: int) -> dict:

@@ -39,8 +39,14 @@ def soft_bce(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 
     return nn.functional.binary_cross_entropy_with_logits(student, (teacher / temperature).sigmoid())
 
 
+def no_distillation(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """No distillation term: training on labels alone (the label term), the teacher's scores only choosing
+    each group's candidates (its top as hard negatives)."""
+    return student.sum() * 0.0
+
+
 DISTILLATION_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "margin-mse": margin_mse, "kl": listwise_kl, "bce": soft_bce}
+    "margin-mse": margin_mse, "kl": listwise_kl, "bce": soft_bce, "none": no_distillation}
 """Distillation losses by name (``rank distill --loss``); ``kl`` and ``bce`` take a temperature."""
 
 

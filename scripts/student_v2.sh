@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Student v2 and teacher v2's trained variant (issue 21). The student is an asymmetric TwinBERT: all-mpnet-base-v2
+# is the passage side (run once, offline, into stores; frozen) and a 6-layer MiniLM query tower (projected to 768)
+# the query side. The query tower is first aligned to mpnet's vectors of short texts (rank align), then distilled
+# from teacher v2 with the passage side read from the stores, once with the cosine crossing and once with the
+# residual one (both to convergence, the same data). The teacher variant: mpnet's own query side fine-tuned on
+# the labels with the same frozen passages (rank distill --loss none).
+#
+# Usage: bash scripts/student_v2.sh [--data DIR] [--out DIR] [--models DIR] [--runs DIR]
+#   --out     stores, distillation candidates, teacher runs, training runs (default work/v2; rerun to resume)
+#   --models  where the students go as twinbert-v2/ and twinbert-v2-res/ (default OUT/models)
+#   --runs    where the test runs go (default OUT/runs; the committed ones were made with --runs runs)
+# Needs models/ensemble-v2-msmarco.json and models/teacher (scripts/mpnet.sh, scripts/teacher.sh).
+# Run time on the 2-core CPU: README ("Student v2").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=../shared/data OUT=work/v2 MODELS= RUNS=
+OPTIONS="data out models runs"
+source scripts/lib.sh
+mkdir -p "$OUT/runs" "$MODELS" "$RUNS"
+rank models fetch mpnet
+S=$OUT/stores V=$OUT/validation D=$OUT/distill
+step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
+made() { [ -f "$1" ] && [ -f "$1.json" ]; }  # a run and its sidecar: done (both are written atomically)
+mpnet_store() {  # mpnet_store NAME ARGS...: an all-mpnet-base-v2 store (an interrupted encode resumes)
+    local name=$1
+    shift
+    [ -f "$S/$name/ranker.json" ] || rank encode --encoder biencoder --model mpnet --store "$S/$name" "$@"
+}
+
+step "held-out validation queries and the distillation candidates (dev600: 600 queries x 20)"
+[ -d "$V" ] || rank datasets validation --data "$DATA" --output "$V"
+[ -d "$D" ] || rank datasets distill --data "$DATA" --sets dev600 --output "$D"
+
+step "mpnet stores: validation candidates, dev600 passages, DL19's BM25 candidates"
+mpnet_store msmarco-val.mpnet --collection "$MS/passages/dl20.tsv" --collection "$MS/passages/dl21.tsv" \
+    --candidates "$V/msmarco.bm25.trec"
+mpnet_store dev600.mpnet --collection "$MS/dev600/passages.tsv"
+mpnet_store dl19.mpnet --collection "$MS/passages/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec"
+STORES=(--doc-store "$S/msmarco-val.mpnet" --doc-store "$S/dev600.mpnet")
+
+step "teacher v2 over the distillation candidates: cross-encoder + mpnet (from its store) + BM25, fused"
+made "$OUT/runs/dev600.teacher.trec" || rank run --topics "$D/msmarco.topics.tsv" \
+    --candidates "$D/msmarco.candidates.trec" --collection "$MS/dev600/passages.tsv" --reranker cross-encoder \
+    --model models/teacher --output "$OUT/runs/dev600.teacher.trec"
+made "$OUT/runs/dev600.mpnet.trec" || rank run --topics "$D/msmarco.topics.tsv" \
+    --candidates "$D/msmarco.candidates.trec" --reranker biencoder --model mpnet --store "$S/dev600.mpnet" \
+    --output "$OUT/runs/dev600.mpnet.trec"
+# ensemble-v2's MiniLM weight is 0: '-' leaves that component out
+rank fuse --ensemble models/ensemble-v2-msmarco.json --output "$OUT/runs/dev600.teacher-v2.trec" \
+    "$OUT/runs/dev600.teacher.trec" - "$OUT/runs/dev600.mpnet.trec" "$D/msmarco.candidates.trec"
+
+step "student v2: align the MiniLM query tower to mpnet (queries and passage sentences, 64 query tokens)"
+rank align --output "$OUT/align-ms" --doc-store "$S/msmarco-val.mpnet" --doc-encoder mpnet --sets dl20 \
+    --sets dl21 --sets dl22 --sets dl23 --sets dev600 --sentences 12000 --max-steps 1500 --eval-every 250 \
+    --query-max-length 64
+
+step "student v2: distil from teacher v2 against the frozen passages, cos and res crossings"
+TEACHER_RUN=(--teacher-run "msmarco=$OUT/runs/dev600.teacher-v2.trec" --sets dev600)
+rank distill --output "$OUT/distill-cos" --scores "$OUT/scores-teacher-v2" "${TEACHER_RUN[@]}" "${STORES[@]}" \
+    --init "$OUT/align-ms/model" --max-steps 1500 --eval-every 150
+rank distill --output "$OUT/distill-res" --scores "$OUT/scores-teacher-v2" "${TEACHER_RUN[@]}" "${STORES[@]}" \
+    --init "$OUT/align-ms/model" --reset-crossing --crossing res --max-steps 1500 --eval-every 150
+
+step "teacher v2, trained variant: mpnet's query side fine-tuned on the labels (cross-encoder-mined negatives)"
+rank distill --output "$OUT/mpnet-labels" --scores "$OUT/scores-teacher" \
+    --teacher-run "msmarco=$OUT/runs/dev600.teacher.trec" --sets dev600 "${STORES[@]}" --doc-encoder mpnet \
+    --encoder mpnet --num-layers 12 --loss none --label-weight 1 --lr 1e-5 --max-steps 300 --eval-every 50
+
+step "test runs (DL19, BM25 top-100)"
+for model in distill-cos distill-res mpnet-labels; do
+    made "$RUNS/v2-$model.dl19.trec" || rank run --topics "$MS/topics/dl19.tsv" \
+        --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert --model "$OUT/$model/model" \
+        --store "$S/dl19.mpnet" --output "$RUNS/v2-$model.dl19.trec"
+done
+echo "== done ($(( $(date +%s) - start )) s)"
