@@ -17,7 +17,7 @@ from ranker.errors import RankerError
 from ranker.io.datasets import strip_prefix
 from ranker.io.formats import read_run, write_run
 from ranker.rerank.biencoder import BiEncoder
-from ranker.rerank.store import StoreMismatchError
+from ranker.rerank.store import EmbeddingStore, StoreMismatchError
 from ranker.rerank.store_build import build_store
 from ranker.rerank.twinbert import TwinBert, TwinBertReranker, asymmetric_config
 from ranker.train.config import AlignConfig, DistillConfig, LoopConfig
@@ -225,3 +225,19 @@ def test_cli_exports_distillation_candidates_and_checks_teacher_run_specs(data, 
     assert_input_error(rank("distill", "--output", tmp_path / "d", "--scores", tmp_path / "s", "--teacher-run",
                             "no-equals-sign", "--data", data, "--sets", "dl23", check=False),
                        "--teacher-run takes KEY=VALUE")
+
+
+def test_a_run_can_cap_the_query_length_and_counts_what_it_cut(val_store, tmp_path):
+    from ranker.rerank.registry import RerankerConfig, make_reranker
+
+    TwinBert(small(), device="cpu").save(tmp_path / "m")
+    long_query = {"q": Query("q", "how long does it take for a river delta to form out of silt and sand")}
+    docs = {"q": [ScoredDoc("q", d, 0.0) for d in EmbeddingStore.load(val_store).docnos[:3]]}
+
+    def truncated(cap):
+        reranker = make_reranker("twinbert", RerankerConfig(model=str(tmp_path / "m"), store=str(val_store),
+                                                            query_backend="torch", query_max_length=cap))
+        reranker.rerank(long_query, docs)
+        return reranker.config()["queries_truncated"], reranker.model.config.query_max_length
+
+    assert truncated(None) == (0, 32) and truncated(6) == (1, 6)

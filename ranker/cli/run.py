@@ -36,6 +36,8 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1, help="Reranker batch size.")] = RERANK.batch_size,
     query_backend: Annotated[str, typer.Option(
         help=QUERY_BACKEND_HELP, callback=options.query_backend)] = RERANK.query_backend,
+    query_max_length: Annotated[int | None, typer.Option(
+        min=4, help="twinbert: query tokens kept (default: the model's own cap).")] = None,
     retriever: Annotated[str, typer.Option(
         help="First stage: bm25 (--index), dense (nearest neighbours in --store, the retrieval TwinBERT) or "
              "hybrid (both fused; --index and --store).")] = "bm25",
@@ -68,7 +70,8 @@ def run(
     config = PipelineConfig(
         reranker=reranker, index=index, candidates=candidates, collection=tuple(collection or ()), k=k,
         reranker_config=RerankerConfig(model=model, store=store, encode_missing=encode_missing,
-                                       batch_size=batch_size, query_backend=query_backend),
+                                       batch_size=batch_size, query_backend=query_backend,
+                                       query_max_length=query_max_length),
         bm25=Bm25Config(k1=k1, b=b, threads=threads, remove_query_id=remove_query_id), retriever=retriever,
         dense=DenseConfig(store=store, model=dense_model, search=search, ef_search=ef_search,
                           hybrid_weight=hybrid_weight))

@@ -51,6 +51,7 @@ class RerankerConfig:
         batch_size: Texts or pairs per forward pass.
         encode_missing: ``twinbert``: encode candidates the store lacks from ``texts``.
         query_backend: What runs ``twinbert``'s query tower (:data:`ranker.rerank.config.QUERY_BACKENDS`).
+        query_max_length: ``twinbert``: query tokens kept (``None``: the model's own cap).
     """
 
     model: str | None = None
@@ -59,6 +60,7 @@ class RerankerConfig:
     batch_size: int = 32
     encode_missing: bool = False
     query_backend: str = DEFAULT_QUERY_BACKEND
+    query_max_length: int | None = None
 
 
 def _texts(config: RerankerConfig, name: str) -> Mapping[str, str]:
@@ -83,12 +85,15 @@ def _biencoder(config: RerankerConfig) -> Reranker:
 
 
 def _twinbert(config: RerankerConfig) -> Reranker:
-    from ranker.rerank.twinbert import TwinBertReranker
+    from ranker.rerank.twinbert import TwinBert, TwinBertReranker
 
     if config.store is None:
         raise RankerError("reranker 'twinbert' needs an embedding store: give --store DIR (built by 'rank encode')")
-    return TwinBertReranker(config.model or shipped_model("twinbert"), config.store, config.texts,
-                            config.encode_missing, config.batch_size, config.query_backend)
+    model = TwinBert.load(config.model or shipped_model("twinbert"))
+    if config.query_max_length:
+        model.config = dataclasses.replace(model.config, query_max_length=config.query_max_length)
+    return TwinBertReranker(model, config.store, config.texts, config.encode_missing, config.batch_size,
+                            config.query_backend)
 
 
 def _ensemble(config: RerankerConfig) -> Reranker:
