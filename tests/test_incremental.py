@@ -157,3 +157,21 @@ def test_bad_index_edits_are_one_line_and_change_nothing(data, tmp_path):
 def _tiny_model(tmp_path):
     torch.manual_seed(0)
     return TwinBert(TwinBertConfig(num_layers=1), device="cpu").save(tmp_path / "tiny")
+
+
+def test_encode_reads_several_collections_and_adds_only_the_candidates(tmp_path):
+    a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    a.write_text("d1\tvitamin d and bone\nd2\tgene expression\n")
+    b.write_text("d2\tanother text for d2\nd3\tcancer cells\nd4\tnot a candidate\n")
+    run = tmp_path / "candidates.trec"
+    run.write_text("q Q0 d1 1 3.0 t\nq Q0 d2 2 2.0 t\nq Q0 d3 3 1.0 t\n")
+    model, store = _tiny_model(tmp_path), tmp_path / "store"
+    rank("encode", "--collection", a, "--collection", b, "--candidates", run, "--store", store, "--model", model)
+    built = EmbeddingStore.load(store)
+    assert sorted(built.docnos) == ["d1", "d2", "d3"]  # d2 from the first collection; d4 is no candidate
+    assert built.rows_of_texts(["gene expression"]) == [built.row("d2")]
+    c = tmp_path / "c.tsv"
+    c.write_text("d5\tnew passage\nd6\talso new\n")
+    run.write_text("q Q0 d5 1 3.0 t\n")
+    rank("encode", "--collection", c, "--candidates", run, "--store", store, "--model", model, "--add")
+    assert sorted(EmbeddingStore.load(store).docnos) == ["d1", "d2", "d3", "d5"]

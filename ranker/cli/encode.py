@@ -3,6 +3,7 @@ embedding store."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -39,8 +40,9 @@ class Dtype(str, Enum):
 def encode(
     store: Annotated[Path, typer.Option(
         help="Store folder to create; an interrupted encode resumes.", callback=output_folder)],
-    collection: Annotated[str | None, typer.Option(
-        help="Collection file (TSV, BEIR, Pyserini JSONL) or irds:<id>.")] = None,
+    collection: Annotated[list[str] | None, typer.Option(
+        help="Collection file (TSV, BEIR, Pyserini JSONL) or irds:<id>; repeatable (a docno in several: the "
+             "first one's text).")] = None,
     model: Annotated[str | None, typer.Option(
         help="TwinBERT folder (default: models/twinbert), or the bi-encoder's (minilm, mpnet, a folder).")] = None,
     encoder: Annotated[Encoder, typer.Option(
@@ -51,7 +53,7 @@ def encode(
     from_store: Annotated[Path | None, typer.Option(
         help="Re-quantize this store of the same model instead of encoding (--collection is then unused).")] = None,
     candidates: Annotated[Path | None, typer.Option(
-        help="Encode only the passages this TREC run ranks (a store for a fixed candidate set).")] = None,
+        help="Encode (or --add) only the passages this TREC run ranks (a store for a fixed candidate set).")] = None,
     shard: Annotated[str | None, typer.Option(
         help="I/N: encode shard I of N (every N-th batch) into a partial store; --merge joins the N shards into "
              "the store a single encode makes.", callback=_shard)] = None,
@@ -73,25 +75,19 @@ def encode(
 ) -> None:
     """Encode every passage once, offline; `rank run --reranker twinbert --store` then only encodes queries."""
     from ranker.errors import RankerError
-    from ranker.io.sources import iter_docs
     from ranker.rerank.registry import doc_encoder
     from ranker.rerank.store_build import build_store, convert_store, merge_stores
 
+    docs = _docs(collection, candidates) if collection else None
     if add or delete or compact:
-        built = _edit(store, collection, model, encoder, add, replace, delete, compact)
+        built = _edit(store, docs, model, encoder, add, replace, delete, compact)
     elif merge:
         built = merge_stores(merge, store)
     elif from_store is not None:
         built = convert_store(doc_encoder(encoder.value, model), from_store, store, dtype.value)
-    elif collection is None:
+    elif docs is None:
         raise RankerError("give --collection FILE to encode, --from-store STORE to re-quantize, or --merge SHARDS")
     else:
-        docs = iter_docs(collection)
-        if candidates is not None:
-            from ranker.io.formats import read_run
-
-            wanted = {d.docno for ranked in read_run(candidates).values() for d in ranked}
-            docs = (doc for doc in docs if doc.docno in wanted)
         if engine is Engine.ray:
             from ranker.rerank.distributed import build_store_ray
 
@@ -108,23 +104,39 @@ def encode(
     typer.echo(f"{len(built)} vectors ({built.dim} dims, {built.dtype}, {size:.1f} MiB) -> {store}")
 
 
-def _edit(store: Path, collection: str | None, model: str | None, encoder: Encoder, add: bool, replace: bool,
+def _docs(collections: list[str], candidates: Path | None) -> Iterator:
+    """The documents of every collection in turn (a docno seen before skipped), only ``candidates``' if given."""
+    from ranker.io.sources import iter_docs
+
+    wanted = None
+    if candidates is not None:
+        from ranker.io.formats import read_run
+
+        wanted = {d.docno for ranked in read_run(candidates).values() for d in ranked}
+    seen: set[str] = set()
+    for collection in collections:
+        for doc in iter_docs(collection):
+            if doc.docno not in seen and (wanted is None or doc.docno in wanted):
+                seen.add(doc.docno)
+                yield doc
+
+
+def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encoder, add: bool, replace: bool,
           delete: Path | None, compact: bool):
     """``--add``, ``--delete``, ``--compact`` on an existing store, in that order."""
     from ranker.errors import RankerError
     from ranker.io.formats import read_ids
-    from ranker.io.sources import iter_docs
     from ranker.rerank import store_edit
     from ranker.rerank.registry import doc_encoder
     from ranker.rerank.store import EmbeddingStore
 
-    if add and collection is None:
+    if add and docs is None:
         raise RankerError("--add needs --collection FILE")
     ids = read_ids(delete) if delete else []  # read first: a bad file changes nothing
     built = EmbeddingStore.load(store)
     if add:
         built = store_edit.add_to_store(doc_encoder(encoder.value, model, built.meta["batch_size"]),
-                                        iter_docs(collection), store, replace=replace)
+                                        docs, store, replace=replace)
     if delete:
         built = store_edit.delete_from_store(store, ids)
     if compact:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ranker.errors import RankerError
 from ranker.io.artifact import update_metadata
@@ -92,7 +93,9 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
     deleted = set(store.deleted) | {row for row in rows if row is not None}
     _cut_uncommitted(store)
     rule = store.meta["quantization"]
+    bar = tqdm(total=len(items), desc="add", unit="doc", disable=len(items) <= store.meta["batch_size"])
     for batch in _batches(iter(items), store.meta["batch_size"]):
+        bar.update(len(batch))
         texts = [t for _, t in batch]
         codes, scales = quantize(np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32), rule)
         parts = {EMBEDDINGS: codes, SCALES: scales,
