@@ -52,7 +52,7 @@ rank fuse --ensemble models/ensemble-v2-msmarco.json --output "$OUT/runs/dev600.
 
 step "student v2: align the MiniLM query tower to mpnet (queries and passage sentences, 64 query tokens)"
 rank align --output "$OUT/align-ms" --doc-store "$S/msmarco-val.mpnet" --doc-encoder mpnet --sets dl20 \
-    --sets dl21 --sets dl22 --sets dl23 --sets dev600 --sentences 12000 --max-steps 1500 --eval-every 250 \
+    --sets dl21 --sets dl22 --sets dl23 --sets dev600 --sentences 12000 --max-steps 1000 --eval-every 200 \
     --query-max-length 64
 
 step "student v2: distil from teacher v2 against the frozen passages, cos and res crossings"

@@ -95,7 +95,6 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
     rule = store.meta["quantization"]
     bar = tqdm(total=len(items), desc="add", unit="doc", disable=len(items) <= store.meta["batch_size"])
     for batch in _batches(iter(items), store.meta["batch_size"]):
-        bar.update(len(batch))
         texts = [t for _, t in batch]
         codes, scales = quantize(np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32), rule)
         parts = {EMBEDDINGS: codes, SCALES: scales,
@@ -105,6 +104,8 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
                 f.write(np.ascontiguousarray(parts[name]).tobytes())
         with open(store.path / DOCNOS, "ab") as f:
             f.write("".join(f"{d}\n" for d, _ in batch).encode("utf-8"))
+        bar.update(len(batch))
+    bar.close()
     return _commit(store, store.row_count + len(items), deleted)
 
 
