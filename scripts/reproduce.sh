@@ -55,6 +55,8 @@ if [ "$PROFILE" = full ]; then
     STORES=$OUT/student/stores
     step "all-mpnet-base-v2: zero-shot runs, teacher v2's ensemble (validation weights, fused test runs)"
     bash scripts/mpnet.sh --data "$DATA" --out "$OUT/mpnet" --models models --runs runs
+    step "student v2 and teacher v2's trained variant: mpnet stores, alignment, distillation (cos, res)"
+    bash scripts/student_v2.sh --data "$DATA" --out "$OUT/v2" --models models --runs runs
     step "dense and hybrid first stages (SciFact, the DL19 pool), encoding speed, stores up to 1M vectors"
     bash scripts/dense.sh --data "$DATA" --out "$OUT/dense"
     bash scripts/encode_speed.sh --data "$DATA" --out "$OUT/encode-speed"
@@ -99,6 +101,8 @@ for peer in "${PEERS[@]}"; do
     [ -d "$STORES/dl19.$peer" ] || rank encode --encoder biencoder --model "$peer" --collection "${TEXT[dl19]}" \
         --candidates "${CANDIDATES[dl19]}" --store "$STORES/dl19.$peer"
 done
+step "student v2 (asymmetric: MiniLM query tower over the all-mpnet-base-v2 store just built)"
+rerank dl19 twinbert-v2 twinbert --model models/twinbert-v2 --store "$STORES/dl19.mpnet"
 rerank dl19 st-twinbert sentence-transformers --model models/twinbert --store "$STORES/dl19.float16"
 BENCH_PEERS=(--reranker "sentence-transformers=models/twinbert@$STORES/dl19.float16")
 for peer in "${PEERS[@]}"; do
@@ -111,6 +115,7 @@ step "benchmark: DL19, all 43 queries, one CPU thread, 100 candidates a query, o
 rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
     --store "$STORES/dl19.float16" --threads 1 --repeats 3 --budget 60 --reranker identity --reranker twinbert \
     --query-backend torch --query-backend torch-bf16 --query-backend onnx --query-backend onnx-int8 \
+    --reranker "twinbert=models/twinbert-v2@$STORES/dl19.mpnet" \
     "${BENCH_PEERS[@]}" --reranker "biencoder=minilm@$STORES/dl19.minilm" --reranker biencoder \
     --reranker cross-encoder --reranker ensemble=models/ensemble-msmarco.json --reference cross-encoder \
     --output runs/bench.dl19.json

@@ -8,7 +8,7 @@
 #
 # Usage: bash scripts/student_v2.sh [--data DIR] [--out DIR] [--models DIR] [--runs DIR]
 #   --out     stores, distillation candidates, teacher runs, training runs (default work/v2; rerun to resume)
-#   --models  where the students go as twinbert-v2/ and twinbert-v2-res/ (default OUT/models)
+#   --models  where the student that validation picks goes, as twinbert-v2/ (default OUT/models)
 #   --runs    where the test runs go (default OUT/runs; the committed ones were made with --runs runs)
 # Needs models/ensemble-v2-msmarco.json and models/teacher (scripts/mpnet.sh, scripts/teacher.sh).
 # Run time on the 2-core CPU: README ("Student v2").
@@ -52,7 +52,7 @@ rank fuse --ensemble models/ensemble-v2-msmarco.json --output "$OUT/runs/dev600.
 
 step "student v2: align the MiniLM query tower to mpnet (queries and passage sentences, 64 query tokens)"
 rank align --output "$OUT/align-ms" --doc-store "$S/msmarco-val.mpnet" --doc-encoder mpnet --sets dl20 \
-    --sets dl21 --sets dl22 --sets dl23 --sets dev600 --sentences 12000 --max-steps 1000 --eval-every 200 \
+    --sets dl21 --sets dl22 --sets dl23 --sets dev600 --sentences 12000 --max-steps 600 --eval-every 150 \
     --query-max-length 64
 
 step "student v2: distil from teacher v2 against the frozen passages, cos and res crossings"
@@ -67,10 +67,19 @@ rank distill --output "$OUT/mpnet-labels" --scores "$OUT/scores-teacher" \
     --teacher-run "msmarco=$OUT/runs/dev600.teacher.trec" --sets dev600 "${STORES[@]}" --doc-encoder mpnet \
     --encoder mpnet --num-layers 12 --loss none --label-weight 1 --lr 1e-5 --max-steps 300 --eval-every 50
 
-step "test runs (DL19, BM25 top-100)"
-for model in distill-cos distill-res mpnet-labels; do
-    made "$RUNS/v2-$model.dl19.trec" || rank run --topics "$MS/topics/dl19.tsv" \
-        --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert --model "$OUT/$model/model" \
-        --store "$S/dl19.mpnet" --output "$RUNS/v2-$model.dl19.trec"
+step "ship the crossing validation picks (cos or res) as twinbert-v2"
+pick=$(.venv/bin/python -c 'import json, sys
+best = {c: json.load(open(f"{sys.argv[1]}/distill-{c}/model/training.json"))["best"]["val_ndcg10"] for c in ("cos", "res")}
+print(max(best, key=best.get))' "$OUT")
+echo "validation picks $pick"
+ship "$OUT/distill-$pick" twinbert-v2
+
+step "test runs (DL19, BM25 top-100, from the DL19 mpnet store)"
+declare -A FOLDER=([twinbert-v2-aligned]=align-ms [twinbert-v2-cos]=distill-cos [twinbert-v2-res]=distill-res
+                   [mpnet-labels]=mpnet-labels)
+for name in "${!FOLDER[@]}"; do
+    made "$RUNS/$name.dl19.trec" || rank run --topics "$MS/topics/dl19.tsv" \
+        --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert --model "$OUT/${FOLDER[$name]}/model" \
+        --store "$S/dl19.mpnet" --output "$RUNS/$name.dl19.trec"
 done
 echo "== done ($(( $(date +%s) - start )) s)"

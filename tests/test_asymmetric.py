@@ -241,3 +241,22 @@ def test_a_run_can_cap_the_query_length_and_counts_what_it_cut(val_store, tmp_pa
         return reranker.config()["queries_truncated"], reranker.model.config.query_max_length
 
     assert truncated(None) == (0, 32) and truncated(6) == (1, 6)
+
+
+def test_the_projection_starts_at_the_least_squares_map(biencoder):
+    from ranker.rerank.config import TwinBertConfig
+    from ranker.train.align import fit_projection
+
+    torch.manual_seed(0)
+    model = TwinBert(TwinBertConfig(doc_encoder="minilm", shared_encoder=False, num_layers=1, proj_dim=384),
+                     device="cpu")
+    texts = [f"{a} {b}" for a in ("rivers", "cats", "tax law", "proteins", "jazz") for b in ("in europe", "facts",
+                                                                                             "history", "near me")]
+    targets = torch.from_numpy(biencoder.encode(texts))
+
+    def distance() -> float:
+        return float((model.encode_queries(texts) - targets).pow(2).sum(-1).mean())
+
+    before = distance()
+    fit_projection(model, texts, targets, ridge=1e-3)
+    assert distance() < 0.5 * before

@@ -6,9 +6,10 @@ texts are short, like queries: every distillation query (never DL19, SciFact tes
 one sentence from each of ``sentences`` passages drawn from the distillation pools. Their bi-encoder vectors are
 computed once and cached in ``output/targets/`` (parts written atomically: an interrupted encoding resumes).
 Loss: the squared distance between the tower's vector and the bi-encoder's unit vector (direction and length:
-the residual crossing reads both). The checkpoint is picked by validation nDCG@10, reranking the validation
-queries' candidates against the stored vectors; :func:`ranker.train.distill.distill` then fine-tunes on
-teacher scores from this start (``init``).
+the residual crossing reads both). The projection starts at the least-squares (ridge) map from the pretrained
+query encoder's pooled vectors to the targets, so step 0 already ranks with what the encoder knows. The
+checkpoint is picked by validation nDCG@10, reranking the validation queries' candidates against the stored
+vectors; :func:`ranker.train.distill.distill` then fine-tunes on teacher scores from this start (``init``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,25 @@ def encode_targets(encoder: BiEncoder, texts: list[str], folder: Path) -> np.nda
     return np.concatenate([np.load(folder / f"part-{n:05d}.npy") for n in range(len(starts))])
 
 
+@torch.inference_mode()
+def fit_projection(model: TwinBert, texts: list[str], targets: torch.Tensor, ridge: float = 1.0,
+                   batch_size: int = 128) -> None:
+    """Start the query projection at the ridge-regression map from the pooled query-encoder vectors of ``texts``
+    to their targets (through ``atanh``, the projection's ``tanh`` undone), instead of at random."""
+    tower, was_training = model.query_tower, model.training
+    model.eval()
+    projection, tower.projection = tower.projection, None  # encode up to the pooling
+    pooled = torch.cat([tower(texts[i:i + batch_size], model.config.query_max_length).double().cpu()
+                        for i in range(0, len(texts), batch_size)])
+    tower.projection = projection
+    model.train(was_training)
+    x = torch.cat([pooled, torch.ones(len(texts), 1, dtype=torch.float64)], 1)
+    y = torch.atanh(targets.double().clamp(-0.999, 0.999))
+    solution = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64), x.T @ y)
+    projection.weight.copy_(solution[:-1].T.float())
+    projection.bias.copy_(solution[-1].float())
+
+
 def align(config: AlignConfig) -> Path:
     """Train the query tower on the bi-encoder's vectors; resumes from ``output/checkpoint``. Returns the fp16
     folder (``output/model``: the checkpoint with the best validation nDCG@10)."""
@@ -92,6 +112,8 @@ def align(config: AlignConfig) -> Path:
                                 **{k: getattr(config.student, k) for k in QUERY_SIDE})
     model = TwinBert.load(run.checkpoint) if run.resuming else TwinBert(student)
     targets = torch.from_numpy(encode_targets(model.doc_encoder, texts, Path(config.output) / "targets"))
+    if model.query_tower.projection is not None and not run.resuming:
+        fit_projection(model, texts, targets)
     vectors = StoreVectors(config.doc_stores, model)
     vectors(list(dict.fromkeys(d.docno for docs in cutoff(validation.candidates, config.val_depth).values()
                                for d in docs)))  # every validation candidate must be stored: fail now
