@@ -58,9 +58,9 @@ rank align --output "$OUT/align-ms" --doc-store "$S/msmarco-val.mpnet" --doc-enc
 step "student v2: distil from teacher v2 against the frozen passages, cos and res crossings"
 TEACHER_RUN=(--teacher-run "msmarco=$OUT/runs/dev600.teacher-v2.trec" --sets dev600)
 rank distill --output "$OUT/distill-cos" --scores "$OUT/scores-teacher-v2" "${TEACHER_RUN[@]}" "${STORES[@]}" \
-    --init "$OUT/align-ms/model" --max-steps 1500 --eval-every 150
+    --init "$OUT/align-ms/model" --max-steps 1000 --eval-every 100
 rank distill --output "$OUT/distill-res" --scores "$OUT/scores-teacher-v2" "${TEACHER_RUN[@]}" "${STORES[@]}" \
-    --init "$OUT/align-ms/model" --reset-crossing --crossing res --max-steps 1500 --eval-every 150
+    --init "$OUT/align-ms/model" --reset-crossing --crossing res --max-steps 1000 --eval-every 100
 
 step "teacher v2, trained variant: mpnet's query side fine-tuned on the labels (cross-encoder-mined negatives)"
 rank distill --output "$OUT/mpnet-labels" --scores "$OUT/scores-teacher" \

@@ -76,6 +76,7 @@ def distill(
              "--doc-store; the other student options set the query tower.")] = None,
     encoder: Annotated[str | None, typer.Option(
         help="The query tower's (or both towers') start (default: the bundled all-MiniLM-L6-v2; mpnet).")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = RECIPE.threads,
     reset_crossing: Annotated[bool, typer.Option(
         help="With --init: a fresh crossing of --crossing's kind on the towers of --init.")] = False,
 ) -> None:
@@ -97,7 +98,7 @@ def distill(
         queries_per_step=queries_per_step, data_dir=str(data), val_depth=val_depth,
         loop=LoopConfig(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
                         checkpoint_every=eval_every, seed=seed),
-        doc_stores=tuple(str(p) for p in doc_store or ()), reset_crossing=reset_crossing)
+        doc_stores=tuple(str(p) for p in doc_store or ()), reset_crossing=reset_crossing, threads=threads)
     if teacher_run:
         frame = run_teacher_scores(scores, dict(split_spec(spec, "--teacher-run") for spec in teacher_run),
                                    data, sets, seed, runs)
