@@ -54,6 +54,8 @@ def distill(
         min=16, help=f"Passage tokens the student reads (default: {RECIPE.student.doc_max_length}, or as the "
                      "--init model).")] = None,
     lr: Annotated[float, typer.Option(help="Encoder learning rate.")] = RECIPE.lr,
+    head_lr: Annotated[float, typer.Option(
+        help="Learning rate of pooling, projection and crossing.")] = RECIPE.head_lr,
     head_warmup_steps: Annotated[int, typer.Option(
         min=0, help="First steps train only pooling and crossing (encoders frozen).")] = RECIPE.head_warmup_steps,
     max_steps: Annotated[int, typer.Option(min=1)] = RECIPE.loop.max_steps,
@@ -94,7 +96,7 @@ def distill(
     config = dataclasses.replace(
         RECIPE, output=str(output), scores=str(scores), student=student, doc_max_length=doc_max_length,
         init=str(init) if init else None, sets=tuple(sets), loss=loss, temperature=temperature,
-        label_weight=label_weight, lr=lr, head_warmup_steps=head_warmup_steps, group_size=group_size,
+        label_weight=label_weight, lr=lr, head_lr=head_lr, head_warmup_steps=head_warmup_steps, group_size=group_size,
         queries_per_step=queries_per_step, data_dir=str(data), val_depth=val_depth,
         loop=LoopConfig(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
                         checkpoint_every=eval_every, seed=seed),
