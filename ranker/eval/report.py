@@ -153,7 +153,9 @@ def parameters(folder: Path) -> int:
 
 
 def folder_mb(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    """Megabytes of a model as shipped: its exported query graphs (``onnx/``, a cache rebuilt on use) not counted."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*")
+                                           if p.is_file() and "onnx" not in p.relative_to(path).parts[:1]]
     return sum(p.stat().st_size for p in files) / 1e6
 
 
