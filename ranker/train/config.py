@@ -160,7 +160,8 @@ class DistillConfig:
 @dataclass
 class AlignConfig:
     """What :func:`ranker.train.align.align` trains: an asymmetric TwinBERT's query tower, to put short texts
-    where its bi-encoder puts them.
+    where its bi-encoder puts them. The defaults are student v2's alignment (``scripts/student_v2.sh``) but for
+    the sets, which the script names (the MS MARCO ones).
 
     Attributes:
         output: Run folder (see :mod:`ranker.train.loop`); the final fp16 student is ``output/model``.
@@ -183,14 +184,14 @@ class AlignConfig:
     output: str
     doc_stores: tuple[str, ...]
     doc_encoder: str = "mpnet"
-    student: TwinBertConfig = field(default_factory=TwinBertConfig)
+    student: TwinBertConfig = field(default_factory=lambda: TwinBertConfig(query_max_length=64))
     sets: tuple[str, ...] = DISTILL_SETS
     sentences: int = 12_000
     batch_size: int = 64
     lr: float = 1e-4
     head_lr: float = 1e-3
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=1500, warmup_steps=50, eval_every=250,
-                                                                checkpoint_every=250))
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=600, warmup_steps=50, eval_every=150,
+                                                                checkpoint_every=150))
     data_dir: str = str(DATA_DIR)
     val_fraction: float = 0.25
     val_depth: int = 50
