@@ -115,10 +115,15 @@ step "benchmark: DL19, all 43 queries, one CPU thread, 100 candidates a query, o
 rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
     --store "$STORES/dl19.float16" --threads 1 --repeats 3 --budget 60 --reranker identity --reranker twinbert \
     --query-backend torch --query-backend torch-bf16 --query-backend onnx --query-backend onnx-int8 \
-    --reranker "twinbert=models/twinbert-v2@$STORES/dl19.mpnet" \
     "${BENCH_PEERS[@]}" --reranker "biencoder=minilm@$STORES/dl19.minilm" --reranker biencoder \
     --reranker cross-encoder --reranker ensemble=models/ensemble-msmarco.json --reference cross-encoder \
     --output runs/bench.dl19.json
+
+step "student v2 against student v1 in one benchmark run (DL19, one thread)"
+rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
+    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --reranker identity --reranker twinbert \
+    --reranker "twinbert=models/twinbert-v2@$STORES/dl19.mpnet" --query-backend onnx-int8 --query-backend torch \
+    --output runs/bench-v2.dl19.json
 
 step "serving: rank serve on a loopback port, closed-loop load at 1, 4, 16, 64 clients, by id and by text"
 SOAK=(); [ "$PROFILE" = full ] && SOAK=(--soak 300)  # full: 5 minutes at 32 clients, server memory before and after
