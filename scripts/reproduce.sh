@@ -56,7 +56,7 @@ if [ "$PROFILE" = full ]; then
     step "all-mpnet-base-v2: zero-shot runs, teacher v2's ensemble (validation weights, fused test runs)"
     bash scripts/mpnet.sh --data "$DATA" --out "$OUT/mpnet" --models models --runs runs
     step "student v2 and teacher v2's trained variant: mpnet stores, alignment, distillation (cos, res)"
-    bash scripts/student_v2.sh --data "$DATA" --out "$OUT/v2" --models models --runs runs
+    bash scripts/student_v2.sh --data "$DATA" --out "$OUT/v2" --models models --runs runs --mpnet "$OUT/mpnet"
     step "dense and hybrid first stages (SciFact, the DL19 pool), encoding speed, stores up to 1M vectors"
     bash scripts/dense.sh --data "$DATA" --out "$OUT/dense"
     bash scripts/encode_speed.sh --data "$DATA" --out "$OUT/encode-speed"

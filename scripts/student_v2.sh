@@ -6,16 +6,17 @@
 # residual one (both to convergence, the same data). The teacher variant: mpnet's own query side fine-tuned on
 # the labels with the same frozen passages (rank distill --loss none).
 #
-# Usage: bash scripts/student_v2.sh [--data DIR] [--out DIR] [--models DIR] [--runs DIR]
+# Usage: bash scripts/student_v2.sh [--data DIR] [--out DIR] [--models DIR] [--runs DIR] [--mpnet DIR]
 #   --out     stores, distillation candidates, teacher runs, training runs (default work/v2; rerun to resume)
 #   --models  where the student that validation picks goes, as twinbert-v2/ (default OUT/models)
 #   --runs    where the test runs go (default OUT/runs; the committed ones were made with --runs runs)
+#   --mpnet   scripts/mpnet.sh's --out, whose validation runs the v3 ensemble fuses (default work/mpnet)
 # Needs models/ensemble-v2-msmarco.json and models/teacher (scripts/mpnet.sh, scripts/teacher.sh).
-# Run time on the 2-core CPU: README ("Student v2").
+# Run time on the 2-core CPU: README ("all-mpnet-base-v2, teacher v2 and student v2"), ~3 h.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=../shared/data OUT=work/v2 MODELS= RUNS=
-OPTIONS="data out models runs"
+DATA=../shared/data OUT=work/v2 MODELS= RUNS= MPNET=work/mpnet
+OPTIONS="data out models runs mpnet"
 source scripts/lib.sh
 mkdir -p "$OUT/runs" "$MODELS" "$RUNS"
 rank models fetch mpnet
@@ -90,11 +91,11 @@ step "teacher v2 by validation: the ensemble with the label-trained mpnet (cross
 made "$OUT/runs/msmarco-val.mpnet-labels.trec" || rank run --topics "$V/msmarco.topics.tsv" \
     --candidates "$V/msmarco.bm25.trec" --reranker twinbert --model "$OUT/mpnet-labels/model" \
     --store "$S/msmarco-val.mpnet" --query-backend torch --output "$OUT/runs/msmarco-val.mpnet-labels.trec"
-# the other components' validation runs are scripts/mpnet.sh's (work/mpnet/val)
+# the other components' validation runs are scripts/mpnet.sh's
 rank ensemble --qrels "$V/msmarco.qrels.txt" --component cross-encoder=teacher --component biencoder \
     --component biencoder=mpnet --component twinbert=mpnet-labels --component identity \
-    --output "$MODELS/ensemble-v3-msmarco.json" work/mpnet/val/msmarco.teacher.trec \
-    work/mpnet/val/msmarco.biencoder.trec work/mpnet/val/msmarco.mpnet.trec "$OUT/runs/msmarco-val.mpnet-labels.trec" \
+    --output "$MODELS/ensemble-v3-msmarco.json" "$MPNET/val/msmarco.teacher.trec" \
+    "$MPNET/val/msmarco.biencoder.trec" "$MPNET/val/msmarco.mpnet.trec" "$OUT/runs/msmarco-val.mpnet-labels.trec" \
     "$V/msmarco.bm25.trec"
 rank fuse --ensemble "$MODELS/ensemble-v3-msmarco.json" --output "$RUNS/ensemble-v3.dl19.trec" runs/teacher.dl19.trec \
     runs/biencoder.dl19.trec runs/mpnet.dl19.trec "$RUNS/mpnet-labels.dl19.trec" "$MS/runs/bm25.dl19.top100.trec"
