@@ -214,6 +214,7 @@ def test_a_shared_encoder_cannot_train_against_a_frozen_passage_side(data, dev60
         distill(DistillConfig(output=str(tmp_path / "run"), scores=str(scores), data_dir=str(data), sets=("dev600",),
                               student=TwinBertConfig(num_layers=1), doc_stores=(str(val_store), str(store)),
                               loop=LoopConfig(max_steps=1, warmup_steps=1)))
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
 def test_cli_exports_distillation_candidates_and_checks_teacher_run_specs(data, tmp_path):

@@ -84,8 +84,11 @@ def distill(config: DistillConfig) -> Path:
     frame = frame[frame["qid"].isin(set_queries(config.data_dir, config.sets))]
     if frame.empty:
         raise RankerError(f"{config.scores}: no teacher scores for the sets {', '.join(config.sets)}")
-    if config.init:
-        read_metadata(config.init, "twinbert")  # a folder that is no student fails before the run folder is made
+    # bad input fails before the run folder is made: a folder that is no student, a shared encoder to freeze
+    start = read_metadata(config.init, "twinbert") if config.init else dataclasses.asdict(config.student)
+    if config.doc_stores and start.get("shared_encoder", True):
+        raise RankerError("a frozen passage side (doc_stores) needs separate towers: the shared encoder "
+                          "would change the stored vectors' model")
     run = TrainingRun(config.output, config.loop)
     collections = set(frame["qid"].map(collection_of))
     trainset = validation_split(config.data_dir, config.val_fraction, config.loop.seed,
@@ -110,9 +113,6 @@ def distill(config: DistillConfig) -> Path:
     else:
         model = TwinBert(dataclasses.replace(config.student, doc_max_length=config.doc_max_length or
                                              config.student.doc_max_length))
-    if config.doc_stores and model.config.shared_encoder:
-        raise RankerError("a frozen passage side (doc_stores) needs separate towers: the shared encoder "
-                          "would change the stored vectors' model")
     vectors = StoreVectors(config.doc_stores, model) if config.doc_stores else None
     if vectors is not None:
         vectors(list(texts))  # every training passage must be stored: fail before the first step
