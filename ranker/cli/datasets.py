@@ -54,9 +54,8 @@ def distill_candidates(
 ) -> None:
     """The distillation queries and candidates as files (never DL19, SciFact test or the validation queries):
     score them with any reranker ('rank run', 'rank fuse'), then 'rank distill --teacher-run'."""
-    from ranker.train.examples import distill_data, validation_split
+    from ranker.train.examples import distill_data_held_out
 
-    held = validation_split(data, seed=seed, scifact="scifact-train" in sets, runs_dir=runs).validation.queries
-    pairs = distill_data(data, sets, exclude=set(held), runs_dir=runs)
+    pairs = distill_data_held_out(data, sets, seed, runs)
     pairs.write(output, depth)
     typer.echo(f"{len(pairs.queries)} distillation queries -> {output}")

@@ -101,12 +101,10 @@ def distill(
         loop=LoopConfig(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
                         checkpoint_every=eval_every, seed=seed),
         doc_stores=tuple(str(p) for p in doc_store or ()), reset_crossing=reset_crossing, threads=threads)
-    if teacher_run:
-        frame = run_teacher_scores(scores, dict(split_spec(spec, "--teacher-run") for spec in teacher_run),
-                                   data, sets, seed, runs)
-        typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
-    elif not cached_only:
-        frame = teacher_scores(scores, teacher, scifact_teacher, data, sets, seed, batch_size, score_queries, runs)
+    if teacher_run or not cached_only:
+        frame = (run_teacher_scores(scores, dict(split_spec(spec, "--teacher-run") for spec in teacher_run),
+                                    data, sets, seed, runs) if teacher_run else
+                 teacher_scores(scores, teacher, scifact_teacher, data, sets, seed, batch_size, score_queries, runs))
         typer.echo(f"teacher scores: {len(frame)} pairs over {frame['qid'].nunique()} queries in {scores}")
     if not score_only:
         typer.echo(f"student -> {train(config)}")

@@ -36,18 +36,19 @@ class Tower(nn.Module):
         self.pooling = WeightedPooling(hidden) if pooling == "weighted" else None
         self.projection = nn.Linear(hidden, proj_dim) if proj_dim else None
 
-    def forward(self, texts: Sequence[str], max_length: int) -> torch.Tensor:
-        """One vector per text, shape ``(len(texts), dim)``."""
+    def forward(self, texts: Sequence[str], max_length: int, project: bool = True) -> torch.Tensor:
+        """One vector per text, shape ``(len(texts), dim)``; ``project=False``: the pooled vector, before the
+        projection."""
         device = next(self.parameters()).device
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                                return_tensors="pt").to(device)
-        return self.embed(batch["input_ids"], batch["attention_mask"])
+        return self.embed(batch["input_ids"], batch["attention_mask"], project)
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, project: bool = True) -> torch.Tensor:
         """One vector per row of token ids (padded, ``attention_mask`` 0 on padding); what ONNX export traces."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         vectors = self.pooling(hidden, attention_mask) if self.pooling else hidden[:, 0]
-        return torch.tanh(self.projection(vectors)) if self.projection else vectors
+        return torch.tanh(self.projection(vectors)) if self.projection and project else vectors
 
 
 class ResidualCrossing(nn.Module):

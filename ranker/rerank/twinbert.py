@@ -110,12 +110,14 @@ class TwinBert(nn.Module):
             return Tower(*load_encoder(paths[side], config.num_layers), config.pooling, config.proj_dim)
 
         self._doc_encoder: BiEncoder | None = None
-        self._device = device
+        self._doc_fingerprint, self._device = doc_fingerprint, device
         self.doc_tower = None if config.doc_encoder else tower("doc")
         self.query_tower = self.doc_tower if config.shared_encoder else tower("query")
-        if config.doc_encoder:  # asymmetric: the passage side is a frozen bi-encoder, loaded when first needed
-            self._doc_fingerprint = doc_fingerprint or self.doc_encoder.fingerprint()
-            if doc_fingerprint is None and self.doc_encoder.dim != self.dim:
+        if config.doc_encoder and doc_fingerprint is None:
+            # a new asymmetric model: its passage side is this bi-encoder (a loaded one records it, and the
+            # bi-encoder is loaded only when passages are to be encoded)
+            self._doc_fingerprint = self.doc_encoder.fingerprint()
+            if self.doc_encoder.dim != self.dim:
                 raise RankerError(f"query vectors have {self.dim} dimensions, the document encoder "
                                   f"{config.doc_encoder!r}'s {self.doc_encoder.dim}: set proj_dim to its size")
         self.crossing = self._new_crossing()
@@ -152,8 +154,7 @@ class TwinBert(nn.Module):
         if self._doc_encoder is None:
             encoder = BiEncoder(self.config.doc_encoder, self.config.doc_max_length, device=self._device,
                                 progress=False)
-            recorded = getattr(self, "_doc_fingerprint", None)
-            if recorded is not None and encoder.fingerprint() != recorded:
+            if self._doc_fingerprint is not None and encoder.fingerprint() != self._doc_fingerprint:
                 raise StoreMismatchError(f"document encoder {self.config.doc_encoder!r} ({encoder.model_path}) is "
                                          "not the one this student was trained against (fingerprints differ)")
             self._doc_encoder = encoder
@@ -183,8 +184,8 @@ class TwinBert(nn.Module):
         if len(sizes) != 1 or len(docs) != len(queries):
             raise RankerError(f"forward needs one group of passages per query, all the same size; got "
                               f"{len(queries)} queries and group sizes {sorted(sizes)}")
-        d = self.encode_docs([text for group in docs for text in group]) if self.config.doc_encoder else \
-            self.doc_tower([text for group in docs for text in group], self.config.doc_max_length)
+        texts = [text for group in docs for text in group]
+        d = self.encode_docs(texts) if self.config.doc_encoder else self.doc_tower(texts, self.config.doc_max_length)
         return self.score_vectors(queries, d.to(self.device).view(len(queries), sizes.pop(), -1))
 
     def score_vectors(self, queries: Sequence[str], d_vecs: torch.Tensor) -> torch.Tensor:

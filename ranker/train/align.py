@@ -83,11 +83,10 @@ def fit_projection(model: TwinBert, texts: list[str], targets: torch.Tensor, rid
     to their targets (through ``atanh``, the projection's ``tanh`` undone), instead of at random."""
     tower, was_training = model.query_tower, model.training
     model.eval()
-    projection, tower.projection = tower.projection, None  # encode up to the pooling
-    pooled = torch.cat([tower(texts[i:i + batch_size], model.config.query_max_length).double().cpu()
+    pooled = torch.cat([tower(texts[i:i + batch_size], model.config.query_max_length, project=False).double().cpu()
                         for i in range(0, len(texts), batch_size)])
-    tower.projection = projection
     model.train(was_training)
+    projection = tower.projection
     x = torch.cat([pooled, torch.ones(len(texts), 1, dtype=torch.float64)], 1)
     y = torch.atanh(targets.double().clamp(-0.999, 0.999))
     solution = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=torch.float64), x.T @ y)

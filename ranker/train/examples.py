@@ -274,3 +274,11 @@ def validation_split(data_dir: str | Path = DATA_DIR, val_fraction: float = 0.25
     """The teacher's held-out validation queries (DL20/DL21, and SciFact train's when ``scifact``) with texts."""
     sets = [n for n in datasets.names("validation") if scifact or datasets.load(n).collection != "scifact"]
     return build_trainset(data_dir, sets, val_fraction, seed, runs_dir=runs_dir)
+
+
+def distill_data_held_out(data_dir: str | Path = DATA_DIR, sets: Sequence[str] = DISTILL_SETS, seed: int = 13,
+                          runs_dir: str | Path = RUNS_DIR) -> DistillData:
+    """:func:`distill_data` of ``sets`` minus the teacher's validation queries (split ``seed``): what teacher
+    scores are computed over and what ``rank datasets distill`` writes."""
+    validation = validation_split(data_dir, seed=seed, scifact="scifact-train" in sets, runs_dir=runs_dir)
+    return distill_data(data_dir, sets, exclude=set(validation.validation.queries), runs_dir=runs_dir)

@@ -24,7 +24,7 @@ from ranker.io.formats import read_run
 from ranker.pipeline import Reranker, pending, rescored
 from ranker.rerank.registry import RerankerConfig, make_reranker, reranker_kind, shipped_model
 from ranker.train.config import DISTILL_SETS
-from ranker.train.examples import DistillData, distill_data, validation_split
+from ranker.train.examples import DistillData, distill_data_held_out
 from ranker.types import Query, Ranking, ScoredDoc
 
 SCORE_COLUMNS = ["qid", "query", "docno", "text", "score"]
@@ -127,9 +127,7 @@ def run_teacher_scores(folder: str | Path, runs: Mapping[str, str | Path], data_
     collection's own ids): e.g. ``rank fuse`` of its components' runs over the candidates ``rank datasets
     distill`` wrote, or a run scored on another machine. Only the (query, candidate) pairs a run scores are
     kept; ``score_type`` is ``run`` (pairs compare within a query only)."""
-    validation = set(validation_split(data_dir, seed=seed, scifact="scifact-train" in sets,
-                                      runs_dir=runs_dir).validation.queries)
-    data = distill_data(data_dir, sets, exclude=validation, runs_dir=runs_dir)
+    data = distill_data_held_out(data_dir, sets, seed, runs_dir)
     ranking: Ranking = {}
     for collection, path in runs.items():
         for qid, docs in read_run(path).items():
@@ -166,9 +164,7 @@ def teacher_scores(folder: str | Path, teacher: str | None = None, scifact_teach
     teachers = {"msmarco": msmarco,
                 "scifact": scifact_teacher or (teacher or str(shipped_model(DEFAULT_TEACHERS["scifact"])))}
     kinds = {c: reranker_kind(t, default="cross-encoder") for c, t in teachers.items()}
-    validation = set(validation_split(data_dir, seed=seed, scifact="scifact-train" in sets,
-                                      runs_dir=runs_dir).validation.queries)
-    pairs = distill_data(data_dir, sets, exclude=validation, runs_dir=runs_dir)
+    pairs = distill_data_held_out(data_dir, sets, seed, runs_dir)
     options = RerankerConfig(texts=pairs.texts, batch_size=batch_size)
     scorer = PerCollection({c: make_reranker(kinds[c], dataclasses.replace(options, model=t))
                             for c, t in teachers.items()})
