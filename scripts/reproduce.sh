@@ -101,8 +101,12 @@ for peer in "${PEERS[@]}"; do
     [ -d "$STORES/dl19.$peer" ] || rank encode --encoder biencoder --model "$peer" --collection "${TEXT[dl19]}" \
         --candidates "${CANDIDATES[dl19]}" --store "$STORES/dl19.$peer"
 done
-step "student v2 (asymmetric: MiniLM query tower over the all-mpnet-base-v2 store just built)"
-rerank dl19 twinbert-v2 twinbert --model models/twinbert-v2 --store "$STORES/dl19.mpnet"
+step "student v2 (student v1 distilled further from teacher v2; its own store) and the asymmetric student v2"
+[ -d "$STORES/dl19.twinbert-v2" ] || rank encode --model models/twinbert-v2 --collection "${TEXT[dl19]}" \
+    --candidates "${CANDIDATES[dl19]}" --store "$STORES/dl19.twinbert-v2"
+rerank dl19 twinbert-v2 twinbert --model models/twinbert-v2 --store "$STORES/dl19.twinbert-v2"
+# MiniLM query tower over the all-mpnet-base-v2 store just built
+rerank dl19 twinbert-v2-asym twinbert --model models/twinbert-v2-asym --store "$STORES/dl19.mpnet"
 rerank dl19 st-twinbert sentence-transformers --model models/twinbert --store "$STORES/dl19.float16"
 BENCH_PEERS=(--reranker "sentence-transformers=models/twinbert@$STORES/dl19.float16")
 for peer in "${PEERS[@]}"; do
@@ -122,7 +126,8 @@ rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --colle
 step "student v2 against student v1 in one benchmark run (DL19, one thread)"
 rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
     --store "$STORES/dl19.float16" --threads 1 --repeats 3 --reranker identity --reranker twinbert \
-    --reranker "twinbert=models/twinbert-v2@$STORES/dl19.mpnet" --query-backend onnx-int8 --query-backend torch \
+    --reranker "twinbert=models/twinbert-v2@$STORES/dl19.twinbert-v2" \
+    --reranker "twinbert=models/twinbert-v2-asym@$STORES/dl19.mpnet" --query-backend onnx-int8 --query-backend torch \
     --output runs/bench-v2.dl19.json
 
 step "serving: rank serve on a loopback port, closed-loop load at 1, 4, 16, 64 clients, by id and by text"
