@@ -122,18 +122,52 @@ def test_alignment_pulls_the_query_tower_to_the_biencoder_and_resumes(data, val_
                            val_depth=VAL_DEPTH, loop=LoopConfig(max_steps=steps, warmup_steps=1, eval_every=4,
                                                                 checkpoint_every=4))
 
-    from ranker.train.align import align
+    from ranker.train.align import align, alignment_texts
 
     align(config(4))
-    targets = json.loads((tmp_path / "run" / "targets" / "texts.json").read_text())
+    texts = alignment_texts(config(4), set(validation_split(data, scifact=False).validation.queries))
     held = validation_split(data, scifact=False).validation.queries
-    assert len(targets) > 73 and not {q.text for q in held.values()} & set(targets)  # dl23's 73 queries, sentences
+    assert len(texts) > 73 and not {q.text for q in held.values()} & set(texts)  # dl23's 73 queries, sentences
+    assert len(list((tmp_path / "run" / "targets").glob("*/part-*.npz"))) == 1
     model = align(config(8))  # resumes at step 4
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if r["event"] == "step"]
     assert [r["step"] for r in log if r["event"] == "resume"] == [4] and len(losses) == 8
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     assert [p["step"] for p in json.loads((model / "training.json").read_text())["curve"]] == [0, 4, 8]
+
+
+def test_alignment_targets_are_cached_by_text_and_only_new_texts_are_encoded(biencoder, tmp_path):
+    from ranker.train.align import encode_targets
+
+    class Counting:
+        def __init__(self):
+            self.seen: list[str] = []
+
+        def fingerprint(self) -> str:
+            return biencoder.fingerprint()
+
+        def encode(self, texts):
+            self.seen += texts
+            return biencoder.encode(texts)
+
+    first = Counting()
+    a = encode_targets(first, ["a cat", "a dog"], tmp_path)
+    second = Counting()
+    b = encode_targets(second, ["a dog", "a bird", "a cat", "a bird"], tmp_path)
+    assert first.seen == ["a cat", "a dog"] and second.seen == ["a bird"]  # cached texts are not encoded again
+    assert np.array_equal(b[0], a[1]) and np.array_equal(b[2], a[0]) and np.array_equal(b[1], b[3])
+    assert np.allclose(b[1], biencoder.encode(["a bird"])[0], atol=1e-6)
+
+
+def test_alignment_refuses_a_query_set_that_shares_a_query_with_validation_or_test(data, monkeypatch, tmp_path):
+    from ranker.io import datasets
+    from ranker.train.align import alignment_texts
+
+    monkeypatch.setattr(datasets, "overlap", lambda name, data_dir: ["1037798"])
+    with pytest.raises(RankerError, match="msmarco-train shares 1 queries with a validation or test set"):
+        alignment_texts(AlignConfig(output="", doc_stores=(), sets=("dl23",), query_sets=("msmarco-train",),
+                                    data_dir=str(data)), set())
 
 
 def test_alignment_refuses_stores_without_the_validation_candidates(data, train_store, tmp_path):

@@ -12,7 +12,9 @@ from ranker.train.config import DISTILL_SETS, SPARSE_SETS, TEACHER_SETS
 
 
 def test_the_registry_names_every_set_in_one_order():
-    assert datasets.names() == ("dl19", "dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train", "scifact-test")
+    assert datasets.names() == ("dl19", "dl20", "dl21", "dl22", "dl23", "dev600", "msmarco-train", "scifact-train",
+                                "scifact-test")
+    assert datasets.names("align") == ("msmarco-train",)
     assert datasets.names("test") == ("dl19", "scifact-test")
     assert TEACHER_SETS == ("dl20", "dl21", "dl23", "dev600", "scifact-train")
     assert DISTILL_SETS == ("dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train")
@@ -54,3 +56,24 @@ def test_each_pool_kind_reads_what_it_declares(data, tmp_path):
     assert list(scifact.pool_candidates()) == ["scifact:0"]  # query 1 is no train query
     assert "scifact:0" in scifact.queries() and len(scifact.query_ids()) == 809
     assert scifact.texts()["scifact:4983"].startswith("Microstructural")
+
+
+def test_the_training_queries_are_text_alone_and_share_no_query_with_validation_or_test(data):
+    train = datasets.load("msmarco-train", data, use="align")
+    assert len(train.queries()) == 48_794 and train.qrels is None and train.candidates() == {}
+    with pytest.raises(RankerError, match="has no passages"):
+        train.texts()
+    assert datasets.overlap("msmarco-train", data) == []
+
+
+def test_overlap_finds_a_held_out_query_by_id_and_by_normalised_text(data, tmp_path):
+    (qid, _), (_, second) = list(datasets.load("dl19", data).queries().items())[:2]
+    ms = tmp_path / "msmarco-passage"
+    (ms / "train-queries").mkdir(parents=True)
+    (ms / "train-queries" / "queries.tsv").write_text(
+        f"{qid}\tnot the same text\n1\t  {second.text.upper()}?\n2\tan unseen query\n")
+    (ms / "topics").mkdir()
+    for name in ("dl19", "dl20", "dl21"):  # the MS MARCO validation and test topics
+        (ms / "topics" / f"{name}.tsv").write_text((data / f"msmarco-passage/topics/{name}.tsv").read_text())
+    assert datasets.overlap("msmarco-train", tmp_path) == [qid, "1"]
+    assert datasets.normalised("  What IS  a (cat)?") == "what is a cat"

@@ -117,3 +117,39 @@ def test_shipped_ensemble_teacher_reranks_and_matches_fusing_its_components(data
     expected = fuse(parts, ensemble.weights)
     assert {d.docno: d.score for d in fused[qid]} == pytest.approx({d.docno: d.score for d in expected[qid]})
     assert [c.name for c in ensemble.components] == ["cross-encoder", "biencoder", "identity"]
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), 1e308, "0.5", True])
+def test_weights_must_be_finite_numbers_in_fuse_an_ensemble_and_its_file(weight, tmp_path):
+    from ranker.pipeline import Identity
+    from ranker.rerank.fusion import EnsembleReranker, read_ensemble
+
+    with pytest.raises(RankerError, match="weight 2 is .*: weights must be finite numbers"):
+        fuse([A, B], [1.0, weight])
+    with pytest.raises(RankerError, match="weight 2 is"):
+        EnsembleReranker([Identity(), Identity()], [1.0, weight])
+    spec = tmp_path / "ens.json"  # json.dumps writes NaN and Infinity, which Python's json reads back
+    spec.write_text(json.dumps({"type": "ensemble", "format_version": 1, "weights": [1.0, weight],
+                                "components": [{"reranker": "identity"}, {"reranker": "identity"}]}))
+    with pytest.raises(RankerError, match=f"{spec}: weight 2 is"):
+        read_ensemble(spec)
+
+
+def test_fuse_and_evaluate_refuse_to_overwrite_an_input(tmp_path):
+    from ranker.io.formats import write_qrels, write_run
+
+    from .test_cli import rank
+
+    write_run(A, tmp_path / "a.trec", "a")
+    write_qrels([Qrel("q", "d3", 2)], tmp_path / "qrels.txt")
+    spec = tmp_path / "ens.json"
+    spec.write_text(json.dumps({"type": "ensemble", "format_version": 1, "weights": [1.0],
+                                "components": [{"reranker": "identity"}]}))
+    before = (tmp_path / "a.trec").read_bytes()
+    fused = rank("fuse", "--ensemble", str(spec), "--output", str(tmp_path / "a.trec"), str(tmp_path / "a.trec"),
+                 check=False)
+    evaluated = rank("evaluate", "--qrels", str(tmp_path / "qrels.txt"), "--per-query", str(tmp_path / "a.trec"),
+                     str(tmp_path / "a.trec"), check=False)
+    for result in (fused, evaluated):
+        assert result.returncode == 2 and "is also an input" in result.stderr
+    assert (tmp_path / "a.trec").read_bytes() == before

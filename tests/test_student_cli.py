@@ -82,3 +82,18 @@ def test_encode_only_the_candidates_of_a_run(tiny):
     assert "10 vectors" in printed
     assert sorted((store / "docnos.txt").read_text().split()) == sorted(d.docno for ds in read_run(first).values()
                                                                           for d in ds)
+
+
+def test_a_query_cap_beyond_the_towers_positions_and_an_output_that_is_an_input_are_refused(tiny, data):
+    root, model = tiny
+    store = root / "store-cap"
+    rank("encode", "--collection", root / "passages.tsv", "--store", store, "--model", model)
+    common = ("run", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--reranker", "twinbert", "--model",
+              model, "--store", store)
+    capped = rank(*common, "--candidates", root / "cands.trec", "--query-max-length", 513,
+                  "--output", root / "capped.trec", check=False)
+    assert capped.returncode == 2 and "--query-max-length 513 is more than the query tower's 512" in capped.stderr
+    before = (root / "cands.trec").read_bytes()
+    over = rank(*common, "--candidates", root / "cands.trec", "--output", root / "cands.trec", check=False)
+    assert over.returncode == 2 and "is also an input" in over.stderr
+    assert (root / "cands.trec").read_bytes() == before and not (root / "capped.trec").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from ranker.io.datasets import DATA_DIR
 from ranker.train.config import AlignConfig
 
 RECIPE = AlignConfig(output="", doc_stores=())
+Loss = Enum("Loss", {name: name for name in ("mse", "cosine")}, type=str)
 
 
 def align(
@@ -30,8 +32,14 @@ def align(
         min=4, help="Query tokens kept.")] = RECIPE.student.query_max_length,
     sets: Annotated[list[str], typer.Option(
         help="Sets whose queries and passage sentences are the training texts.")] = list(RECIPE.sets),
+    query_set: Annotated[list[str], typer.Option(
+        help="Text-only sets whose queries are training texts too (msmarco-train).")] = list(RECIPE.query_sets),
+    targets: Annotated[Path | None, typer.Option(
+        help="Cache of the bi-encoder's target vectors, keyed by text hash (default OUTPUT/targets).")] = None,
     sentences: Annotated[int, typer.Option(min=0, help="Passage sentences drawn.")] = RECIPE.sentences,
     batch_size: Annotated[int, typer.Option(min=1)] = RECIPE.batch_size,
+    loss: Annotated[Loss, typer.Option(
+        help="mse (vector to vector) or cosine (direction alone, for the cos crossing).")] = Loss(RECIPE.loss),
     lr: Annotated[float, typer.Option(help="Query encoder learning rate.")] = RECIPE.lr,
     max_steps: Annotated[int, typer.Option(min=1)] = RECIPE.loop.max_steps,
     eval_every: Annotated[int, typer.Option(min=1)] = RECIPE.loop.eval_every,
@@ -50,8 +58,9 @@ def align(
                                   query_max_length=query_max_length)
     config = dataclasses.replace(
         RECIPE, output=str(output), doc_stores=tuple(str(p) for p in doc_store), doc_encoder=doc_encoder,
-        student=student, sets=tuple(sets), sentences=sentences, batch_size=batch_size, lr=lr, data_dir=str(data),
-        val_depth=val_depth, threads=threads,
+        student=student, sets=tuple(sets), query_sets=tuple(query_set),
+        targets=str(targets) if targets else None, sentences=sentences, batch_size=batch_size, loss=loss.value, lr=lr,
+        data_dir=str(data), val_depth=val_depth, threads=threads,
         loop=dataclasses.replace(RECIPE.loop, max_steps=max_steps, eval_every=eval_every, checkpoint_every=eval_every,
                                  seed=seed, warmup_steps=min(RECIPE.loop.warmup_steps, max_steps)))
     typer.echo(f"student -> {train(config)}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import output_file
+from ranker.cli.options import not_an_input, output_file
 
 
 def ensemble(
@@ -54,6 +54,7 @@ def fuse(
     from ranker.rerank.fusion import fuse as fuse_rankings
     from ranker.rerank.fusion import read_ensemble
 
+    not_an_input(output, [*runs, ensemble])
     weights = read_ensemble(ensemble)["weights"]
     if len(weights) != len(runs):
         raise RankerError(f"{ensemble} has {len(weights)} components but {len(runs)} runs were given")

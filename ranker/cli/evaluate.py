@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import output_file
+from ranker.cli.options import not_an_input, output_file
 
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100"]  # kept here so `rank --help` need not import pandas and scipy
 
@@ -40,6 +40,7 @@ def evaluate(
     from ranker.io.sources import load_qrels
     from ranker.measures import parse_measures, providers
 
+    not_an_input(per_query, [*runs, baseline, Path(qrels)], "--per-query")
     parsed = parse_measures([m for spec in measures for m in re.split(r"[\s,]+", spec) if m], rel_level)
     judged = load_qrels(qrels)
     paths = list(dict.fromkeys([*runs, *([baseline] if baseline else [])]))

@@ -46,3 +46,13 @@ def split_spec(spec: str, option: str) -> tuple[str, str]:
     if not sep or not key or not value:
         raise RankerError(f"{option} takes KEY=VALUE, got {spec!r}")
     return key, value
+
+
+def not_an_input(output: Path | None, inputs: list[Path | None], option: str = "--output") -> None:
+    """Refuse an output that is one of the command's inputs (or its sidecar): writing it would destroy the input."""
+    if output is None:
+        return
+    written = {output.resolve(), output.with_name(output.name + ".json").resolve()}
+    for path in inputs:
+        if path is not None and str(path) != "-" and path.resolve() in written:
+            raise RankerError(f"{option} {output} is also an input ({path}): write the output elsewhere")

@@ -61,6 +61,8 @@ def run(
     from ranker.io.sources import load_qrels, load_topics
     from ranker.rerank.assembly import PipelineConfig, build_pipeline
 
+    options.not_an_input(output, [Path(topics), candidates, *(collection or ()), *(
+        [Path(judged_only)] if judged_only else [])])
     queries = load_topics(topics)
     if judged_only:
         judged = {q.qid for q in load_qrels(judged_only)}

@@ -19,6 +19,7 @@ that both collections can share one training run. :func:`collection_of` tells th
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ RUNS_DIR = Path("runs")
 POSITIVE_GRADE = 2
 """The lowest grade counted relevant (TREC DL's convention for RR, R and MAP)."""
 
-Use = Literal["teacher", "distill", "validation", "test"]
+Use = Literal["teacher", "distill", "align", "validation", "test"]
 Pool = Literal["first-stage", "all-runs", "judged"]
 
 
@@ -48,7 +49,8 @@ class Dataset:
         name: Registry key, e.g. ``dl20``.
         collection: The document collection its ids belong to (``msmarco``, ``scifact``).
         topics: Queries file.
-        passages: Collection file holding the text of every passage the set names.
+        passages: Collection file holding the text of every passage the set names; ``None`` for a set of
+            query text alone (``msmarco-train``).
         qrels: Judgements, if any.
         grades: Qrels grade -> DL 0–3 grade, where the set's scale differs.
         official: Sparse official positives, each raised to at least :data:`POSITIVE_GRADE` (dev600).
@@ -69,7 +71,7 @@ class Dataset:
     name: str
     collection: str
     topics: str
-    passages: str
+    passages: str | None = None
     qrels: str | None = None
     grades: Mapping[int, int] | None = None
     official: str | None = None
@@ -122,6 +124,8 @@ class Dataset:
 
     def texts(self) -> Mapping[str, str]:
         """``docno -> contents`` of the set's passage file, prefixed docnos."""
+        if self.passages is None:
+            raise RankerError(f"dataset {self.name!r} has no passages")
         source = TextSource([self.path(self.passages)])
         if not self.id_prefix:
             return source
@@ -191,6 +195,24 @@ def names(use: Use | None = None) -> tuple[str, ...]:
     return tuple(n for n, d in _REGISTRY.items() if use is None or use in d.uses)
 
 
+def normalised(text: str) -> str:
+    """A query text compared for overlap: case-folded, punctuation dropped, whitespace collapsed."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def overlap(name: str, data_dir: str | Path = DATA_DIR, runs_dir: str | Path = RUNS_DIR) -> list[str]:
+    """The (prefixed) ids of ``name``'s queries that are also a validation or test query of the same collection,
+    by id or by :func:`normalised` text; training on a set needs this empty."""
+    dataset = load(name, data_dir, runs_dir)
+    held_out: dict[str, str] = {}
+    for other in names():
+        held = load(other, data_dir, runs_dir)
+        if other != name and held.collection == dataset.collection and {"validation", "test"} & held.uses:
+            held_out.update((q.qid, normalised(q.text)) for q in held.queries().values())
+    texts = set(held_out.values())
+    return [q.qid for q in dataset.queries().values() if q.qid in held_out or normalised(q.text) in texts]
+
+
 def collection_of(qid: str) -> str:
     """The collection of a (prefixed) query or document id: ``scifact`` for ``scifact:…``, else ``msmarco``."""
     for dataset in _REGISTRY.values():
@@ -239,6 +261,8 @@ register(Dataset(
     qrels=f"{_MS}/dev600/qrels.human.txt",
     grades={0: 0, 1: 1, 2: 2, 3: 3, 4: 3}, official=f"{_MS}/dev600/qrels.official.txt",
     first_stage=f"{_MS}/dev600/candidates.trec", sparse=True, uses=frozenset({"teacher", "distill"})))
+register(Dataset("msmarco-train", "msmarco", f"{_MS}/train-queries/queries.tsv", uses=frozenset({"align"})))
+"""48,794 MS MARCO training queries, text alone: alignment texts (no passages, labels or candidates)."""
 register(Dataset("scifact-train", qrels=f"{_SF}/qrels/train.tsv", first_stage="{runs}/bm25.scifact-train.trec",
                  held_out="queries", uses=frozenset({"teacher", "distill", "validation"}), **_SCIFACT))
 register(Dataset("scifact-test", qrels=f"{_SF}/qrels/test.tsv", first_stage="{runs}/bm25.scifact-test.trec",

@@ -15,6 +15,7 @@ A relative ``model`` path is taken from the JSON file's folder (so ``models/ense
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def znorm(ranking: Ranking) -> dict[str, dict[str, float]]:
     return out
 
 
+MAX_WEIGHT = 1e6
+"""The largest weight magnitude accepted: z-scores are a few units, so anything larger is a typo (and large enough
+ones overflow the fused score to ``inf``)."""
+
+
+def check_weights(weights: Sequence[object]) -> list[float]:
+    """``weights`` as floats, or a :class:`RankerError` naming the first that is not a finite number within
+    ±:data:`MAX_WEIGHT` (NaN, Infinity, a string, a bool)."""
+    for i, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or abs(w) > MAX_WEIGHT:
+            raise RankerError(f"weight {i + 1} is {w!r}: weights must be finite numbers within ±{MAX_WEIGHT:g}")
+    return [float(w) for w in weights]
+
+
 def fuse(rankings: Sequence[Ranking], weights: Sequence[float], names: Sequence[str] | None = None) -> Ranking:
     """Weighted sum of z-normalised scores over the documents of the first ranking.
 
@@ -45,6 +60,7 @@ def fuse(rankings: Sequence[Ranking], weights: Sequence[float], names: Sequence[
     """
     if len(rankings) != len(weights):
         raise RankerError(f"{len(rankings)} rankings but {len(weights)} weights")
+    weights = check_weights(weights)
     names = list(names or [f"ranking {i + 1}" for i in range(len(rankings))])
     for name, other in zip(names[1:], rankings[1:]):
         for qid, docs in rankings[0].items():
@@ -66,6 +82,7 @@ class EnsembleReranker(Reranker):
     def __init__(self, components: Sequence[Reranker], weights: Sequence[float], description: Mapping | None = None):
         if len(components) != len(weights):
             raise RankerError(f"{len(components)} components but {len(weights)} weights")
+        check_weights(weights)
         self.components, self.weights, self.description = list(components), list(weights), description or {}
 
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
@@ -88,7 +105,10 @@ def read_ensemble(path: str | Path) -> dict:
     try:
         if len(spec["components"]) != len(spec["weights"]):
             raise ValueError(f"{len(spec['components'])} components but {len(spec['weights'])} weights")
+        check_weights(spec["weights"])
         return spec
+    except RankerError as e:
+        raise RankerError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise RankerError(f"{path}: not an ensemble description ({e})") from None
 

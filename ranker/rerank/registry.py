@@ -91,6 +91,9 @@ def _twinbert(config: RerankerConfig) -> Reranker:
         raise RankerError("reranker 'twinbert' needs an embedding store: give --store DIR (built by 'rank encode')")
     model = TwinBert.load(config.model or shipped_model("twinbert"))
     if config.query_max_length:
+        if config.query_max_length > model.query_positions:
+            raise RankerError(f"--query-max-length {config.query_max_length} is more than the query tower's "
+                              f"{model.query_positions} positions")
         model.config = dataclasses.replace(model.config, query_max_length=config.query_max_length)
     return TwinBertReranker(model, config.store, config.texts, config.encode_missing, config.batch_size,
                             config.query_backend)

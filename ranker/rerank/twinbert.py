@@ -145,6 +145,12 @@ class TwinBert(nn.Module):
         return self.config.proj_dim is not None and not self.config.doc_encoder
 
     @property
+    def query_positions(self) -> int:
+        """The most tokens the query tower can read (its tokenizer's limit and its position table's)."""
+        tower = self.query_tower
+        return min(tower.tokenizer.model_max_length, tower.encoder.config.max_position_embeddings)
+
+    @property
     def doc_encoder(self) -> BiEncoder:
         """An asymmetric model's passage side (loaded on first use; serving from a store never needs it).
 

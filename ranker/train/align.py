@@ -3,10 +3,14 @@
 The student's passage side *is* the bi-encoder (all-mpnet-base-v2, frozen, read from its store), so a query tower
 that reproduces the bi-encoder's query vectors ranks as the bi-encoder does at MiniLM's cost per query. Training
 texts are short, like queries: every distillation query (never DL19, SciFact test or the validation queries) and
-one sentence from each of ``sentences`` passages drawn from the distillation pools. Their bi-encoder vectors are
-computed once and cached in ``output/targets/`` (parts written atomically: an interrupted encoding resumes).
-Loss: the squared distance between the tower's vector and the bi-encoder's unit vector (direction and length:
-the residual crossing reads both). The projection starts at the least-squares (ridge) map from the pretrained
+the queries of text-only sets (``msmarco-train``: 48,794 MS MARCO training queries, checked for overlap with every
+validation and test query), and one sentence from each of ``sentences`` passages drawn from the distillation pools.
+Their bi-encoder vectors are computed once and cached by text hash (``targets``, default ``output/targets/``;
+parts written atomically: an interrupted encoding resumes, and runs can share one cache).
+Loss (``loss``): ``mse``, the squared distance between the tower's vector and the bi-encoder's unit vector
+(direction and length: the residual crossing reads both), or ``cosine``, ``1 - cos`` (direction alone: all the cosine
+crossing reads; a tower cut from the bi-encoder's own first layers has no projection, and its raw pooled vectors are
+far from unit length, which ``mse`` would spend its gradient on). The projection starts at the least-squares (ridge) map from the pretrained
 query encoder's pooled vectors to the targets, so step 0 already ranks with what the encoder knows. The
 checkpoint is picked by validation nDCG@10, reranking the validation queries' candidates against the stored
 vectors; :func:`ranker.train.distill.distill` then fine-tunes on teacher scores from this start (``init``).
@@ -15,7 +19,7 @@ vectors; :func:`ranker.train.distill.distill` then fine-tunes on teacher scores 
 from __future__ import annotations
 
 import dataclasses
-import json
+import hashlib
 import random
 import re
 from pathlib import Path
@@ -25,8 +29,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ranker.errors import RankerError
+from ranker.io import datasets
 from ranker.io.atomic import atomic_open, write_json
-from ranker.io.datasets import collection_of
 from ranker.rerank.biencoder import BiEncoder
 from ranker.rerank.twinbert import TwinBert, asymmetric_config
 from ranker.train.config import AlignConfig
@@ -43,11 +48,22 @@ TARGET_PART = 1024
 
 
 def alignment_texts(config: AlignConfig, exclude: set[str]) -> list[str]:
-    """The training texts: distillation queries, then one 4–40-word sentence from each passage drawn."""
+    """The training texts: distillation queries, the queries of :attr:`AlignConfig.query_sets` (text alone), then
+    one 4–40-word sentence from each passage drawn.
+
+    Raises:
+        RankerError: A query set shares a query (by id or normalised text) with a validation or test set.
+    """
     data = distill_data(config.data_dir, config.sets, exclude=exclude)
+    extra = []
+    for name in config.query_sets:
+        if leaked := datasets.overlap(name, config.data_dir):
+            raise RankerError(f"{name} shares {len(leaked)} queries with a validation or test set "
+                              f"(first: {leaked[0]}): not an alignment set")
+        extra += [q.text for q in datasets.load(name, config.data_dir, use="align").queries().values()]
     passages: dict[str, list[str]] = {}
     for docno, text in data.texts.items():
-        passages.setdefault(collection_of(docno), []).append(text)
+        passages.setdefault(datasets.collection_of(docno), []).append(text)
     rng = random.Random(config.loop.seed)
     drawn = []
     for name in sorted(passages):
@@ -56,24 +72,35 @@ def alignment_texts(config: AlignConfig, exclude: set[str]) -> list[str]:
             sentences = [s for s in SENTENCE.split(text) if 4 <= len(s.split()) <= 40]
             if sentences:
                 drawn.append(rng.choice(sentences))
-    return list(dict.fromkeys([q.text for q in data.queries.values()] + drawn))
+    return list(dict.fromkeys([q.text for q in data.queries.values()] + extra + drawn))
+
+
+def text_key(text: str) -> str:
+    """The cache key of a text: its SHA-256, hex, first 32 digits."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def encode_targets(encoder: BiEncoder, texts: list[str], folder: Path) -> np.ndarray:
-    """The bi-encoder's vectors of ``texts``, cached in ``folder`` (``texts.json`` and atomic ``part-*.npy``)."""
+    """The bi-encoder's vectors of ``texts``, cached by text hash under ``folder/<encoder fingerprint>/`` in atomic
+    ``part-*.npz`` files (``keys``, ``vectors``): an interrupted encoding resumes, a run with more texts encodes
+    only the new ones, and runs may share one cache."""
+    folder = folder / encoder.fingerprint()[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    listing = folder / "texts.json"
-    if not listing.is_file() or json.loads(listing.read_text()) != texts:
-        for part in folder.glob("part-*.npy"):
-            part.unlink()
-        write_json(listing, texts)
-    starts = range(0, len(texts), TARGET_PART)
-    for n, start in enumerate(tqdm(starts, desc="targets", unit="part")):
-        part = folder / f"part-{n:05d}.npy"
-        if not part.is_file():
-            with atomic_open(part, "wb") as f:
-                np.save(f, encoder.encode(texts[start:start + TARGET_PART]))
-    return np.concatenate([np.load(folder / f"part-{n:05d}.npy") for n in range(len(starts))])
+    cached: dict[str, np.ndarray] = {}
+    parts = sorted(folder.glob("part-*.npz"))
+    for part in parts:
+        with np.load(part) as saved:
+            cached.update(zip(saved["keys"].tolist(), saved["vectors"]))
+    keys = [text_key(t) for t in texts]
+    missing = list({k: t for k, t in zip(keys, texts) if k not in cached}.items())
+    first = int(parts[-1].stem.removeprefix("part-")) + 1 if parts else 0
+    for n, start in enumerate(tqdm(range(0, len(missing), TARGET_PART), desc="targets", unit="part")):
+        chunk = missing[start:start + TARGET_PART]
+        vectors = encoder.encode([t for _, t in chunk])
+        with atomic_open(folder / f"part-{first + n:05d}.npz", "wb") as f:
+            np.savez(f, keys=np.array([k for k, _ in chunk]), vectors=vectors)
+        cached.update(zip((k for k, _ in chunk), vectors))
+    return np.stack([cached[k] for k in keys])
 
 
 @torch.inference_mode()
@@ -110,12 +137,13 @@ def align(config: AlignConfig) -> Path:
     student = asymmetric_config(config.doc_encoder,
                                 **{k: getattr(config.student, k) for k in QUERY_SIDE})
     model = TwinBert.load(run.checkpoint) if run.resuming else TwinBert(student)
-    targets = torch.from_numpy(encode_targets(model.doc_encoder, texts, Path(config.output) / "targets"))
-    if model.query_tower.projection is not None and not run.resuming:
-        fit_projection(model, texts, targets)
     vectors = StoreVectors(config.doc_stores, model)
     vectors(list(dict.fromkeys(d.docno for docs in cutoff(validation.candidates, config.val_depth).values()
-                               for d in docs)))  # every validation candidate must be stored: fail now
+                               for d in docs)))  # every validation candidate must be stored: fail before encoding
+    targets = torch.from_numpy(encode_targets(model.doc_encoder, texts,
+                                              Path(config.targets or Path(config.output) / "targets")))
+    if model.query_tower.projection is not None and not run.resuming:
+        fit_projection(model, texts, targets)
     head = [p for n, p in model.named_parameters() if ".encoder." not in n]
     body = [p for n, p in model.named_parameters() if ".encoder." in n]
     optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
@@ -124,7 +152,11 @@ def align(config: AlignConfig) -> Path:
     def step(n: int) -> dict:
         rows = random.Random(config.loop.step_seed(n)).sample(range(len(texts)), config.batch_size)
         q = model.query_tower([texts[i] for i in rows], model.config.query_max_length)
-        loss = (q - targets[rows].to(q.device)).pow(2).sum(-1).mean()
+        target = targets[rows].to(q.device)
+        if config.loss == "cosine":
+            loss = (1 - nn.functional.cosine_similarity(q, target, dim=-1)).mean()
+        else:
+            loss = (q - target).pow(2).sum(-1).mean()
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)

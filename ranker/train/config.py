@@ -8,6 +8,7 @@ the CLI's defaults are read from these classes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ranker.io import datasets
 from ranker.io.datasets import DATA_DIR
@@ -170,8 +171,11 @@ class AlignConfig:
         student: The query side's architecture (``doc_encoder``, ``proj_dim`` and ``doc_max_length`` are set
             from the bi-encoder).
         sets: Sets whose queries (minus the validation queries) and passages give the training texts.
+        query_sets: Text-only sets (``align`` use, e.g. ``msmarco-train``) whose queries are training texts too.
+        targets: Cache folder of the bi-encoder's target vectors (default ``output/targets``); runs may share one.
         sentences: Passage sentences drawn (seeded, spread evenly over the collections of ``sets``) besides the queries.
         batch_size: Texts per step.
+        loss: ``mse`` (vector to vector) or ``cosine`` (direction alone; :mod:`ranker.train.align`).
         lr: AdamW learning rate of the query encoder; pooling and projection train at ``head_lr``.
         head_lr: Learning rate of pooling and projection.
         loop: Steps, warm-up, validation and checkpoint cadence, seed.
@@ -186,8 +190,11 @@ class AlignConfig:
     doc_encoder: str = "mpnet"
     student: TwinBertConfig = field(default_factory=lambda: TwinBertConfig(query_max_length=64))
     sets: tuple[str, ...] = DISTILL_SETS
+    query_sets: tuple[str, ...] = ()
+    targets: str | None = None
     sentences: int = 12_000
     batch_size: int = 64
+    loss: Literal["mse", "cosine"] = "mse"
     lr: float = 1e-4
     head_lr: float = 1e-3
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=600, warmup_steps=50, eval_every=150,
