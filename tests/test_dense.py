@@ -85,3 +85,23 @@ def test_synthetic_stores_share_rows_and_are_measured(tmp_path):
     assert np.array_equal(small.lookup([docno(5)]), large.lookup([docno(5)]))  # the same rows, whatever the size
     result = measure(tmp_path / "large", candidates=10, queries=20)
     assert result["rows"] == 70_000 and result["lookup_p50_ms"] > 0 and result["anonymous_mb_added"] < 100
+
+
+def test_an_empty_store_is_refused_for_exact_and_hnsw_search(student, tmp_path):
+    model, _ = student
+    empty = build_store(model, [], tmp_path / "empty", progress=False)
+    assert empty.row_count == 0
+    for search in ("exact", "hnsw"):
+        with pytest.raises(RankerError, match="holds no passages: nothing to retrieve"):
+            DenseRetriever(empty.path, str(model.path), search=search, query_backend="torch")
+
+
+def test_contradictory_first_stage_options_are_refused(tmp_path):
+    from ranker.rerank.assembly import DenseConfig, PipelineConfig, build_pipeline
+
+    run = tmp_path / "c.trec"
+    run.write_text("q1 Q0 d1 1 1.0 t\n")
+    with pytest.raises(RankerError, match="--retriever dense retrieves and --candidates reranks"):
+        build_pipeline(QUERIES, PipelineConfig(retriever="dense", candidates=run, dense=DenseConfig(store="s")))
+    with pytest.raises(RankerError, match="set the dense or hybrid retriever"):
+        build_pipeline(QUERIES, PipelineConfig(candidates=run, dense=DenseConfig(hybrid_weight=0.3)))

@@ -104,6 +104,11 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
     retriever = first = None
     if config.retriever not in RETRIEVERS:
         raise RankerError(f"retriever must be one of {', '.join(RETRIEVERS)}, not {config.retriever!r}")
+    if config.retriever != "bm25" and config.candidates is not None:
+        raise RankerError(f"--retriever {config.retriever} retrieves and --candidates reranks a given run: give one")
+    if config.retriever == "bm25" and replace(config.dense, store=None) != DenseConfig():
+        raise RankerError("--dense-model, --search, --ef-search and --hybrid-weight set the dense or hybrid "
+                          "retriever: add --retriever dense or hybrid, or leave them out")
     if config.index is not None or config.retriever == "hybrid":
         from ranker.first_stage.bm25 import Bm25Retriever
 

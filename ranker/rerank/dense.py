@@ -54,6 +54,8 @@ class DenseRetriever(Stage):
             raise RankerError(f"dense search must be one of {', '.join(SEARCHES)}, not {search!r}")
         self.search, self.k, self.ef_search, self.hnsw_m = search, k, ef_search, hnsw_m
         self.encode = self._query_encoder(model, store, query_backend)
+        if self.store.row_count == 0:
+            raise RankerError(f"{store}: the embedding store holds no passages: nothing to retrieve")
         self.hnsw = self._hnsw() if search == "hnsw" else None
 
     def _query_encoder(self, model: str | None, store: str | Path, query_backend: str | None):
