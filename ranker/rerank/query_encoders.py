@@ -12,7 +12,7 @@ queries it truncated (``truncated``).
 
 An exported graph is cached next to the model (``MODEL/onnx/``; when that folder is not writable, under
 ``$RANKER_CACHE`` or ``~/.cache/ranker``) in a folder named by the query tower's fingerprint
-(:meth:`TwinBert.query_fingerprint`), with a ``ranker.json`` holding the full fingerprint and the graph's SHA-256.
+(:meth:`TwinBert.query_fingerprint`, which covers the query cap), the precision and the export recipe, with a ``ranker.json`` holding the full fingerprint and the graph's SHA-256.
 A graph is used only if both match; otherwise (the model changed, the file was altered, an export was cut off) it
 is exported again, and every new graph is checked against the PyTorch tower on probe queries before use.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -49,6 +50,9 @@ that per-tensor activation quantization blurs most; measured on SciFact queries,
 RECIPE = {"float32": {"opset": OPSET}, "int8": {"opset": OPSET, "weights": "int8 per-channel", "activations":
                                                "uint8 dynamic", "float_ffn_layers": FLOAT_FFN_LAYERS}}
 """How each graph is made; a cached graph made otherwise is stale."""
+CACHED_GRAPHS = 8
+"""Graphs kept per cache folder (by fingerprint, precision and recipe; the least recently used go first): models
+sharing ``$RANKER_CACHE``, and one model's query caps, do not evict each other's graphs."""
 TOLERANCE = {"float32": 1e-3}  # largest absolute difference allowed against the PyTorch tower
 MIN_COSINE = {"int8": 0.98}  # smallest cosine allowed against the PyTorch tower
 
@@ -196,9 +200,11 @@ def query_graph(model: Any, precision: str, cache: str | Path | None = None) -> 
     """
     fingerprint = model.query_fingerprint()
     root = Path(cache) if cache is not None else cache_root(model)
-    folder = root / f"query-{fingerprint[:16]}-{precision}"
+    recipe = hashlib.sha256(json.dumps(RECIPE[precision], sort_keys=True).encode()).hexdigest()[:8]
+    folder = root / f"query-{fingerprint[:16]}-{precision}-{recipe}"
     reason = _stale(folder, fingerprint, RECIPE[precision])
     if reason is None:
+        os.utime(folder)  # most recently used: kept longest
         return folder / GRAPH_FILE
     print(f"rank: exporting the query tower to ONNX ({precision}; {reason}) -> {folder}", file=sys.stderr)
     with atomic_dir(folder) as tmp:
@@ -213,9 +219,9 @@ def query_graph(model: Any, precision: str, cache: str | Path | None = None) -> 
 
         write_metadata(tmp, GRAPH_TYPE, query_fingerprint=fingerprint, precision=precision, recipe=RECIPE[precision],
                        sha256=_sha256(tmp / GRAPH_FILE), torch=torch.__version__, onnxruntime=onnxruntime.__version__)
-    for old in root.glob(f"query-*-{precision}"):  # graphs of earlier versions of this model
-        if old != folder and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+    cached = sorted((f for f in root.glob("query-*") if f.is_dir() and f != folder), key=lambda f: f.stat().st_mtime)
+    for old in cached[:max(0, len(cached) + 1 - CACHED_GRAPHS)]:  # the least recently used beyond the limit
+        shutil.rmtree(old, ignore_errors=True)
     return folder / GRAPH_FILE
 
 
