@@ -131,3 +131,26 @@ def test_the_command_line_shards_and_merges(setup, tmp_path):
     result = rank("encode", "--store", tmp_path / "bad", "--merge", tmp_path / "part0", check=False)
     assert_input_error(result, "each of the 2 shards once")
     assert not (tmp_path / "bad").exists()
+
+
+def test_store_options_that_cannot_go_together_are_refused_in_one_line(setup, tmp_path):
+    from .test_cli import assert_input_error, rank
+
+    root, model, docs, single = setup
+    collection = tmp_path / "docs.tsv"
+    collection.write_text("".join(f"{d}\t{' '.join(t.split())}\n" for d, t in docs[:5]))
+    common = ["--collection", collection, "--model", model.path]
+    cases = {("--engine", "ray", "--shard", "0/2"): "--shard splits a single-machine build; it cannot go with "
+                                                      "--engine ray",
+             ("--add", "--merge", single.path): "--add/--delete/--compact and --merge cannot go together",
+             ("--add", "--shard", "0/2"): "it cannot go with --add/--delete/--compact"}
+    for extra, message in cases.items():
+        assert_input_error(rank("encode", *common, "--store", tmp_path / "s", *extra, check=False), message)
+        assert not (tmp_path / "s").exists()
+
+
+def test_an_unreachable_ray_address_fails_at_once_with_one_line(setup):
+    from ranker.rerank.distributed import check_reachable
+
+    with pytest.raises(RankerError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
+        check_reachable("127.0.0.1:1", timeout=2.0)

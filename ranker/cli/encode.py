@@ -78,6 +78,7 @@ def encode(
     from ranker.rerank.registry import doc_encoder
     from ranker.rerank.store_build import build_store, convert_store, merge_stores
 
+    _one_mode(add or delete or compact, bool(merge), from_store is not None, shard is not None, engine is Engine.ray)
     docs = _docs(collection, candidates) if collection else None
     if add or delete or compact:
         built = _edit(store, docs, model, encoder, add, replace, delete, compact)
@@ -119,6 +120,18 @@ def _docs(collections: list[str], candidates: Path | None) -> Iterator:
             if doc.docno not in seen and (wanted is None or doc.docno in wanted):
                 seen.add(doc.docno)
                 yield doc
+
+
+def _one_mode(edit: bool, merge: bool, convert: bool, shard: bool, ray: bool) -> None:
+    """Refuse options that cannot go together (one would be silently dropped)."""
+    from ranker.errors import RankerError
+
+    chosen = [name for name, on in (("--add/--delete/--compact", edit), ("--merge", merge),
+                                    ("--from-store", convert)) if on]
+    if len(chosen) > 1:
+        raise RankerError(f"{' and '.join(chosen)} cannot go together: one kind of store work per command")
+    if shard and (ray or chosen):
+        raise RankerError(f"--shard splits a single-machine build; it cannot go with {'--engine ray' if ray else chosen[0]}")
 
 
 def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encoder, add: bool, replace: bool,

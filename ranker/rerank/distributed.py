@@ -61,6 +61,8 @@ def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str
     dim = plan["dim"]
     del driver_model
     started = not ray.is_initialized()
+    if started and address and address != "auto":
+        check_reachable(address)
     if started:
         ray.init(address=address, num_cpus=None if address else workers * threads, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
@@ -96,3 +98,16 @@ def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str
     finally:
         if started:
             ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a cluster address nothing answers at within ``timeout`` seconds (``ray.init`` would wait on)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise RankerError(f"cannot reach a Ray cluster at {address} ({e or 'no answer'}); start one with "
+                          "'ray start --head' or leave --address out for a local one") from None
