@@ -109,6 +109,34 @@ def test_bad_store_edits_change_nothing(model, corpus, tmp_path):
     assert snapshot(path) == before
 
 
+def test_a_second_writer_is_refused_while_an_edit_holds_the_store(model, corpus, tmp_path):
+    import fcntl
+
+    docs, _, _ = corpus
+    path = tmp_path / "store"
+    build_store(model, docs[:10], path, batch_size=8, progress=False)
+    before = snapshot(path)
+    with open(tmp_path / ".store.lock", "a") as held:  # another process's edit, as the OS sees it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for edit in (lambda: add_to_store(model, docs[10:12], path), lambda: delete_from_store(path, [docs[0].docno]),
+                     lambda: compact_store(path)):
+            with pytest.raises(RankerError, match="is being edited by another process"):
+                edit()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert snapshot(path) == before
+    assert len(add_to_store(model, docs[10:12], path)) == 12  # the lock is free again
+
+
+def test_compacting_through_a_symbolic_link_compacts_the_real_store(model, corpus, tmp_path):
+    docs, _, _ = corpus
+    real = tmp_path / "real"
+    build_store(model, docs[:10], real, batch_size=8, progress=False)
+    delete_from_store(real, [docs[1].docno])
+    (tmp_path / "link").symlink_to(real)
+    compact_store(tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and EmbeddingStore.load(real).row_count == 9
+
+
 @pytest.mark.java
 def test_index_add_delete_compact_ranks_as_a_rebuild(corpus, tmp_path):
     from ranker.first_stage.bm25 import Bm25Config, Bm25Retriever, build_index

@@ -7,14 +7,17 @@
 
 An edit appends its rows past the committed ``count`` first and commits by rewriting ``ranker.json`` (count and
 ``deleted_rows``) atomically last, so a stopped edit leaves the store as it was (the uncommitted tail is ignored
-by readers and cut by the next edit). After add, delete and compact the store ranks as one rebuilt from the final
+by readers and cut by the next edit). One writer at a time: an edit holds an OS lock on ``.NAME.lock`` beside the
+store (beside, since compaction replaces the folder) and a second edit is refused in one line. After add, delete and compact the store ranks as one rebuilt from the final
 collection in the same order (rows in the same order; vectors equal up to the batch a passage was encoded in).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,19 @@ from ranker.rerank.store_build import (
     write_indexes,
 )
 from ranker.types import Doc
+
+
+@contextmanager
+def edit_lock(path: str | Path) -> Iterator[None]:
+    """Hold the store's writer lock (``.NAME.lock`` beside it, ``flock``), or refuse at once if another holds it."""
+    path = Path(path).resolve()
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RankerError(f"the store {path} is being edited by another process: rerun when it has "
+                              "finished") from None
+        yield
 
 
 def _arrays(store: EmbeddingStore) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -78,35 +94,36 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
         StoreMismatchError: ``model`` did not build the store.
         RankerError: A docno repeated among ``docs``, or one the store holds (without ``replace``).
     """
-    store = EmbeddingStore.load(path, model)
-    items = [_docno_text(d) for d in docs]
-    seen: set[str] = set()
-    for docno, _ in items:
-        if docno in seen:
-            raise RankerError(f"docno {docno!r} is given twice among the documents to add")
-        seen.add(docno)
-    rows = store.rows_of([d for d, _ in items])
-    held = [d for (d, _), row in zip(items, rows) if row is not None]
-    if held and not replace:
-        raise RankerError(f"{len(held)} docno(s) are already in the store {path}: {', '.join(held[:5])} "
-                          "(--replace re-encodes them)")
-    deleted = set(store.deleted) | {row for row in rows if row is not None}
-    _cut_uncommitted(store)
-    rule = store.meta["quantization"]
-    bar = tqdm(total=len(items), desc="add", unit="doc", disable=len(items) <= store.meta["batch_size"])
-    for batch in _batches(iter(items), store.meta["batch_size"]):
-        texts = [t for _, t in batch]
-        codes, scales = quantize(np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32), rule)
-        parts = {EMBEDDINGS: codes, SCALES: scales,
-                 HASHES: text_hashes(texts)}
-        for name in _arrays(store):
-            with open(store.path / name, "ab") as f:
-                f.write(np.ascontiguousarray(parts[name]).tobytes())
-        with open(store.path / DOCNOS, "ab") as f:
-            f.write("".join(f"{d}\n" for d, _ in batch).encode("utf-8"))
-        bar.update(len(batch))
-    bar.close()
-    return _commit(store, store.row_count + len(items), deleted)
+    with edit_lock(path):
+        store = EmbeddingStore.load(path, model)
+        items = [_docno_text(d) for d in docs]
+        seen: set[str] = set()
+        for docno, _ in items:
+            if docno in seen:
+                raise RankerError(f"docno {docno!r} is given twice among the documents to add")
+            seen.add(docno)
+        rows = store.rows_of([d for d, _ in items])
+        held = [d for (d, _), row in zip(items, rows) if row is not None]
+        if held and not replace:
+            raise RankerError(f"{len(held)} docno(s) are already in the store {path}: {', '.join(held[:5])} "
+                              "(--replace re-encodes them)")
+        deleted = set(store.deleted) | {row for row in rows if row is not None}
+        _cut_uncommitted(store)
+        rule = store.meta["quantization"]
+        bar = tqdm(total=len(items), desc="add", unit="doc", disable=len(items) <= store.meta["batch_size"])
+        for batch in _batches(iter(items), store.meta["batch_size"]):
+            texts = [t for _, t in batch]
+            codes, scales = quantize(np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32), rule)
+            parts = {EMBEDDINGS: codes, SCALES: scales,
+                     HASHES: text_hashes(texts)}
+            for name in _arrays(store):
+                with open(store.path / name, "ab") as f:
+                    f.write(np.ascontiguousarray(parts[name]).tobytes())
+            with open(store.path / DOCNOS, "ab") as f:
+                f.write("".join(f"{d}\n" for d, _ in batch).encode("utf-8"))
+            bar.update(len(batch))
+        bar.close()
+        return _commit(store, store.row_count + len(items), deleted)
 
 
 def delete_from_store(path: str | Path, docnos: Sequence[str]) -> EmbeddingStore:
@@ -115,21 +132,26 @@ def delete_from_store(path: str | Path, docnos: Sequence[str]) -> EmbeddingStore
     Raises:
         RankerError: A docno the store does not hold (the first few are named); nothing is deleted then.
     """
-    store = EmbeddingStore.load(path)
-    rows = store.rows_of(docnos)
-    unknown = [d for d, row in zip(docnos, rows) if row is None]
-    if unknown:
-        raise RankerError(f"{len(unknown)} docno(s) to delete are not in the store {path}: {', '.join(unknown[:5])}")
-    return _commit(store, store.row_count, set(store.deleted) | set(rows))
+    with edit_lock(path):
+        store = EmbeddingStore.load(path)
+        rows = store.rows_of(docnos)
+        unknown = [d for d, row in zip(docnos, rows) if row is None]
+        if unknown:
+            raise RankerError(f"{len(unknown)} docno(s) to delete are not in the store {path}: "
+                              f"{', '.join(unknown[:5])}")
+        return _commit(store, store.row_count, set(store.deleted) | set(rows))
 
 
 def compact_store(path: str | Path, chunk_size: int = 4096) -> EmbeddingStore:
-    """Rewrite the store without its tombstoned rows (codes copied as they are); the folder is replaced whole."""
-    store = EmbeddingStore.load(path)
-    live = store.live_rows()
-    with atomic_dir(path) as tmp:
-        build = _PartialBuild(tmp, encoded_plan(store))
-        for start in range(0, len(live), chunk_size):
-            build.append([stored_rows(store, live[start:start + chunk_size])])
-        build.finish()
-    return EmbeddingStore.load(path)
+    """Rewrite the store without its tombstoned rows (codes copied as they are); the folder is replaced whole (the
+    real folder, where ``path`` is a symbolic link)."""
+    path = Path(path).resolve()
+    with edit_lock(path):
+        store = EmbeddingStore.load(path)
+        live = store.live_rows()
+        with atomic_dir(path) as tmp:
+            build = _PartialBuild(tmp, encoded_plan(store))
+            for start in range(0, len(live), chunk_size):
+                build.append([stored_rows(store, live[start:start + chunk_size])])
+            build.finish()
+        return EmbeddingStore.load(path)
