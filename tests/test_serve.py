@@ -189,6 +189,32 @@ def test_a_store_from_another_model_refuses_to_start(dl19, tmp_path):
     assert result.returncode == 2 and "rank: error:" in result.stderr and "fingerprint" in result.stderr
 
 
+def test_sigterm_drains_and_exits_0_and_a_busy_port_fails_before_the_model_loads(dl19):
+    import socket
+    import subprocess
+
+    from ranker.serve.loadtest import ServerProcess
+
+    store = str(dl19["root"] / "store")
+    with ServerProcess("--store", store) as running_server:
+        port = running_server.port
+        busy = rank("serve", "--store", store, "--host", "127.0.0.1", "--port", port, check=False)
+        assert busy.returncode == 2 and f"rank: error: cannot listen on 127.0.0.1:{port}" in busy.stderr
+        assert "serving" not in busy.stderr  # refused before loading the model
+        running_server.process.terminate()
+        try:
+            code = running_server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            running_server.process.kill()
+            raise
+        assert code == 0 and "rank serve: stopped" in running_server.process.stderr.read()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = rank("serve", "--store", store, "--host", "127.0.0.1", "--port", taken.getsockname()[1], check=False)
+        assert busy.returncode == 2 and "cannot listen on" in busy.stderr
+
+
 class SlowService:
     """A stand-in model: each query-tower pass takes ``seconds`` and is recorded (batching, back-pressure)."""
 

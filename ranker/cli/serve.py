@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -33,11 +34,15 @@ def serve(
     query_backend: Annotated[str, typer.Option(
         help=QUERY_BACKEND_HELP, callback=options.query_backend)] = DEFAULT.query_backend,
 ) -> None:
-    """Serve reranking from the cached passage vectors until SIGINT or SIGTERM."""
+    """Serve reranking from the cached passage vectors until SIGINT or SIGTERM (in-flight requests finish; exit 0)."""
     import uvicorn
 
+    from ranker.interrupt import Interrupted
     from ranker.serve.app import create_app
     from ranker.serve.service import RerankService
+
+    listener = _listen(host, port)  # a busy port fails now, before the model loads
+    port = listener.getsockname()[1]
 
     config = ServeConfig(store=str(store), model=model, index=str(index) if index else None, host=host, port=port,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout,
@@ -49,4 +54,24 @@ def serve(
     import gc
 
     gc.freeze()  # the loaded model's objects move out of the collector's reach: full collections stay short
-    uvicorn.run(create_app(config, service), host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, service), log_level="warning", access_log=False))
+    try:
+        server.run(sockets=[listener])
+    except Interrupted:  # uvicorn drains, then re-raises the signal it caught: the documented stop
+        pass
+    typer.echo("rank serve: stopped", err=True)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (``0``: a free port), or a one-line error naming them."""
+    from ranker.errors import RankerError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as e:
+        listener.close()
+        raise RankerError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return listener
