@@ -146,6 +146,15 @@ def test_health_and_metrics(server, service):
     assert status == 200 and "ranker_requests_total" in text and "ranker_query_batch_size_bucket" in text
 
 
+def test_metrics_are_labelled_by_route_so_unknown_paths_share_one_label(server):
+    for n in range(30):
+        server.call("GET", f"/no-such-path-{n}")
+    server.call("GET", "/health")
+    _, text, _ = server.call("GET", "/metrics")
+    assert "no-such-path" not in text
+    assert 'endpoint="unmatched"' in text and 'endpoint="/health"' in text
+
+
 GOOD = {"query": "what is durable medical equipment", "documents": ["a wheelchair is durable equipment"]}
 
 
@@ -402,3 +411,35 @@ def test_the_search_page_in_a_real_browser(dl19, tmp_path):
             assert screenshot.stat().st_size > 10_000
         finally:
             browser.quit()
+
+
+def test_the_load_test_counts_every_non_2xx_answer_as_an_error_and_times_only_answers():
+    import http.server
+    import itertools
+    import threading
+
+    from ranker.serve.loadtest import closed_loop
+
+    answers = itertools.cycle([200, 404, 200, 429])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(next(answers))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = closed_loop(f"http://127.0.0.1:{server.server_address[1]}", "/v1/rerank", [b"{}"], 1, 0.5)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    total = sum(result.statuses.values())
+    assert total >= 4 and result.errors == result.statuses.get("404", 0) + result.statuses.get("429", 0) > 0
+    assert result.requests == result.statuses["200"] == total - result.errors

@@ -67,6 +67,10 @@ def bench_serve(
             growth = f"{100 * (after - before) / before:+.1f}%" if server else "not measured (--url)"
             typer.echo(f"soak c={soak_concurrency} {soak:.0f} s: {result.requests} requests, {result.errors} errors, "
                        f"p99 {result.p99_ms:.1f} ms, server memory {growth}")
+    failed = [r for r in [*results, *([result] if soak else [])] if r.errors]
+    if failed:
+        raise RankerError("the server answered errors, so no figure is reported: " + "; ".join(
+            f"{r.mode} c={r.concurrency}: {r.errors} of {sum(r.statuses.values())} ({r.statuses})" for r in failed))
     if output is not None:
         write_json(output, {"k": k, "threads": threads, "seconds": seconds,
                             "results": [r.as_dict() for r in results], "soak": soaked})

@@ -34,7 +34,7 @@ def serve_markdown(path: Path, plot_link: str | None) -> str:
         growth = (100 * (soak["rss_mb_after"] - soak["rss_mb_before"]) / soak["rss_mb_before"]
                   if soak.get("rss_mb_before") else float("nan"))
         lines.append(f"Soak: {soak['seconds']:.0f} s at concurrency {soak['concurrency']}: {soak['requests']:,} "
-                     f"requests, {soak['errors']} errors (5xx or failed), p99 {soak['p99_ms']:.1f} ms, server "
+                     f"requests, {soak['errors']} errors (non-2xx or failed), p99 {soak['p99_ms']:.1f} ms, server "
                      f"memory {soak['rss_mb_before']:.0f} -> {soak['rss_mb_after']:.0f} MB ({growth:+.1f}%).")
     return "\n".join(lines)
 

@@ -72,7 +72,8 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
             response = await call_next(request)
         except ApiError as e:
             response = JSONResponse(e.body(), e.status, headers=e.headers)
-        endpoint = request.url.path
+        # by route template, never the raw path: unknown paths share one label (a scan cannot grow the scrape)
+        endpoint = getattr(request.scope.get("route"), "path", None) or "unmatched"
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         return response

@@ -65,7 +65,8 @@ def free_port() -> int:
 
 def closed_loop(url: str, path: str, bodies: Sequence[bytes], concurrency: int, seconds: float,
                 mode: str = "") -> LoadResult:
-    """``concurrency`` clients POST ``bodies`` (round robin) to ``path`` for ``seconds``."""
+    """``concurrency`` clients POST ``bodies`` (round robin) to ``path`` for ``seconds``. Any answer other than a 2xx,
+    and any failed connection, is an error: counted by status, and left out of the latencies and requests/s."""
     host, port = loopback(url)
     deadline = time.monotonic() + seconds
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
@@ -87,7 +88,8 @@ def closed_loop(url: str, path: str, bodies: Sequence[bytes], concurrency: int, 
                 status = "failed"
                 connection.close()
                 connection = http.client.HTTPConnection(host, port, timeout=60)
-            latencies[n].append(1000 * (time.perf_counter() - started))
+            if status.startswith("2"):  # only answers count towards latency and throughput
+                latencies[n].append(1000 * (time.perf_counter() - started))
             statuses[n][status] = statuses[n].get(status, 0) + 1
         connection.close()
 
@@ -103,7 +105,7 @@ def closed_loop(url: str, path: str, bodies: Sequence[bytes], concurrency: int, 
     for per in statuses:
         for status, count in per.items():
             counts[status] = counts.get(status, 0) + count
-    errors = sum(c for s, c in counts.items() if s == "failed" or s.startswith("5"))
+    errors = sum(c for s, c in counts.items() if not s.startswith("2"))
     p50, p95, p99 = (float(np.percentile(ms, q)) if len(ms) else float("nan") for q in (50, 95, 99))
     return LoadResult(path, mode, concurrency, round(elapsed, 2), len(ms), round(len(ms) / elapsed, 1),
                       round(p50, 3), round(p95, 3), round(p99, 3), errors, counts)
