@@ -4,6 +4,7 @@ timeouts, metrics, and the exact bodies Elasticsearch and OpenSearch send."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -175,6 +176,9 @@ GOOD = {"query": "what is durable medical equipment", "documents": ["a wheelchai
     ("/v1/rerank", {"query": "x", "documents": ["a"], "top_n": 0}, 422, "top_n"),
     ("/v1/rerank", {"query": "x", "documents": ["a"], "top_n": "many"}, 422, "top_n"),
     ("/v1/rerank", ["not", "an", "object"], 422, "body"),
+    ("/v1/rerank", b'{"query": "\\ud800", "documents": ["a"]}', 422, "query"),
+    ("/v1/rerank", b'{"query": "x", "documents": ["a", {"text": "b\\udfff"}]}', 422, "documents[1].text"),
+    ("/rerank", b'{"query": "x", "texts": ["a", "\\ud83d"]}', 422, "texts[1]"),
     ("/rerank", {"query": "x"}, 422, "texts"),
     ("/rerank", {"query": "x", "texts": [None]}, 422, "texts[0]"),
     ("/search?q=anything", None, 409, "index"),
@@ -443,3 +447,32 @@ def test_the_load_test_counts_every_non_2xx_answer_as_an_error_and_times_only_an
     total = sum(result.statuses.values())
     assert total >= 4 and result.errors == result.statuses.get("404", 0) + result.statuses.get("429", 0) > 0
     assert result.requests == result.statuses["200"] == total - result.errors
+
+
+def test_a_query_that_fails_inside_a_shared_batch_fails_only_its_own_request():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ranker.serve.batcher import QueryBatcher
+
+    passes: list[list[str]] = []
+
+    def encode(texts):
+        passes.append(list(texts))
+        if "bad" in texts:
+            raise ValueError("cannot tokenize")
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+    async def main():
+        with ThreadPoolExecutor(1) as executor:
+            batcher = QueryBatcher(encode, executor, max_batch=16, max_wait_ms=50)
+            batcher.start()
+            try:
+                return await asyncio.gather(*(batcher.submit(t, 10) for t in ["a", "b", "bad", "c"]),
+                                            return_exceptions=True)
+            finally:
+                await batcher.stop()
+
+    results = asyncio.run(main())
+    assert isinstance(results[2], ValueError) and all(isinstance(r, np.ndarray) for i, r in enumerate(results)
+                                                      if i != 2)
+    assert passes[0] == ["a", "b", "bad", "c"] and sorted(map(tuple, passes[1:])) == [("a",), ("b",), ("bad",), ("c",)]

@@ -3,7 +3,8 @@
 Requests put their query on a bounded queue and await a future; one task takes the first waiting query,
 collects more for up to ``max_wait_ms`` (or until ``max_batch``), and runs the batch on the model's single
 worker thread. A full queue is refused at once (:class:`QueueFull`: the server answers 503 with
-``Retry-After``), and a caller stops waiting after its timeout (504).
+``Retry-After``), and a caller stops waiting after its timeout (504). A batch that fails is run again query by
+query, so one bad query fails only its own request, never its neighbours.
 """
 
 from __future__ import annotations
@@ -77,13 +78,19 @@ class QueryBatcher:
                 continue
             if self.on_batch:
                 self.on_batch(len(live))
-            try:
-                vectors = await loop.run_in_executor(self.executor, self.encode, [t for t, _ in live])
-            except Exception as e:  # the model failed: every caller of the batch hears it
-                for _, future in live:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            for (_, future), vector in zip(live, vectors, strict=True):
-                if not future.done():
-                    future.set_result(vector)
+            await self._encode(loop, live)
+
+    async def _encode(self, loop: asyncio.AbstractEventLoop, live: list[tuple[str, asyncio.Future]]) -> None:
+        """Run one batch; if it fails, run its queries one by one, so only a query that fails alone hears it."""
+        try:
+            vectors = await loop.run_in_executor(self.executor, self.encode, [t for t, _ in live])
+        except Exception as e:
+            if len(live) > 1:
+                for item in live:
+                    await self._encode(loop, [item])
+            elif not live[0][1].done():
+                live[0][1].set_exception(e)
+            return
+        for (_, future), vector in zip(live, vectors, strict=True):
+            if not future.done():
+                future.set_result(vector)

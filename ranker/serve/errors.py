@@ -34,11 +34,31 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ApiError(400, "body", f"malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if (where := _unencodable(data, ())) is not None:  # "\ud800": valid JSON, but no text a tokenizer can read
+        raise ApiError(422, _field(where) or "body", "holds a lone UTF-16 surrogate (\\ud800-\\udfff): not text")
     try:
         return model.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         raise ApiError(422, _field(first["loc"]) or "body", first["msg"]) from None
+
+
+def _unencodable(data: Any, loc: tuple) -> tuple | None:
+    """Where in parsed JSON a string (or key) cannot be encoded as UTF-8, or ``None``."""
+    if isinstance(data, str):
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return loc
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if (found := _unencodable(key, loc)) is not None or (found := _unencodable(value, (*loc, key))) is not None:
+                return found
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            if (found := _unencodable(value, (*loc, i))) is not None:
+                return found
+    return None
 
 
 def _field(loc: tuple) -> str:
