@@ -131,7 +131,8 @@ def _one_mode(edit: bool, merge: bool, convert: bool, shard: bool, ray: bool) ->
     if len(chosen) > 1:
         raise RankerError(f"{' and '.join(chosen)} cannot go together: one kind of store work per command")
     if shard and (ray or chosen):
-        raise RankerError(f"--shard splits a single-machine build; it cannot go with {'--engine ray' if ray else chosen[0]}")
+        other = "--engine ray" if ray else chosen[0]
+        raise RankerError(f"--shard splits a single-machine build; it cannot go with {other}")
 
 
 def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encoder, add: bool, replace: bool,

@@ -12,9 +12,10 @@ queries it truncated (``truncated``).
 
 An exported graph is cached next to the model (``MODEL/onnx/``; when that folder is not writable, under
 ``$RANKER_CACHE`` or ``~/.cache/ranker``) in a folder named by the query tower's fingerprint
-(:meth:`TwinBert.query_fingerprint`, which covers the query cap), the precision and the export recipe, with a ``ranker.json`` holding the full fingerprint and the graph's SHA-256.
-A graph is used only if both match; otherwise (the model changed, the file was altered, an export was cut off) it
-is exported again, and every new graph is checked against the PyTorch tower on probe queries before use.
+(:meth:`TwinBert.query_fingerprint`, which covers the query cap), the precision and the export recipe, with a
+``ranker.json`` holding the full fingerprint and the graph's SHA-256. A graph is used only if both match; otherwise
+(the model changed, the file was altered, an export was cut off) it is exported again, and every new graph is
+checked against the PyTorch tower on probe queries before use.
 """
 
 from __future__ import annotations

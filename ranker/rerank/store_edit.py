@@ -6,10 +6,11 @@
 * :func:`compact_store` rewrites the store without its tombstoned rows (the folder is replaced whole).
 
 An edit appends its rows past the committed ``count`` first and commits by rewriting ``ranker.json`` (count and
-``deleted_rows``) atomically last, so a stopped edit leaves the store as it was (the uncommitted tail is ignored
-by readers and cut by the next edit). One writer at a time: an edit holds an OS lock on ``.NAME.lock`` beside the
-store (beside, since compaction replaces the folder) and a second edit is refused in one line. After add, delete and compact the store ranks as one rebuilt from the final
-collection in the same order (rows in the same order; vectors equal up to the batch a passage was encoded in).
+``deleted_rows``) atomically last, so a stopped edit leaves the store as it was (the uncommitted tail is ignored by
+readers and cut by the next edit). One writer at a time: an edit holds an OS lock on ``.NAME.lock`` beside the store
+(beside, since compaction replaces the folder) and a second edit is refused in one line. After add, delete and
+compact the store ranks as one rebuilt from the final collection in the same order (rows in the same order; vectors
+equal up to the batch a passage was encoded in).
 """
 
 from __future__ import annotations

@@ -2,18 +2,18 @@
 
 The student's passage side *is* the bi-encoder (all-mpnet-base-v2, frozen, read from its store), so a query tower
 that reproduces the bi-encoder's query vectors ranks as the bi-encoder does at MiniLM's cost per query. Training
-texts are short, like queries: every distillation query (never DL19, SciFact test or the validation queries) and
-the queries of text-only sets (``msmarco-train``: 48,794 MS MARCO training queries, checked for overlap with every
+texts are short, like queries: every distillation query (never DL19, SciFact test or the validation queries) and the
+queries of text-only sets (``msmarco-train``: 48,794 MS MARCO training queries, checked for overlap with every
 validation and test query), and one sentence from each of ``sentences`` passages drawn from the distillation pools.
-Their bi-encoder vectors are computed once and cached by text hash (``targets``, default ``output/targets/``;
-parts written atomically: an interrupted encoding resumes, and runs can share one cache).
-Loss (``loss``): ``mse``, the squared distance between the tower's vector and the bi-encoder's unit vector
-(direction and length: the residual crossing reads both), or ``cosine``, ``1 - cos`` (direction alone: all the cosine
-crossing reads; a tower cut from the bi-encoder's own first layers has no projection, and its raw pooled vectors are
-far from unit length, which ``mse`` would spend its gradient on). The projection starts at the least-squares (ridge) map from the pretrained
-query encoder's pooled vectors to the targets, so step 0 already ranks with what the encoder knows. The
-checkpoint is picked by validation nDCG@10, reranking the validation queries' candidates against the stored
-vectors; :func:`ranker.train.distill.distill` then fine-tunes on teacher scores from this start (``init``).
+Their bi-encoder vectors are computed once and cached by text hash (``targets``, default ``output/targets/``; parts
+written atomically: an interrupted encoding resumes, and runs can share one cache). Loss (``loss``): ``mse``, the
+squared distance between the tower's vector and the bi-encoder's unit vector (direction and length: the residual
+crossing reads both), or ``cosine``, ``1 - cos`` (direction alone: all the cosine crossing reads; a tower cut from
+the bi-encoder's own first layers has no projection, and its raw pooled vectors are far from unit length, which
+``mse`` would spend its gradient on). The projection starts at the least-squares (ridge) map from the pretrained
+query encoder's pooled vectors to the targets, so step 0 already ranks with what the encoder knows. The checkpoint
+is picked by validation nDCG@10, reranking the validation queries' candidates against the stored vectors;
+:func:`ranker.train.distill.distill` then fine-tunes on teacher scores from this start (``init``).
 """
 
 from __future__ import annotations
