@@ -59,10 +59,14 @@ def test_remove_query_id(tiny_index):
     assert kept["q1"][0].docno == "d1" and kept["q1"] == dropped["q1"]
 
 
-def test_scores_sorted_descending(tiny_index):
-    ranking = Bm25Retriever(tiny_index, Bm25Config(k=10))(read_topics(FIXTURES / "topics.tsv"))
+def test_lucene_hits_come_best_first_with_positive_scores(tiny_index):
+    """``search`` itself, not the stage (whose ``__call__`` sorts whatever it is given)."""
+    ranking = Bm25Retriever(tiny_index, Bm25Config(k=10)).search(read_topics(FIXTURES / "topics.tsv"),
+                                                                  progress=False)
+    assert any(len(docs) > 1 for docs in ranking.values())
     for docs in ranking.values():
         assert [d.score for d in docs] == sorted((d.score for d in docs), reverse=True)
+        assert all(d.score > 0 for d in docs) and len({d.docno for d in docs}) == len(docs)
 
 
 def test_a_query_of_thousands_of_terms_is_searched_whole(tiny_index):

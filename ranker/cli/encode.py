@@ -60,7 +60,7 @@ def encode(
     merge: Annotated[list[Path] | None, typer.Option(
         help="Shard stores to join into --store (repeatable; every shard of one encode, once).")] = None,
     engine: Annotated[Engine, typer.Option(
-        help="local: this process; ray: Ray Data with an actor pool (pip install 'ranker[ray]').")] = Engine.local,
+        help="local: this process; ray: Ray Data with an actor pool (pip install 'ranker\\[ray]').")] = Engine.local,
     address: Annotated[str | None, typer.Option(
         help="--engine ray: a running cluster's address (ray start --head prints it); default: start a local "
              "Ray instance.")] = None,
