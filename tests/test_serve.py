@@ -156,6 +156,19 @@ def test_metrics_are_labelled_by_route_so_unknown_paths_share_one_label(server):
     assert 'endpoint="unmatched"' in text and 'endpoint="/health"' in text
 
 
+def test_every_route_and_status_answers_the_one_error_shape_and_head_works(server):
+    for method, path, status, field in [("GET", "/no-such-path", 404, "path"), ("GET", "/v1/rerank", 405, "method"),
+                                        ("DELETE", "/health", 405, "method"), ("GET", "/search?q=x&k=many", 422, "k")]:
+        got, body, _ = server.call(method, path)
+        assert got == status and set(body) == {"error"} and body["error"]["field"] == field, (path, body)
+    for path in ("/", "/health"):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        connection.request("HEAD", path)
+        response = connection.getresponse()
+        assert response.status == 200 and response.read() == b""
+        connection.close()
+
+
 GOOD = {"query": "what is durable medical equipment", "documents": ["a wheelchair is durable equipment"]}
 
 

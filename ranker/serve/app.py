@@ -15,8 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ranker.serve.batcher import QueryBatcher, QueueFull
 from ranker.serve.config import ServeConfig
@@ -81,6 +83,19 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
         return JSONResponse(e.body(), e.status, headers=e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        """404 and 405 from the router, in the one error shape (the field is the path or the method)."""
+        field = "method" if e.status_code == 405 else "path"
+        return JSONResponse(ApiError(e.status_code, field, str(e.detail)).body(), e.status_code,
+                            headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+        """A query parameter of the wrong type (``/search?k=many``), in the one error shape."""
+        first = e.errors()[0]
+        return JSONResponse(ApiError(422, str(first["loc"][-1]), first["msg"]).body(), 422)
 
     async def query_vector(text: str, field: str = "query") -> np.ndarray:
         if not text.strip():
@@ -200,7 +215,7 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
                              "meta": {"by_id": passages.by_id, "by_hash": passages.by_hash,
                                       "encoded": passages.encoded, "depth": len(hits)}})
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> JSONResponse:
         if "service" not in state:
             return JSONResponse({"status": "loading"}, 503)
@@ -210,7 +225,7 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def page() -> str:
         return SEARCH_PAGE
 
