@@ -58,6 +58,20 @@ def test_models_folder_from_the_environment(tmp_path, monkeypatch):
     assert models_dir().name == "models"
 
 
+def test_shipped_models_are_found_from_any_working_folder(tmp_path):
+    """Outside the clone (no ./models) the models beside the package are used: a newcomer's first command."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != MODELS_ENV}
+    found = subprocess.run([sys.executable, "-c", "from ranker.rerank.registry import shipped_model; "
+                            "print(shipped_model('twinbert'))"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert Path(found) == Path(ranker.__file__).resolve().parents[1] / "models" / "twinbert"
+
+
 def test_metadata_has_type_and_format_version_and_older_files_still_read(tmp_path):
     record = write_metadata(tmp_path / "a", "bm25-index", documents=3, contents="title + ' ' + text")
     assert record["type"] == "bm25-index" and record["format_version"] == 1 and "ranker_version" in record

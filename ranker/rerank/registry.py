@@ -22,9 +22,17 @@ MODELS_ENV = "RANKER_MODELS"
 """Environment variable naming the folder of shipped models (default: ``models`` in the working directory)."""
 
 
+PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "models"
+"""The ``models/`` beside the package: the clone's, for the editable install ``scripts/setup.sh`` makes."""
+
+
 def models_dir() -> Path:
-    """The folder shipped models are found in: ``$RANKER_MODELS``, else ``./models`` (a project checkout)."""
-    return Path(os.environ.get(MODELS_ENV) or "models")
+    """The folder shipped models are found in: ``$RANKER_MODELS``, else ``./models`` where it exists (run inside a
+    project checkout), else :data:`PACKAGE_MODELS` (run from any other folder)."""
+    if os.environ.get(MODELS_ENV):
+        return Path(os.environ[MODELS_ENV])
+    here = Path("models")
+    return PACKAGE_MODELS if not here.is_dir() and PACKAGE_MODELS.is_dir() else here
 
 
 def shipped_model(name: str) -> Path:
