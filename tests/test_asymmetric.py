@@ -137,6 +137,24 @@ def test_alignment_pulls_the_query_tower_to_the_biencoder_and_resumes(data, val_
     assert [p["step"] for p in json.loads((model / "training.json").read_text())["curve"]] == [0, 4, 8]
 
 
+def test_alignment_can_project_at_the_same_width_and_keep_the_word_embeddings(data, val_store, tmp_path):
+    """mpnet's own first layers under mpnet: a ridge-started projection even where the widths agree, and the token
+    table kept as the checkpoint has it (here MiniLM over MiniLM, the same code path)."""
+    from ranker.train.align import align
+
+    model = align(AlignConfig(output=str(tmp_path / "run"), doc_stores=(str(val_store),), doc_encoder="minilm",
+                              student=small(), proj_dim=384, freeze_embeddings=True, loss="cosine", sets=("dl23",),
+                              sentences=0, batch_size=8, data_dir=str(data), val_depth=VAL_DEPTH,
+                              loop=LoopConfig(max_steps=3, warmup_steps=1, eval_every=3, checkpoint_every=3)))
+    trained, start = TwinBert.load(model, device="cpu"), TwinBert(small(), device="cpu")
+    assert trained.config.proj_dim == 384 and trained.query_tower.projection is not None
+    table = trained.query_tower.encoder.embeddings.word_embeddings.weight
+    assert torch.allclose(table, start.query_tower.encoder.embeddings.word_embeddings.weight.half().float())
+    layer = next(p for n, p in trained.query_tower.encoder.named_parameters() if "layer.0" in n and "weight" in n)
+    start_layer = next(p for n, p in start.query_tower.encoder.named_parameters() if "layer.0" in n and "weight" in n)
+    assert not torch.allclose(layer, start_layer.half().float())  # the layers themselves did train
+
+
 def test_alignment_targets_are_cached_by_text_and_only_new_texts_are_encoded(biencoder, tmp_path):
     from ranker.train.align import encode_targets
 

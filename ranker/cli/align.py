@@ -28,10 +28,15 @@ def align(
         help="Query tower start (default: the bundled all-MiniLM-L6-v2).")] = RECIPE.student.encoder,
     num_layers: Annotated[int, typer.Option(min=1, help="Query tower layers.")] = RECIPE.student.num_layers,
     crossing: Annotated[str, typer.Option(help="res or cos.")] = RECIPE.student.crossing,
+    proj_dim: Annotated[int | None, typer.Option(
+        min=1, help="A query projection of this size even at the bi-encoder's width (started at the ridge map); "
+                    "default: only where the widths differ.")] = RECIPE.proj_dim,
     query_max_length: Annotated[int, typer.Option(
         min=4, help="Query tokens kept.")] = RECIPE.student.query_max_length,
     sets: Annotated[list[str], typer.Option(
         help="Sets whose queries and passage sentences are the training texts.")] = list(RECIPE.sets),
+    freeze_embeddings: Annotated[bool, typer.Option(
+        help="Keep the query encoder's word embeddings as the checkpoint has them.")] = RECIPE.freeze_embeddings,
     query_set: Annotated[list[str], typer.Option(
         help="Text-only sets whose queries are training texts too (msmarco-train).")] = list(RECIPE.query_sets),
     targets: Annotated[Path | None, typer.Option(
@@ -58,7 +63,7 @@ def align(
                                   query_max_length=query_max_length)
     config = dataclasses.replace(
         RECIPE, output=str(output), doc_stores=tuple(str(p) for p in doc_store), doc_encoder=doc_encoder,
-        student=student, sets=tuple(sets), query_sets=tuple(query_set),
+        proj_dim=proj_dim, freeze_embeddings=freeze_embeddings, student=student, sets=tuple(sets), query_sets=tuple(query_set),
         targets=str(targets) if targets else None, sentences=sentences, batch_size=batch_size, loss=loss.value, lr=lr,
         data_dir=str(data), val_depth=val_depth, threads=threads,
         loop=dataclasses.replace(RECIPE.loop, max_steps=max_steps, eval_every=eval_every, checkpoint_every=eval_every,

@@ -134,8 +134,9 @@ def align(config: AlignConfig) -> Path:
     texts = alignment_texts(config, set(validation.queries))
 
     torch.manual_seed(config.loop.seed)
+    projection = {"proj_dim": config.proj_dim} if config.proj_dim else {}
     student = asymmetric_config(config.doc_encoder,
-                                **{k: getattr(config.student, k) for k in QUERY_SIDE})
+                                **{k: getattr(config.student, k) for k in QUERY_SIDE}, **projection)
     model = TwinBert.load(run.checkpoint) if run.resuming else TwinBert(student)
     vectors = StoreVectors(config.doc_stores, model)
     vectors(list(dict.fromkeys(d.docno for docs in cutoff(validation.candidates, config.val_depth).values()
@@ -144,8 +145,10 @@ def align(config: AlignConfig) -> Path:
                                               Path(config.targets or Path(config.output) / "targets")))
     if model.query_tower.projection is not None and not run.resuming:
         fit_projection(model, texts, targets)
+    if config.freeze_embeddings:  # the checkpoint's own token vectors: a quarter of each step's optimizer work
+        model.query_tower.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     head = [p for n, p in model.named_parameters() if ".encoder." not in n]
-    body = [p for n, p in model.named_parameters() if ".encoder." in n]
+    body = [p for n, p in model.named_parameters() if ".encoder." in n and p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
                                   weight_decay=0.01)
 

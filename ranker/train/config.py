@@ -171,6 +171,11 @@ class AlignConfig:
         student: The query side's architecture (``doc_encoder``, ``proj_dim`` and ``doc_max_length`` are set
             from the bi-encoder).
         sets: Sets whose queries (minus the validation queries) and passages give the training texts.
+        proj_dim: A query projection of this size even where the query encoder has the bi-encoder's width (e.g.
+            768 over mpnet's own first layers: the ridge-fitted map of :func:`ranker.train.align.fit_projection`
+            as the start); ``None``: a projection only where the widths differ.
+        freeze_embeddings: Keep the query encoder's word embeddings as the checkpoint has them (mpnet's table is
+            23M of a 1-layer tower's 30M parameters: its optimizer update was a quarter of each step).
         query_sets: Text-only sets (``align`` use, e.g. ``msmarco-train``) whose queries are training texts too.
         targets: Cache folder of the bi-encoder's target vectors (default ``output/targets``); runs may share one.
         sentences: Passage sentences drawn (seeded, spread evenly over the collections of ``sets``) besides the queries.
@@ -190,6 +195,8 @@ class AlignConfig:
     doc_encoder: str = "mpnet"
     student: TwinBertConfig = field(default_factory=lambda: TwinBertConfig(query_max_length=64))
     sets: tuple[str, ...] = DISTILL_SETS
+    proj_dim: int | None = None
+    freeze_embeddings: bool = False
     query_sets: tuple[str, ...] = ()
     targets: str | None = None
     sentences: int = 12_000
