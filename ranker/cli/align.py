@@ -63,9 +63,9 @@ def align(
                                   query_max_length=query_max_length)
     config = dataclasses.replace(
         RECIPE, output=str(output), doc_stores=tuple(str(p) for p in doc_store), doc_encoder=doc_encoder,
-        proj_dim=proj_dim, freeze_embeddings=freeze_embeddings, student=student, sets=tuple(sets), query_sets=tuple(query_set),
-        targets=str(targets) if targets else None, sentences=sentences, batch_size=batch_size, loss=loss.value, lr=lr,
-        data_dir=str(data), val_depth=val_depth, threads=threads,
+        proj_dim=proj_dim, freeze_embeddings=freeze_embeddings, student=student, sets=tuple(sets),
+        query_sets=tuple(query_set), targets=str(targets) if targets else None, sentences=sentences,
+        batch_size=batch_size, loss=loss.value, lr=lr, data_dir=str(data), val_depth=val_depth, threads=threads,
         loop=dataclasses.replace(RECIPE.loop, max_steps=max_steps, eval_every=eval_every, checkpoint_every=eval_every,
                                  seed=seed, warmup_steps=min(RECIPE.loop.warmup_steps, max_steps)))
     typer.echo(f"student -> {train(config)}")
