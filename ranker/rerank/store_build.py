@@ -133,6 +133,13 @@ def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int
     if sorted(by_index) != list(range(count)) or len(stores) != count:
         raise RankerError(f"merging needs each of the {count} shards once; given shards "
                           f"{sorted(s.meta['shard'][0] for s in stores)}")
+    seen: dict[str, Path] = {}
+    for store in stores:  # shards of one collection hold disjoint docnos
+        for docno in store.docnos:
+            if docno in seen:
+                raise RankerError(f"docno {docno!r} is in two shards ({seen[docno]} and {store.path}): shards of "
+                                  "one collection hold disjoint documents")
+            seen[docno] = store.path
     plan = encoded_plan(stores[0])
     size, total = first["batch_size"], sum(len(s) for s in stores)
 
