@@ -17,6 +17,7 @@ from ranker.errors import RankerError
 from ranker.io.datasets import strip_prefix
 from ranker.io.formats import read_run, write_run
 from ranker.rerank.biencoder import BiEncoder
+from ranker.rerank.config import TwinBertConfig
 from ranker.rerank.store import EmbeddingStore, StoreMismatchError
 from ranker.rerank.store_build import build_store
 from ranker.rerank.twinbert import TwinBert, TwinBertReranker, asymmetric_config
@@ -153,6 +154,19 @@ def test_alignment_can_project_at_the_same_width_and_keep_the_word_embeddings(da
     layer = next(p for n, p in trained.query_tower.encoder.named_parameters() if "layer.0" in n and "weight" in n)
     start_layer = next(p for n, p in start.query_tower.encoder.named_parameters() if "layer.0" in n and "weight" in n)
     assert not torch.allclose(layer, start_layer.half().float())  # the layers themselves did train
+
+
+def test_agreement_is_1_for_the_biencoder_itself_and_refuses_a_symmetric_student(biencoder):
+    from ranker.train.align import agreement
+
+    texts = ["what is the capital of france", "vaccines", "how long to boil an egg"]
+    # all six layers of the same checkpoint, weighted pooling at its start (the mean): the bi-encoder itself
+    copy = TwinBert(asymmetric_config("minilm", encoder="minilm", crossing="cos"), device="cpu")
+    figures = agreement(copy, texts)
+    assert figures["texts"] == 3 and figures["min"] > 0.9999
+    assert agreement(TwinBert(small(), device="cpu"), texts)["mean"] < 0.9999  # 1 layer of 6 copies it less
+    with pytest.raises(RankerError, match="asymmetric"):
+        agreement(TwinBert(TwinBertConfig(num_layers=1), device="cpu"), texts)
 
 
 def test_alignment_targets_are_cached_by_text_and_only_new_texts_are_encoded(biencoder, tmp_path):

@@ -69,3 +69,26 @@ def align(
         loop=dataclasses.replace(RECIPE.loop, max_steps=max_steps, eval_every=eval_every, checkpoint_every=eval_every,
                                  seed=seed, warmup_steps=min(RECIPE.loop.warmup_steps, max_steps)))
     typer.echo(f"student -> {train(config)}")
+
+
+def agreement(
+    model: Annotated[Path, typer.Option(help="An asymmetric TwinBERT folder (rank align, rank distill --doc-store).")],
+    topics: Annotated[list[str], typer.Option(help="Topics whose query texts are compared (repeatable).")],
+    query_max_length: Annotated[int | None, typer.Option(
+        min=4, help="Query tokens kept (default: the model's own cap).")] = None,
+) -> None:
+    """Mean (5th percentile, minimum) cosine between the student's query vectors and its bi-encoder's, per topics
+    file: how closely the query tower copies the bi-encoder."""
+    import dataclasses
+
+    from ranker.io.sources import load_topics
+    from ranker.rerank.twinbert import TwinBert
+    from ranker.train.align import agreement as measure
+
+    student = TwinBert.load(model, device="cpu")
+    if query_max_length:
+        student.config = dataclasses.replace(student.config, query_max_length=query_max_length)
+    for path in topics:
+        figures = measure(student, [q.text for q in load_topics(path).values()])
+        typer.echo(f"{path}: {figures['texts']} queries, cosine to {student.config.doc_encoder}: mean "
+                   f"{figures['mean']:.4f}, p5 {figures['p5']:.4f}, min {figures['min']:.4f}")

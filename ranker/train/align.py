@@ -104,6 +104,20 @@ def encode_targets(encoder: BiEncoder, texts: list[str], folder: Path) -> np.nda
 
 
 @torch.inference_mode()
+def agreement(model: TwinBert, texts: list[str], batch_size: int = 64) -> dict[str, float]:
+    """How closely an asymmetric student's query tower copies its bi-encoder on ``texts``: the mean, 5th percentile
+    and minimum cosine between the two vectors of each text."""
+    if not model.config.doc_encoder:
+        raise RankerError("agreement compares an asymmetric student's query tower with its bi-encoder; this model "
+                          "has a document tower of its own")
+    mine = model.encode_queries(texts, batch_size).double().numpy()
+    theirs = model.doc_encoder.encode(texts).astype(np.float64)
+    cos = (mine * theirs).sum(1) / np.linalg.norm(mine, axis=1) / np.linalg.norm(theirs, axis=1)
+    return {"texts": len(texts), "mean": round(float(cos.mean()), 4), "p5": round(float(np.percentile(cos, 5)), 4),
+            "min": round(float(cos.min()), 4)}
+
+
+@torch.inference_mode()
 def fit_projection(model: TwinBert, texts: list[str], targets: torch.Tensor, ridge: float = 1.0,
                    batch_size: int = 128) -> None:
     """Start the query projection at the ridge-regression map from the pooled query-encoder vectors of ``texts``
