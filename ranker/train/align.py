@@ -19,7 +19,6 @@ is picked by validation nDCG@10, reranking the validation queries' candidates ag
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 import re
 from pathlib import Path
@@ -33,6 +32,7 @@ from ranker.errors import RankerError
 from ranker.io import datasets
 from ranker.io.atomic import atomic_open, write_json
 from ranker.rerank.biencoder import BiEncoder
+from ranker.rerank.store import text_hash
 from ranker.rerank.twinbert import TwinBert, asymmetric_config
 from ranker.train.config import AlignConfig
 from ranker.train.distill import student_ranking
@@ -76,8 +76,8 @@ def alignment_texts(config: AlignConfig, exclude: set[str]) -> list[str]:
 
 
 def text_key(text: str) -> str:
-    """The cache key of a text: its SHA-256, hex, first 32 digits."""
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    """The cache key of a text: the store's text hash (:func:`ranker.rerank.store.text_hash`), hex."""
+    return text_hash(text).hex()
 
 
 def encode_targets(encoder: BiEncoder, texts: list[str], folder: Path) -> np.ndarray:
