@@ -150,7 +150,8 @@ def test_alignment_can_project_at_the_same_width_and_keep_the_word_embeddings(da
     trained, start = TwinBert.load(model, device="cpu"), TwinBert(small(), device="cpu")
     assert trained.config.proj_dim == 384 and trained.query_tower.projection is not None
     table = trained.query_tower.encoder.embeddings.word_embeddings.weight
-    assert torch.allclose(table, start.query_tower.encoder.embeddings.word_embeddings.weight.half().float())
+    assert torch.equal(table, start.query_tower.encoder.embeddings.word_embeddings.weight)  # read from the checkpoint
+    assert json.loads((model / "ranker.json").read_text())["query_word_embeddings"]["from"] == "minilm"
     layer = next(p for n, p in trained.query_tower.encoder.named_parameters() if "layer.0" in n and "weight" in n)
     start_layer = next(p for n, p in start.query_tower.encoder.named_parameters() if "layer.0" in n and "weight" in n)
     assert not torch.allclose(layer, start_layer.half().float())  # the layers themselves did train
@@ -327,3 +328,48 @@ def test_the_projection_starts_at_the_least_squares_map(biencoder):
     before = distance()
     fit_projection(model, texts, targets, ridge=1e-3)
     assert distance() < 0.5 * before
+
+
+TEXTS = ["a short query", "a longer passage about the boiling point of water at altitude and how it changes " * 3, "x"]
+
+
+def test_the_onnx_biencoder_gives_torchs_vectors_and_int8_encodes_queries_only(biencoder):
+    onnx = BiEncoder("minilm", progress=False, backend="onnx", batch_size=2)  # two batches, one padded
+    want = biencoder.encode(TEXTS)
+    assert np.abs(onnx.encode(TEXTS) - want).max() < 1e-4
+    assert onnx.fingerprint() == biencoder.fingerprint()  # a store it builds is the same model's
+    int8 = BiEncoder("minilm", progress=False, backend="onnx-int8")
+    assert (int8.encode(TEXTS) * want).sum(1).min() > 0.98
+    with pytest.raises(RankerError, match="queries only"):
+        int8.encode_docs(TEXTS)
+    with pytest.raises(RankerError, match="backend must be one of"):
+        BiEncoder("minilm", backend="tensorrt")
+
+
+def test_a_frozen_word_embedding_table_is_read_from_its_checkpoint_not_stored(tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    from ranker.rerank import twinbert
+
+    model = TwinBert(asymmetric_config("minilm", encoder="minilm", num_layers=1), device="cpu")
+    path = model.save(tmp_path / "student")
+    borrowed = json.loads((path / "ranker.json").read_text())["query_word_embeddings"]
+    assert borrowed["from"] == "minilm"
+    with safe_open(str(path / "query_encoder" / "model.safetensors"), "pt") as f:
+        assert twinbert.WORD_EMBEDDINGS not in f.keys()
+    loaded = TwinBert.load(path, device="cpu")
+    assert torch.allclose(loaded.encode_queries(TEXTS), model.encode_queries(TEXTS), atol=1e-3)
+    assert loaded.query_fingerprint() == model.query_fingerprint()
+
+    with torch.no_grad():
+        model.query_tower.encoder.get_input_embeddings().weight[5] += 1.0  # a trained table is the model's own
+    trained = model.save(tmp_path / "trained")
+    assert "query_word_embeddings" not in json.loads((trained / "ranker.json").read_text())
+
+    table = twinbert.checkpoint_word_embeddings("minilm")
+    monkeypatch.setattr(twinbert, "checkpoint_word_embeddings", lambda name: table + 1.0)
+    with pytest.raises(RankerError, match="SHA-256 differs"):
+        TwinBert.load(path)
+    monkeypatch.setattr(twinbert, "checkpoint_word_embeddings", lambda name: None)
+    with pytest.raises(RankerError, match="not installed"):
+        TwinBert.load(path)

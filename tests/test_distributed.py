@@ -146,7 +146,9 @@ def test_store_options_that_cannot_go_together_are_refused_in_one_line(setup, tm
     cases = {("--engine", "ray", "--shard", "0/2"): "--shard splits a single-machine build; it cannot go with "
                                                       "--engine ray",
              ("--add", "--merge", single.path): "--add/--delete/--compact and --merge cannot go together",
-             ("--add", "--shard", "0/2"): "it cannot go with --add/--delete/--compact"}
+             ("--add", "--shard", "0/2"): "it cannot go with --add/--delete/--compact",
+             ("--backend", "onnx", "--engine", "ray"): "--backend onnx runs in this process",
+             ("--backend", "onnx"): "--backend onnx is for --encoder biencoder"}
     for extra, message in cases.items():
         assert_input_error(rank("encode", *common, "--store", tmp_path / "s", *extra, check=False), message)
         assert not (tmp_path / "s").exists()

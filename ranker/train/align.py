@@ -103,6 +103,16 @@ def encode_targets(encoder: BiEncoder, texts: list[str], folder: Path) -> np.nda
     return np.stack([cached[k] for k in keys])
 
 
+def target_encoder(model: TwinBert) -> BiEncoder:
+    """The bi-encoder that computes an asymmetric student's targets: on a CPU its ONNX Runtime graph (the same
+    vectors to 1e-3, checked at export, about twice as fast), else the student's own passage side."""
+    encoder = model.doc_encoder
+    if encoder.device.type != "cpu":
+        return encoder
+    return BiEncoder(encoder.model_path, encoder.max_length, encoder.batch_size, "cpu", progress=False,
+                     backend="onnx")
+
+
 @torch.inference_mode()
 def agreement(model: TwinBert, texts: list[str], batch_size: int = 64) -> dict[str, float]:
     """How closely an asymmetric student's query tower copies its bi-encoder on ``texts``: the mean, 5th percentile
@@ -155,7 +165,7 @@ def align(config: AlignConfig) -> Path:
     vectors = StoreVectors(config.doc_stores, model)
     vectors(list(dict.fromkeys(d.docno for docs in cutoff(validation.candidates, config.val_depth).values()
                                for d in docs)))  # every validation candidate must be stored: fail before encoding
-    targets = torch.from_numpy(encode_targets(model.doc_encoder, texts,
+    targets = torch.from_numpy(encode_targets(target_encoder(model), texts,
                                               Path(config.targets or Path(config.output) / "targets")))
     if model.query_tower.projection is not None and not run.resuming:
         fit_projection(model, texts, targets)
