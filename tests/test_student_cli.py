@@ -97,3 +97,29 @@ def test_a_query_cap_beyond_the_towers_positions_and_an_output_that_is_an_input_
     over = rank(*common, "--candidates", root / "cands.trec", "--output", root / "cands.trec", check=False)
     assert over.returncode == 2 and "is also an input" in over.stderr
     assert (root / "cands.trec").read_bytes() == before and not (root / "capped.trec").exists()
+
+
+def test_a_biencoder_store_built_on_onnx_serves_the_int8_query_side_and_encoding_is_benchmarked(tiny, data):
+    root, _ = tiny
+    store = root / "minilm-onnx"
+    rank("encode", "--encoder", "biencoder", "--model", "minilm", "--backend", "onnx", "--collection",
+         root / "passages.tsv", "--store", store)
+    bench = root / "bench-bi.json"
+    printed = rank("bench", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
+                   "--collection", root / "passages.tsv", "--reranker", f"biencoder[onnx-int8]=minilm@{store}",
+                   "--reranker", "biencoder=minilm", "--repeats", 1, "--warmup", 0, "--output", bench).stdout
+    assert "biencoder[onnx-int8]=minilm@store" in printed
+    written = json.loads(bench.read_text())
+    flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split())
+    assert ("avx2" in written["cpu"]["vector_extensions"]) == ("avx2" in flags)  # the CPU's extensions recorded
+    assert ("avx512_vnni" in written["cpu"]["vector_extensions"]) == ("avx512_vnni" in flags)
+    assert {r["name"] for r in written["results"]} == {"biencoder[onnx-int8]=minilm@store", "biencoder=minilm"}
+    assert_input_error(rank("bench", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates",
+                            root / "cands.trec", "--collection", root / "passages.tsv", "--reranker",
+                            "identity[onnx]", check=False), "a [BACKEND] is for biencoder")
+    speed = root / "encode-speed.json"
+    rank("bench-encode", "--collection", root / "passages.tsv", "--model", "minilm", "--passages", 8,
+         "--threads", 1, "--output", speed)
+    results = json.loads(speed.read_text())["results"]
+    assert [r["backend"] for r in results] == ["torch", "onnx"] and all(r["passages"] == 8 for r in results)
+    assert results[1]["min_cosine_to_first"] > 0.9999 and results[1]["passages_per_s"] > 0

@@ -12,6 +12,7 @@ import typer
 from ranker.cli import (
     align,
     bench,
+    bench_encode,
     bench_serve,
     bench_store,
     datasets,
@@ -59,6 +60,7 @@ app.command("fuse")(ensemble.fuse)
 app.command("bench")(bench.bench)
 app.command("report")(report.report)
 app.command("serve")(serve.serve)
+app.command("bench-encode")(bench_encode.bench_encode)
 app.command("bench-serve")(bench_serve.bench_serve)
 app.command("bench-store")(bench_store.bench_store)
 app.add_typer(models.app, name="models")

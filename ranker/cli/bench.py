@@ -23,7 +23,8 @@ def bench(
     collection: Annotated[list[Path], typer.Option(help="Passage text (repeatable).")],
     reranker: Annotated[list[str], typer.Option(
         help=f"NAME, NAME=MODEL or NAME=MODEL@STORE, repeatable; NAME one of {', '.join(reranker_names())}. "
-             "@STORE: that reranker's embedding store instead of --store (a bi-encoder's, a peer's).")],
+             "@STORE: that reranker's embedding store instead of --store (a bi-encoder's, a peer's). "
+             "biencoder[BACKEND]: the bi-encoder's query side on torch, onnx or onnx-int8.")],
     store: Annotated[str | None, typer.Option(help="Embedding store for twinbert.")] = None,
     query_backend: Annotated[list[str] | None, typer.Option(
         help=f"twinbert's query backends to time, repeatable ({', '.join(QUERY_BACKENDS)}); default: the "
@@ -49,7 +50,7 @@ def bench(
     import torch
 
     from ranker.errors import RankerError
-    from ranker.eval.bench import time_reranker
+    from ranker.eval.bench import cpu_info, time_reranker
     from ranker.eval.floor import query_floor
     from ranker.io.atomic import write_json
     from ranker.io.sources import load_topics
@@ -62,12 +63,16 @@ def bench(
     for spec in reranker:
         head, _, spec_store = spec.partition("@")
         name, _, model = head.partition("=")
+        name, _, biencoder_backend = name.removesuffix("]").partition("[")
+        if biencoder_backend and name != "biencoder":
+            raise RankerError(f"--reranker {spec!r}: a [BACKEND] is for biencoder (twinbert's: --query-backend)")
         for backend in (query_backend or [RERANK.query_backend]) if name == "twinbert" else [None]:
             pipeline = build_pipeline(topics, PipelineConfig(
                 reranker=name, candidates=candidates, collection=tuple(collection), k=k,
                 reranker_config=RerankerConfig(model=model or None, batch_size=batch_size,
                                                store=spec_store or (store if name in STORE_USERS else None),
-                                               query_backend=backend or RERANK.query_backend)))
+                                               query_backend=backend or RERANK.query_backend,
+                                               biencoder_backend=biencoder_backend or RERANK.biencoder_backend)))
             given = dict(list(cutoff(pipeline.candidates, k).items())[:queries])
             label = f"{head}{'@store' if spec_store else ''}"  # the store's path differs between machines
             label += f"[{pipeline.reranker.query_encoder.backend}]" if backend else ""
@@ -95,5 +100,5 @@ def bench(
                    f"{threads} thread(s) = {floor.floor_ms:.2f} ms")
     ratios = {r.name: {o.name: round(o.p50_ms / r.p50_ms, 3) for o in results} for r in results}
     if output is not None:
-        write_json(output, {"threads": threads, "k": k, "results": [r.as_dict() for r in results],
+        write_json(output, {"threads": threads, "k": k, "cpu": cpu_info(), "results": [r.as_dict() for r in results],
                             "p50_ratios": ratios, "floor": floor.as_dict() if floor else None})

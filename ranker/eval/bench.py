@@ -74,3 +74,45 @@ def floor_sentence(bench: dict) -> str:
             f"float32 matrix multiply ran at {floor['gflops_per_s']:.0f} GFLOP/s on {floor['threads']} thread(s), "
             f"so float32 cannot encode it in under {floor['floor_ms']:.2f} ms (`ranker.eval.floor`); int8 "
             "multiply-adds run faster than float32 ones, so the int8 backend is not bound by that floor.")
+
+
+VECTOR_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+"""The CPU flags that decide which kernels torch and ONNX Runtime run (int8 dot products, bfloat16)."""
+
+
+def cpu_info() -> dict:
+    """This CPU's model name, logical cores and which of :data:`VECTOR_EXTENSIONS` it has (Linux /proc/cpuinfo;
+    empty where that is unreadable): absolute times depend on them."""
+    import os
+    from pathlib import Path
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"cores": os.cpu_count()}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name", ""), "cores": os.cpu_count(),
+            "vector_extensions": [f for f in VECTOR_EXTENSIONS if f in flags]}
+
+
+def encode_throughput(model: str, texts: list[str], backends: list[str], batch_size: int = 16) -> list[dict]:
+    """Passages per second of the bi-encoder ``model`` on each backend over the same ``texts`` (after one untimed
+    batch), and the mean and smallest cosine of each backend's vectors to the first backend's."""
+    from ranker.rerank.biencoder import BiEncoder
+
+    results, first = [], None
+    for backend in backends:
+        encoder = BiEncoder(model, batch_size=batch_size, device="cpu", progress=False, backend=backend)
+        encoder.encode(texts[:batch_size])
+        start = time.perf_counter()
+        vectors = encoder.encode(texts)
+        seconds = time.perf_counter() - start
+        first = vectors if first is None else first
+        cosine = (vectors * first).sum(1)
+        results.append({"backend": backend, "passages": len(texts), "seconds": round(seconds, 2),
+                        "passages_per_s": round(len(texts) / seconds, 2),
+                        "mean_cosine_to_first": round(float(cosine.mean()), 6),
+                        "min_cosine_to_first": round(float(cosine.min()), 6)})
+    return results

@@ -112,13 +112,17 @@ class BiEncoder:
         Raises:
             RankerError: The backend is ``onnx-int8`` (whose vectors are not the ones the fingerprint stands for).
         """
+        self._check_passages()
+        return self.encode(texts)
+
+    def _check_passages(self) -> None:
         if self.backend == "onnx-int8":
             raise RankerError("the onnx-int8 bi-encoder backend encodes queries only: encode passages with torch "
-                              "or onnx (float32)")
-        return self.encode(texts)
+                              "or onnx (float32), or rerank from a store")
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Cosine of each ``(query text, passage text)`` pair; each distinct text is encoded once."""
+        self._check_passages()
         unique = list(dict.fromkeys(t for pair in pairs for t in pair))
         row = {text: i for i, text in enumerate(unique)}
         vectors = self.encode(unique)

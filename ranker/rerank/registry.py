@@ -60,6 +60,7 @@ class RerankerConfig:
         encode_missing: ``twinbert``: encode candidates the store lacks from ``texts``.
         query_backend: What runs ``twinbert``'s query tower (:data:`ranker.rerank.config.QUERY_BACKENDS`).
         query_max_length: ``twinbert``: query tokens kept (``None``: the model's own cap).
+        biencoder_backend: What runs ``biencoder``'s encoder (:data:`ranker.rerank.biencoder.BACKENDS`).
     """
 
     model: str | None = None
@@ -69,6 +70,7 @@ class RerankerConfig:
     encode_missing: bool = False
     query_backend: str = DEFAULT_QUERY_BACKEND
     query_max_length: int | None = None
+    biencoder_backend: str = "torch"
 
 
 def _texts(config: RerankerConfig, name: str) -> Mapping[str, str]:
@@ -88,8 +90,8 @@ def _biencoder(config: RerankerConfig) -> Reranker:
     from ranker.rerank.biencoder import BiEncoder, BiEncoderReranker
 
     texts = config.texts if config.store is not None else _texts(config, "biencoder")
-    return BiEncoderReranker(texts, BiEncoder(config.model, batch_size=config.batch_size),
-                             config.store)
+    return BiEncoderReranker(texts, BiEncoder(config.model, batch_size=config.batch_size,
+                                              backend=config.biencoder_backend), config.store)
 
 
 def _twinbert(config: RerankerConfig) -> Reranker:
