@@ -104,3 +104,38 @@ def test_load_opens_every_shipped_artifact_by_its_type():
     assert type(model).__name__ == "TwinBert" and model.config.crossing == "cos"
     # the shipped folders were written before the format version existed in the fingerprint: it is unchanged
     assert model.fingerprint() == read_metadata(shipped_model("twinbert"))["doc_fingerprint"]
+
+
+def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_path, data):
+    """From a folder other than the clone: kinds from each folder's metadata, nDCG@10 from the runs the catalog
+    names (here a run ranking exactly the judged passages first, and one that is not there)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ranker.io.formats import read_qrels
+
+    root = Path(ranker.__file__).resolve().parents[1]
+    models = tmp_path / "clone" / "models"
+    models.mkdir(parents=True)
+    (models / "twinbert").symlink_to(root / "models" / "twinbert")
+    (models / "teacher").symlink_to(root / "models" / "teacher")
+    judged = [q for q in read_qrels(data / "msmarco-passage/qrels/dl19.txt") if q.relevance > 0]
+    best = sorted(judged, key=lambda q: (q.qid, -q.relevance))
+    runs = tmp_path / "clone" / "runs"
+    runs.mkdir()
+    (runs / "ideal.trec").write_text("".join(f"{q.qid} Q0 {q.docno} {i + 1} {1000 - i} ideal\n"
+                                             for i, q in enumerate(best)))
+    (models / "catalog.toml").write_text(
+        '[twinbert]\npurpose = "the student"\nencode = "its store"\nruns = { dl19 = "runs/ideal.trec" }\n'
+        '[teacher]\npurpose = "the teacher"\nencode = "nothing"\nruns = { dl19 = "runs/missing.trec" }\n')
+    env = {**os.environ, MODELS_ENV: str(models)}
+    printed = subprocess.run([sys.executable, "-m", "ranker", "models", "list", "--data", str(data.resolve())],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    lines = printed.splitlines()
+    student = next(line for line in lines if "twinbert" in line)
+    teacher = next(line for line in lines if " teacher " in line)
+    assert student.startswith("* twinbert") and " twinbert " in student and "dl19 1.0000" in student
+    assert teacher.startswith("* teacher") and "cross-encoder" in teacher and "dl19 —" in teacher
+    assert "the student" in printed and "encodes: its store" in printed and "checkpoints" in printed
