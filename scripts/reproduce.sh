@@ -95,23 +95,25 @@ for name in dl19 scifact-test; do  # twinbert: the PyTorch float32 reference; in
         "runs/twinbert.$name.trec" "${CANDIDATES[$name]}"
 done
 
-step "what a user would run instead: sentence-transformers over cached vectors (DL19; mpnet ~15 min to encode)"
+step "what a user would run instead: sentence-transformers over cached vectors (DL19)"
+# all-mpnet-base-v2's store of DL19's candidates is committed (every use checks its fingerprint against the
+# installed mpnet); the full profile rebuilds it (scripts/mpnet_store.sh, ~14 min on 2 cores)
+[ "$PROFILE" = full ] && bash scripts/mpnet_store.sh --data "$DATA"
+declare -A PEER_STORE=([minilm]=$STORES/dl19.minilm [mpnet]=stores/dl19.mpnet)
 PEERS=(minilm mpnet)
-for peer in "${PEERS[@]}"; do
-    [ -d "$STORES/dl19.$peer" ] || rank encode --encoder biencoder --model "$peer" --collection "${TEXT[dl19]}" \
-        --candidates "${CANDIDATES[dl19]}" --store "$STORES/dl19.$peer"
-done
+[ -d "${PEER_STORE[minilm]}" ] || rank encode --encoder biencoder --model minilm --collection "${TEXT[dl19]}" \
+    --candidates "${CANDIDATES[dl19]}" --store "${PEER_STORE[minilm]}"
 step "student v2 (student v1 distilled further from teacher v2; its own store) and the asymmetric student v2"
 [ -d "$STORES/dl19.twinbert-v2" ] || rank encode --model models/twinbert-v2 --collection "${TEXT[dl19]}" \
     --candidates "${CANDIDATES[dl19]}" --store "$STORES/dl19.twinbert-v2"
 rerank dl19 twinbert-v2 twinbert --model models/twinbert-v2 --store "$STORES/dl19.twinbert-v2"
-# MiniLM query tower over the all-mpnet-base-v2 store just built
-rerank dl19 twinbert-v2-asym twinbert --model models/twinbert-v2-asym --store "$STORES/dl19.mpnet"
+# MiniLM query tower over the all-mpnet-base-v2 store
+rerank dl19 twinbert-v2-asym twinbert --model models/twinbert-v2-asym --store "${PEER_STORE[mpnet]}"
 rerank dl19 st-twinbert sentence-transformers --model models/twinbert --store "$STORES/dl19.float16"
 BENCH_PEERS=(--reranker "sentence-transformers=models/twinbert@$STORES/dl19.float16")
 for peer in "${PEERS[@]}"; do
-    rerank dl19 "st-$peer" sentence-transformers --model "$peer" --store "$STORES/dl19.$peer"
-    BENCH_PEERS+=(--reranker "sentence-transformers=$peer@$STORES/dl19.$peer")
+    rerank dl19 "st-$peer" sentence-transformers --model "$peer" --store "${PEER_STORE[$peer]}"
+    BENCH_PEERS+=(--reranker "sentence-transformers=$peer@${PEER_STORE[$peer]}")
 done
 
 step "benchmark: DL19, all 43 queries, one CPU thread, 100 candidates a query, one process"
@@ -127,7 +129,7 @@ step "student v2 against student v1 in one benchmark run (DL19, one thread)"
 rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
     --store "$STORES/dl19.float16" --threads 1 --repeats 3 --reranker identity --reranker twinbert \
     --reranker "twinbert=models/twinbert-v2@$STORES/dl19.twinbert-v2" \
-    --reranker "twinbert=models/twinbert-v2-asym@$STORES/dl19.mpnet" --query-backend onnx-int8 --query-backend torch \
+    --reranker "twinbert=models/twinbert-v2-asym@${PEER_STORE[mpnet]}" --query-backend onnx-int8 --query-backend torch \
     --output runs/bench-v2.dl19.json
 
 step "serving: rank serve on a loopback port, closed-loop load at 1, 4, 16, 64 clients, by id and by text"

@@ -349,14 +349,14 @@ def test_the_onnx_biencoder_gives_torchs_vectors_and_int8_encodes_queries_only(b
 def test_a_frozen_word_embedding_table_is_read_from_its_checkpoint_not_stored(tmp_path, monkeypatch):
     from safetensors import safe_open
 
-    from ranker.rerank import twinbert
+    from ranker.rerank import hf
 
     model = TwinBert(asymmetric_config("minilm", encoder="minilm", num_layers=1), device="cpu")
     path = model.save(tmp_path / "student")
     borrowed = json.loads((path / "ranker.json").read_text())["query_word_embeddings"]
     assert borrowed["from"] == "minilm"
     with safe_open(str(path / "query_encoder" / "model.safetensors"), "pt") as f:
-        assert twinbert.WORD_EMBEDDINGS not in f.keys()
+        assert hf.WORD_EMBEDDINGS not in f.keys()
     loaded = TwinBert.load(path, device="cpu")
     assert torch.allclose(loaded.encode_queries(TEXTS), model.encode_queries(TEXTS), atol=1e-3)
     assert loaded.query_fingerprint() == model.query_fingerprint()
@@ -366,10 +366,10 @@ def test_a_frozen_word_embedding_table_is_read_from_its_checkpoint_not_stored(tm
     trained = model.save(tmp_path / "trained")
     assert "query_word_embeddings" not in json.loads((trained / "ranker.json").read_text())
 
-    table = twinbert.checkpoint_word_embeddings("minilm")
-    monkeypatch.setattr(twinbert, "checkpoint_word_embeddings", lambda name: table + 1.0)
+    table = hf.checkpoint_word_embeddings("minilm")
+    monkeypatch.setattr(hf, "checkpoint_word_embeddings", lambda name: table + 1.0)
     with pytest.raises(RankerError, match="SHA-256 differs"):
         TwinBert.load(path)
-    monkeypatch.setattr(twinbert, "checkpoint_word_embeddings", lambda name: None)
+    monkeypatch.setattr(hf, "checkpoint_word_embeddings", lambda name: None)
     with pytest.raises(RankerError, match="not installed"):
         TwinBert.load(path)

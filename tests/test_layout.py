@@ -113,3 +113,15 @@ def test_the_command_line_loads_no_heavy_library():
             "'pandas', 'scipy', 'ir_measures') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_readme_stays_a_newcomers_page():
+    """At most 300 lines, no issue numbers in headings, and every docs/ page it links to is there."""
+    import re
+
+    root = PACKAGE.parent
+    readme = (root / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert not [h for h in readme.splitlines() if h.startswith("#") and re.search(r"issue \d+", h)]
+    for link in re.findall(r"\]\((docs/[^)#]+)\)", readme):
+        assert (root / link).is_file(), link

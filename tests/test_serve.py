@@ -311,8 +311,8 @@ def jsonpath(document: object, path: str) -> list:
 
 
 def test_the_elasticsearch_custom_service_request_parses_as_elasticsearch_reads_it(server):
-    """README's `custom` inference service: ES fills the template with JSON values and reads two JSONPaths."""
-    readme = (ROOT / "README.md").read_text()
+    """docs/serving.md's `custom` inference service: ES fills the template with JSON values, reads two JSONPaths."""
+    readme = (ROOT / "docs" / "serving.md").read_text()
     assert ES_REQUEST.replace('"', '\\"') in readme and "$.results[*].relevance_score" in readme
     docs = ["A wheelchair is durable medical equipment.", "Bread needs flour.", "Crutches are durable equipment."]
     body = (ES_REQUEST.replace("${query}", json.dumps("what is durable medical equipment"))
@@ -324,9 +324,9 @@ def test_the_elasticsearch_custom_service_request_parses_as_elasticsearch_reads_
 
 
 def test_the_opensearch_connector_request_parses_as_the_cohere_post_process_reads_it(server):
-    """README's ml-commons connector: the Cohere pre-process gives documents and query; the post-process
+    """docs/serving.md's ml-commons connector: the Cohere pre-process gives documents and query; the post-process
     reads results[].index and relevance_score and puts the scores back in document order."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "serving.md").read_text()
     assert OS_REQUEST.replace('"', '\\"') in readme and "connector.post_process.cohere.rerank" in readme
     docs = ["Bread needs flour.", "A wheelchair is durable medical equipment."]
     body = (OS_REQUEST.replace("${parameters.documents}", json.dumps(docs))

@@ -16,8 +16,8 @@ HEADS = ("span-cos", "cls")
 QUERY_BACKENDS: tuple[str, ...] = ("torch", "torch-bf16", "onnx", "onnx-int8")
 """What can run TwinBERT's query tower (:mod:`ranker.rerank.query_encoders`)."""
 DEFAULT_QUERY_BACKEND = "onnx-int8"
-"""The fastest backend that keeps quality: within 0.002 nDCG@10 of float32 on DL19 and SciFact (README "Query
-encoding", measured by ``scripts/backends.sh``)."""
+"""The fastest backend that keeps quality: within 0.002 nDCG@10 of float32 on DL19 and SciFact
+(docs/experiments.md "Query encoding", measured by ``scripts/backends.sh``)."""
 LAYOUTS = ("joint", "gated")
 
 

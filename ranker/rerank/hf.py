@@ -7,6 +7,7 @@ any Hugging Face folder or hub name works where a model is asked for.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -154,3 +155,67 @@ def load_encoder(path: str | Path, num_layers: int | None = None) -> tuple[nn.Mo
             config.num_hidden_layers = num_layers
         model = AutoModel.from_pretrained(path, config=config, dtype=torch.float32, add_pooling_layer=False)
         return model, load_tokenizer(path, config)
+
+
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+
+
+def checkpoint_word_embeddings(checkpoint: str | None) -> torch.Tensor | None:
+    """The word-embedding table of a local checkpoint (``minilm``, ``mpnet``, a folder) as its safetensors file
+    holds it, or ``None`` when there is no such file or tensor."""
+    from safetensors import safe_open
+
+    path = Path(resolve_checkpoint(checkpoint)) / "model.safetensors"
+    if not path.is_file():
+        return None
+    with loading(path), safe_open(str(path), "pt") as f:
+        key = next((k for k in f.keys() if k == WORD_EMBEDDINGS or k.endswith("." + WORD_EMBEDDINGS)), None)
+        return f.get_tensor(key).float() if key else None
+
+
+def unchanged_word_embeddings(encoder: nn.Module, checkpoint: str | None) -> dict | None:
+    """``{"from": checkpoint, "sha256": ...}`` when ``encoder``'s word embeddings are ``checkpoint``'s own table,
+    unchanged (frozen in training): a model folder then reads them from the checkpoint instead of storing a copy
+    (all-mpnet-base-v2's is 47 MB in float16); else ``None``."""
+    mine = encoder.state_dict()[WORD_EMBEDDINGS]
+    theirs = checkpoint_word_embeddings(checkpoint)
+    if theirs is None or theirs.shape != mine.shape or not torch.equal(theirs, mine.detach().cpu().float()):
+        return None
+    return {"from": checkpoint or "minilm", "sha256": _tensor_sha256(theirs)}
+
+
+def borrow_word_embeddings(encoder: nn.Module, borrowed: dict, path: Path) -> None:
+    """Fill ``encoder``'s word embeddings from the checkpoint ``borrowed`` names, checked by hash (the folder at
+    ``path`` was saved without them: :func:`unchanged_word_embeddings`).
+
+    Raises:
+        RankerError: That checkpoint is not here, or its table is not the one the model was saved with.
+    """
+    table = checkpoint_word_embeddings(borrowed["from"])
+    if table is None:
+        hint = " (rank models fetch mpnet)" if borrowed["from"] == "mpnet" else ""
+        raise RankerError(f"{path}: its query tower reads its word embeddings from {borrowed['from']!r}, which "
+                          f"is not installed{hint}")
+    if _tensor_sha256(table) != borrowed["sha256"]:
+        raise RankerError(f"{path}: the word embeddings of {borrowed['from']!r} are not the ones this model was "
+                          "saved with (SHA-256 differs)")
+    with torch.no_grad():
+        encoder.get_input_embeddings().weight.copy_(table)
+
+
+@contextlib.contextmanager
+def quiet_loading(quiet: bool) -> Iterator[None]:
+    """transformers' load report silenced (``quiet``): it lists borrowed word embeddings as missing."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _tensor_sha256(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()

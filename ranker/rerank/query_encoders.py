@@ -48,7 +48,8 @@ PROBE_QUERIES = (TOKENIZER_PROBE, "what is the capital of france", "how long doe
                  "a longer question about the side effects of medication that people take for high blood pressure")
 FLOAT_FFN_LAYERS = 4
 """int8: the feed-forward output projections of the first layers stay float32 (their GELU inputs carry outliers
-that per-tensor activation quantization blurs most; measured on SciFact queries, README "Query encoding")."""
+that per-tensor activation quantization blurs most; measured on SciFact queries, docs/experiments.md "Query
+encoding")."""
 RECIPE = {"float32": {"opset": OPSET}, "int8": {"opset": OPSET, "weights": "int8 per-channel", "activations":
                                                "uint8 dynamic", "float_ffn_layers": FLOAT_FFN_LAYERS}}
 """How each graph is made; a cached graph made otherwise is stale."""

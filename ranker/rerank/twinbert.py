@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -56,13 +55,17 @@ from ranker.pipeline import Reranker, rescored
 from ranker.rerank.biencoder import DEFAULT_MAX_LENGTH, BiEncoder
 from ranker.rerank.config import DEFAULT_QUERY_BACKEND, TwinBertConfig
 from ranker.rerank.hf import (
+    WORD_EMBEDDINGS,
     auto_device,
+    borrow_word_embeddings,
     length_order,
     load_encoder,
     loading,
     module_fingerprint,
+    quiet_loading,
     resolve_checkpoint,
     sentence_max_length,
+    unchanged_word_embeddings,
 )
 from ranker.rerank.layers import CosineCrossing, ResidualCrossing, Tower
 from ranker.rerank.query_encoders import make_query_encoder
@@ -71,40 +74,6 @@ from ranker.types import Query, Ranking
 
 HEAD_WEIGHTS = "head.safetensors"
 QUERY_ENCODER, DOC_ENCODER = "query_encoder", "doc_encoder"
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
-
-
-def checkpoint_word_embeddings(checkpoint: str | None) -> torch.Tensor | None:
-    """The word-embedding table of a local checkpoint (``minilm``, ``mpnet``, a folder) as its safetensors file
-    holds it, or ``None`` when there is no such file or tensor."""
-    from safetensors import safe_open
-
-    path = Path(resolve_checkpoint(checkpoint)) / "model.safetensors"
-    if not path.is_file():
-        return None
-    with loading(path), safe_open(str(path), "pt") as f:
-        key = next((k for k in f.keys() if k == WORD_EMBEDDINGS or k.endswith("." + WORD_EMBEDDINGS)), None)
-        return f.get_tensor(key).float() if key else None
-
-
-@contextlib.contextmanager
-def _quiet_loading(quiet: bool) -> Iterator[None]:
-    """transformers' load report silenced (``quiet``): it lists the borrowed word embeddings as missing."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    if quiet:
-        hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
-def _tensor_sha256(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
-
-
 def asymmetric_config(doc_encoder: str, **fields) -> TwinBertConfig:
     """An asymmetric architecture over the bi-encoder ``doc_encoder`` (a name or folder); ``fields`` set the query
     side (``encoder``, ``num_layers``, ``crossing``…). Passages keep the bi-encoder's length, and a query encoder
@@ -281,7 +250,8 @@ class TwinBert(nn.Module):
         towers = {} if self.config.doc_encoder else {DOC_ENCODER: self.doc_tower}
         if not self.config.shared_encoder:
             towers[QUERY_ENCODER] = self.query_tower
-        borrowed = self._borrowed_word_embeddings()
+        borrowed = None if self.config.shared_encoder else unchanged_word_embeddings(self.query_tower.encoder,
+                                                                                     self.config.encoder)
         with atomic_dir(path) as tmp:
             for folder, tower in towers.items():
                 state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tower.encoder.state_dict().items()
@@ -309,7 +279,7 @@ class TwinBert(nn.Module):
         # a field missing from an older folder takes its default (all such fields only set starting weights)
         fields = [f.name for f in dataclasses.fields(TwinBertConfig)]
         config = TwinBertConfig(**{name: saved[name] for name in fields if name in saved})
-        with _quiet_loading(bool(saved.get("query_word_embeddings"))):  # their absence is expected: filled below
+        with quiet_loading(bool(saved.get("query_word_embeddings"))):  # their absence is expected: filled below
             model = cls(config, device, {side: path / folder for side, folder in saved["encoders"].items()},
                         doc_fingerprint=saved["doc_fingerprint"] if config.doc_encoder else None)
         with loading(path):
@@ -319,38 +289,9 @@ class TwinBert(nn.Module):
                               f"{sorted(head.keys() ^ model._head_state().keys())}")
         model.load_state_dict(head, strict=False)
         if borrowed := saved.get("query_word_embeddings"):
-            model._borrow_word_embeddings(borrowed, path)
+            borrow_word_embeddings(model.query_tower.encoder, borrowed, path)
         model.path = path
         return model
-
-    def _borrowed_word_embeddings(self) -> dict | None:
-        """``{"from": checkpoint, "sha256": ...}`` when the query tower's word embeddings are its starting
-        checkpoint's own table, unchanged (frozen in training): the folder then reads them from that checkpoint
-        instead of storing a copy (all-mpnet-base-v2's is 47 MB in float16); else ``None``."""
-        if self.config.shared_encoder:
-            return None
-        mine = self.query_tower.encoder.state_dict()[WORD_EMBEDDINGS]
-        theirs = checkpoint_word_embeddings(self.config.encoder)
-        if theirs is None or theirs.shape != mine.shape or not torch.equal(theirs, mine.detach().cpu().float()):
-            return None
-        return {"from": self.config.encoder or "minilm", "sha256": _tensor_sha256(theirs)}
-
-    def _borrow_word_embeddings(self, borrowed: dict, path: Path) -> None:
-        """Fill the query tower's word embeddings from the checkpoint the folder names, checked by hash.
-
-        Raises:
-            RankerError: That checkpoint is not here, or its table is not the one the model was saved with.
-        """
-        table = checkpoint_word_embeddings(borrowed["from"])
-        if table is None:
-            hint = " (rank models fetch mpnet)" if borrowed["from"] == "mpnet" else ""
-            raise RankerError(f"{path}: its query tower reads its word embeddings from {borrowed['from']!r}, which "
-                              f"is not installed{hint}")
-        if _tensor_sha256(table) != borrowed["sha256"]:
-            raise RankerError(f"{path}: the word embeddings of {borrowed['from']!r} are not the ones this model was "
-                              "saved with (SHA-256 differs)")
-        with torch.no_grad():
-            self.query_tower.encoder.get_input_embeddings().weight.copy_(table)
 
     def _head_state(self) -> dict[str, torch.Tensor]:
         """Pooling, projection and crossing weights in float32 on CPU, each shared tensor once."""
