@@ -216,9 +216,17 @@ def stores_table(stores: dict[str, Path]) -> list[list[str]]:
     return rows
 
 
+PEER_PREFIXES = ("sentence-transformers", "bi-encoder")
+"""Systems named so are what a user could run instead (peers); the baseline is BM25; the rest are this project's."""
+
+
 def plot(results: Sequence[CollectionResult], path: str | Path) -> Path | None:
-    """nDCG@10 against ms per query (log x) for every system with a latency, one panel per collection;
-    external runs (no latency measured here) as labelled horizontal lines."""
+    """nDCG@10 against ms per query (log x) for every system with a latency, one panel per collection: each point
+    numbered, the numbers named in a legend beside the panel, this project's systems, the peers and the baseline
+    styled apart, the frontier (best nDCG@10 at each latency) drawn; external runs (no latency measured here) as
+    labelled horizontal lines. Saved with a tight bounding box, so no label is cut off."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,28 +235,46 @@ def plot(results: Sequence[CollectionResult], path: str | Path) -> Path | None:
     panels = [r for r in results if r.table["p50_ms"].notna().any()]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
-    for ax, r in zip(axes[0], panels):
-        timed = r.table[r.table["p50_ms"].notna()]
-        ax.scatter(timed["p50_ms"], timed["nDCG@10"], zorder=3)
-        for i, (name, row) in enumerate(timed.sort_values("p50_ms").iterrows()):  # neighbours: above, below
-            ax.annotate(name, (row["p50_ms"], row["nDCG@10"]), textcoords="offset points",
-                        xytext=(5, 4 if i % 2 == 0 else -12), fontsize=8)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 5.2 * len(panels)), squeeze=False)
+    styles = {"ours": ("o", "tab:blue", "this project"), "peer": ("s", "tab:orange", "peers (what a user could run)"),
+              "baseline": ("D", "tab:grey", "baseline")}
+    for ax, r in zip(axes[:, 0], panels):
+        timed = r.table[r.table["p50_ms"].notna()].sort_values("p50_ms")
+        kinds = ["baseline" if name == r.spec.baseline else "peer" if name.startswith(PEER_PREFIXES) else "ours"
+                 for name in timed.index]
+        for kind, (marker, color, label) in styles.items():
+            chosen = [k == kind for k in kinds]
+            if any(chosen):
+                ax.scatter(timed["p50_ms"][chosen], timed["nDCG@10"][chosen], marker=marker, color=color, zorder=3,
+                           label=label)
+        best, frontier = -1.0, []
+        for ms, ndcg in zip(timed["p50_ms"], timed["nDCG@10"]):
+            if ndcg > best:
+                best = ndcg
+                frontier.append((ms, ndcg))
+        ax.step(*zip(*frontier), where="post", color="tab:green", linewidth=1, alpha=0.7,
+                label="frontier: best nDCG@10 at each latency", zorder=2)
+        names = []
+        for number, (name, row) in enumerate(timed.iterrows(), start=1):
+            ax.annotate(str(number), (row["p50_ms"], row["nDCG@10"]), textcoords="offset points", fontsize=7,
+                        xytext=(4, 3 if number % 2 else -10))  # neighbours alternate above and below
+            names.append(textwrap.shorten(f"{number}. {name}", 70, placeholder="…"))
         for name, row in r.table[r.table["external"]].iterrows():
             ax.axhline(row["nDCG@10"], color="grey", linestyle=":", linewidth=1)
             ax.annotate(f"{name} (external)", (0.01, row["nDCG@10"]), xycoords=("axes fraction", "data"),
                         textcoords="offset points", xytext=(0, 2), fontsize=7, color="grey")
         ax.set_xscale("log")
-        low, high = timed["p50_ms"].min(), timed["p50_ms"].max()
-        ax.set_xlim(low / 3, high * 30)  # room for the labels right of the points
         ax.set_xlabel(f"reranking ms per query, p50 ({_bench_setting(r.bench)})")
         ax.set_ylabel("nDCG@10")
-        ax.set_title(r.spec.title)
+        ax.set_title("\n".join(textwrap.wrap(r.spec.title, 70)), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7)
+        ax.text(1.02, 1.0, "\n".join(names), transform=ax.transAxes, va="top", ha="left", fontsize=7,
+                family="monospace")
     fig.tight_layout()
     path = Path(path)
     with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
