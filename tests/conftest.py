@@ -1,14 +1,33 @@
-"""Shared fixtures: the data folder (``--data`` or $RANKER_DATA, default ../shared/data) and a SciFact index."""
+"""Shared fixtures and helpers: the data folder (``--data`` or $RANKER_DATA, default ../shared/data), a SciFact
+index, and `rank` run as a user runs it (:func:`rank`, :func:`assert_input_error`)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def rank(*args, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "ranker", *map(str, args)], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"rank {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def assert_input_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2 and one line on stderr naming what is wrong."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("rank: error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
 
 
 @pytest.fixture(scope="session", autouse=True)

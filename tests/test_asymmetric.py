@@ -285,7 +285,7 @@ def test_a_shared_encoder_cannot_train_against_a_frozen_passage_side(data, dev60
 
 
 def test_cli_exports_distillation_candidates_and_checks_teacher_run_specs(data, tmp_path):
-    from .test_cli import assert_input_error, rank
+    from .conftest import assert_input_error, rank
 
     rank("datasets", "distill", "--output", tmp_path / "out", "--sets", "dl23", "--depth", "4", "--data", data)
     run = read_run(tmp_path / "out" / "msmarco.candidates.trec")

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import FIXTURES, ROOT
-from .test_cli import assert_input_error, rank
+from .conftest import FIXTURES, ROOT, assert_input_error, rank
 
 SHIPPED = ROOT / "models"
 

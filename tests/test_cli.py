@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from .conftest import FIXTURES
-
-
-def rank(*args, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "ranker", *map(str, args)], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"rank {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr}")
-    return result
-
-
-def assert_input_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """Exit code 2 and one line on stderr naming what is wrong."""
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("rank: error:")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+from .conftest import FIXTURES, assert_input_error, rank
 
 
 @pytest.mark.java

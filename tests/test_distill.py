@@ -194,7 +194,7 @@ def test_head_warmup_leaves_the_encoder_untouched(small_data, data, tmp_path):
 
 def test_distill_command_scores_with_an_ensemble_teacher(data, tmp_path):
     """--teacher takes an ensemble description; here BM25 alone (identity), on dev600's scored candidates."""
-    from .test_cli import rank
+    from .conftest import rank
 
     spec = tmp_path / "bm25-only.json"
     spec.write_text(json.dumps({"components": [{"reranker": "identity"}], "weights": [1.0]}))
@@ -213,7 +213,7 @@ def test_distill_command_scores_with_an_ensemble_teacher(data, tmp_path):
 
 def test_distill_command_can_train_on_the_cache_as_it_is(small_data, data, tmp_path):
     """--cached-only never builds the teacher (here a missing folder) and trains on the queries already scored."""
-    from .test_cli import rank
+    from .conftest import rank
 
     scores = tmp_path / "scores"
     score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), small_data.texts), small_data,
@@ -229,7 +229,7 @@ def test_distill_command_can_train_on_the_cache_as_it_is(small_data, data, tmp_p
 def test_distill_stopped_by_sigterm_resumes_from_its_checkpoint(small_data, data, tmp_path):
     import signal
 
-    from .test_cli import rank
+    from .conftest import rank
     from .test_interrupts import assert_interrupted, start, stop_once
 
     scores = tmp_path / "scores"

@@ -82,7 +82,7 @@ finally:
 @pytest.fixture(scope="module")
 def collection(setup, tmp_path_factory):
     """The 300 passages as a TSV, and the store one process on one thread makes of it (through the CLI)."""
-    from .test_cli import rank
+    from .conftest import rank
 
     root, model, docs, _ = setup
     folder = tmp_path_factory.mktemp("ray")
@@ -97,7 +97,7 @@ def collection(setup, tmp_path_factory):
 # takes SIGSEGV for its own null checks) cannot live with.
 def test_ray_with_two_workers_makes_the_single_store(setup, collection):
     pytest.importorskip("ray")
-    from .test_cli import rank
+    from .conftest import rank
 
     root, model, _, _ = setup
     folder, path = collection
@@ -119,7 +119,7 @@ def test_ray_cluster_of_two_nodes_by_address(setup, collection):
 
 
 def test_the_command_line_shards_and_merges(setup, tmp_path):
-    from .test_cli import assert_input_error, rank
+    from .conftest import assert_input_error, rank
 
     root, model, docs, _ = setup
     collection = tmp_path / "docs.tsv"
@@ -137,7 +137,7 @@ def test_the_command_line_shards_and_merges(setup, tmp_path):
 
 
 def test_store_options_that_cannot_go_together_are_refused_in_one_line(setup, tmp_path):
-    from .test_cli import assert_input_error, rank
+    from .conftest import assert_input_error, rank
 
     root, model, docs, single = setup
     collection = tmp_path / "docs.tsv"

@@ -45,7 +45,7 @@ def test_ensemble_from_a_description(tmp_path):
 def test_ensemble_and_fuse_commands(tmp_path):
     from ranker.io.formats import read_run, write_qrels, write_run
 
-    from .test_cli import rank
+    from .conftest import rank
 
     write_run(A, tmp_path / "a.trec", "a")
     b = {"q": [ScoredDoc("q", "d1", -5.0), ScoredDoc("q", "d2", 0.0), ScoredDoc("q", "d3", 1.0)]}
@@ -138,7 +138,7 @@ def test_weights_must_be_finite_numbers_in_fuse_an_ensemble_and_its_file(weight,
 def test_fuse_and_evaluate_refuse_to_overwrite_an_input(tmp_path):
     from ranker.io.formats import write_qrels, write_run
 
-    from .test_cli import rank
+    from .conftest import rank
 
     write_run(A, tmp_path / "a.trec", "a")
     write_qrels([Qrel("q", "d3", 2)], tmp_path / "qrels.txt")

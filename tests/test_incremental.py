@@ -17,7 +17,7 @@ from ranker.rerank.store_edit import add_to_store, compact_store, delete_from_st
 from ranker.rerank.twinbert import TwinBert, TwinBertReranker  # noqa: E402
 from ranker.types import Doc, Query, ScoredDoc  # noqa: E402
 
-from .test_cli import assert_input_error, rank  # noqa: E402
+from .conftest import assert_input_error, rank  # noqa: E402
 
 QUERIES = {"q1": Query("q1", "vitamin d deficiency and bone density"),
            "q2": Query("q2", "gene expression in cancer cells")}

@@ -15,7 +15,7 @@ from ranker.eval.report import build_report, parameters, read_spec
 from ranker.io.formats import read_qrels, read_run
 from ranker.measures import parse_measures
 
-from .test_cli import assert_input_error, rank
+from .conftest import assert_input_error, rank
 
 QUERIES = [f"q{i}" for i in range(12)]
 

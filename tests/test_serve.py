@@ -21,8 +21,7 @@ from ranker.serve.config import ServeConfig
 from ranker.serve.loadtest import free_port
 from ranker.serve.service import Passages, RerankService
 
-from .conftest import ROOT
-from .test_cli import rank
+from .conftest import ROOT, rank
 
 QUERIES = ("1037798", "104861")  # two DL19 queries: their BM25 top-100 make the test store
 

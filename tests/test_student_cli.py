@@ -8,7 +8,7 @@ import pytest
 
 from ranker.io.formats import read_run
 
-from .test_cli import assert_input_error, rank
+from .conftest import assert_input_error, rank
 
 
 @pytest.fixture(scope="module")
