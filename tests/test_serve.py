@@ -121,7 +121,7 @@ def test_rankings_equal_rank_run(dl19, server, tmp_path):
         status, body, _ = server.call("POST", "/v1/rerank", {"query": dl19["queries"][qid], "top_n": 10,
                                                              "documents": [dl19["texts"][d] for d in docnos]})
         assert status == 200 and body["meta"]["ranker"] == {"by_id": 0, "by_hash": 100, "encoded": 0,
-                                                            "score": "sigmoid(logit)"}
+                                                            "score": "sigmoid(logit)", "passage_tokens": 128}
         assert [docnos[r["index"]] for r in body["results"]] == want[:10]
         assert all(0 < r["relevance_score"] < 1 for r in body["results"])
         status, tei, _ = server.call("POST", "/rerank", {"query": dl19["queries"][qid],
@@ -307,6 +307,37 @@ def jsonpath(document: object, path: str) -> list:
     """The ``$.a[*].b`` subset of JSONPath that Elasticsearch's json_parser settings use here."""
     head, _, field = path.removeprefix("$.").partition("[*].")
     return [item[field] for item in document[head]]
+
+
+def test_v2_rank_fields_and_max_tokens_per_doc_are_honoured(dl19, server, service):
+    """/v2/rerank ranks as /v1/rerank does; rank_fields picks the field ranked (a missing one is a 422 naming it);
+    max_tokens_per_doc cuts passages (the cut ones are no longer the stored texts, so they are encoded)."""
+    qid, docs = next(iter(dl19["run"].items()))
+    docnos = [d.docno for d in docs]
+    texts = [dl19["texts"][d] for d in docnos]
+    query = dl19["queries"][qid]
+    _, v1, _ = server.call("POST", "/v1/rerank", {"query": query, "documents": texts})
+    status, v2, _ = server.call("POST", "/v2/rerank", {"query": query, "documents": texts, "top_n": 5,
+                                                       "model": "rerank-v3.5"})
+    assert status == 200 and v2["results"] == v1["results"][:5] and "document" not in v2["results"][0]
+    swapped = [{"title": t, "text": "bread needs flour"} for t in texts]
+    status, by_title, _ = server.call("POST", "/v1/rerank", {"query": query, "documents": swapped,
+                                                             "rank_fields": ["title"]})
+    assert status == 200 and by_title["results"] == v1["results"] and by_title["meta"]["ranker"]["by_hash"] == 100
+    _, by_text, _ = server.call("POST", "/v1/rerank", {"query": query, "documents": swapped})
+    assert len({r["relevance_score"] for r in by_text["results"]}) == 1  # every text the same: one score
+    status, error, _ = server.call("POST", "/v1/rerank", {"query": query, "documents": swapped,
+                                                          "rank_fields": ["title", "body"]})
+    assert status == 422 and error["error"]["field"] == "documents[0].body"
+    status, cut, _ = server.call("POST", "/v2/rerank", {"query": query, "documents": texts, "max_tokens_per_doc": 8})
+    longer = sum(a != b for a, b in zip(service.cut(texts, 8), texts))
+    assert status == 200 and cut["meta"]["ranker"]["passage_tokens"] == 8 and longer > 50
+    assert cut["meta"]["ranker"]["encoded"] == longer and cut["meta"]["ranker"]["by_hash"] == 100 - longer
+    assert [r["index"] for r in cut["results"]] != [r["index"] for r in v1["results"]]
+    status, error, _ = server.call("POST", "/v2/rerank", {"query": query, "documents": texts,
+                                                          "max_tokens_per_doc": 0})
+    assert status == 422 and error["error"]["field"] == "max_tokens_per_doc"
+    assert server.call("POST", "/v2/rerank", {"query": query, "documents": texts[:3]})[0] == 200
 
 
 def test_the_elasticsearch_custom_service_request_parses_as_elasticsearch_reads_it(server):

@@ -24,7 +24,7 @@ from ranker.serve.batcher import QueryBatcher, QueueFull
 from ranker.serve.config import ServeConfig
 from ranker.serve.errors import ApiError, parse_body
 from ranker.serve.page import SEARCH_PAGE
-from ranker.serve.schemas import CohereRerankRequest, DocumentObject, TeiRerankRequest
+from ranker.serve.schemas import CohereRerankRequest, CohereV2RerankRequest, DocumentObject, TeiRerankRequest
 from ranker.serve.service import RerankService
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -143,30 +143,65 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
         """Best first; ties by position (the order the documents came in)."""
         return sorted(range(len(logits)), key=lambda i: (-float(logits[i]), i))
 
-    @app.post("/v1/rerank")
-    async def cohere_rerank(request: Request) -> JSONResponse:
-        """Cohere's rerank: ``relevance_score`` is sigmoid(logit) (``raw_scores: true``: the logit)."""
-        body = parse_body(await request.body(), CohereRerankRequest)
-        docs = [d if isinstance(d, DocumentObject) else DocumentObject(text=d) for d in body.documents]
+    def ranked_texts(docs: list[DocumentObject], fields: list[str] | None) -> list[str | None]:
+        """What each document is ranked on: its text, or the ``rank_fields`` values joined by a space."""
+        if not fields or fields == ["text"]:
+            return [d.text for d in docs]
+        texts = []
         for i, d in enumerate(docs):
-            if d.text is None and d.id is None:
-                raise ApiError(422, f"documents[{i}]", "needs a text or the id of a stored passage")
+            values = d.model_dump()
+            missing = next((f for f in fields if not isinstance(values.get(f), str)), None)
+            if missing is not None:
+                raise ApiError(422, f"documents[{i}].{missing}", "named by rank_fields, but the document has no "
+                                                                  "such text field")
+            texts.append(" ".join(values[f] for f in fields))
+        return texts
+
+    async def cohere_results(body: CohereRerankRequest | CohereV2RerankRequest, docs: list[DocumentObject],
+                             ids: list[str | None], texts: list[str | None], with_documents: bool) -> JSONResponse:
+        """The Cohere response (v1 and v2 share it): results best first, ``top_n`` of them."""
         if body.top_n is not None and body.top_n < 1:
             raise ApiError(422, "top_n", f"must be at least 1, got {body.top_n}")
-        ids, texts = [d.id for d in docs], [d.text for d in docs]
+        if body.max_tokens_per_doc is not None and body.max_tokens_per_doc < 1:
+            raise ApiError(422, "max_tokens_per_doc", f"must be at least 1, got {body.max_tokens_per_doc}")
         check_documents(ids, texts, "documents")
+        service = state["service"]
+        cap = body.max_tokens_per_doc
+        if cap is not None and cap < service.passage_tokens - 2:  # else the model reads no more than that anyway
+            texts = await asyncio.get_running_loop().run_in_executor(state["executor"], service.cut, texts, cap)
         logits, passages = await score(await query_vector(body.query), ids, texts, "documents")
         shown = sigmoid(logits) if not body.raw_scores else logits.astype(np.float64)
         results = []
         for i in order(logits)[: body.top_n or len(docs)]:
             result = {"index": i, "relevance_score": float(shown[i])}
-            if body.return_documents:
+            if with_documents:
                 result["document"] = {k: v for k, v in docs[i].model_dump().items() if v is not None}
             results.append(result)
         meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1},
                 "ranker": {"by_id": passages.by_id, "by_hash": passages.by_hash, "encoded": passages.encoded,
-                           "score": "logit" if body.raw_scores else "sigmoid(logit)"}}
+                           "score": "logit" if body.raw_scores else "sigmoid(logit)",
+                           "passage_tokens": min(cap or service.passage_tokens, service.passage_tokens)}}
         return JSONResponse({"id": str(uuid.uuid4()), "results": results, "meta": meta})
+
+    @app.post("/v1/rerank")
+    async def cohere_rerank(request: Request) -> JSONResponse:
+        """Cohere's v1 rerank: ``relevance_score`` is sigmoid(logit) (``raw_scores: true``: the logit)."""
+        body = parse_body(await request.body(), CohereRerankRequest)
+        docs = [d if isinstance(d, DocumentObject) else DocumentObject(text=d) for d in body.documents]
+        texts = ranked_texts(docs, body.rank_fields)
+        by_id = not body.rank_fields or body.rank_fields == ["text"]  # else the fields named are what is ranked
+        for i, d in enumerate(docs):
+            if texts[i] is None and (d.id is None or not by_id):
+                raise ApiError(422, f"documents[{i}]", "needs a text or the id of a stored passage")
+        ids = [d.id if by_id else None for d in docs]
+        return await cohere_results(body, docs, ids, texts, body.return_documents)
+
+    @app.post("/v2/rerank")
+    async def cohere_rerank_v2(request: Request) -> JSONResponse:
+        """Cohere's v2 rerank: documents are strings, results carry index and relevance_score."""
+        body = parse_body(await request.body(), CohereV2RerankRequest)
+        docs = [DocumentObject(text=d) for d in body.documents]
+        return await cohere_results(body, docs, [None] * len(docs), list(body.documents), False)
 
     @app.post("/rerank")
     async def tei_rerank(request: Request) -> JSONResponse:

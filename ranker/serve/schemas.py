@@ -1,8 +1,8 @@
 """Request and response bodies, one pydantic model per route: Cohere's rerank shape, TEI's, and ``/search``'s.
 
-Cohere (``POST /v1/rerank``) and text-embeddings-inference (``POST /rerank``) are what Elasticsearch's ``custom``
-inference service, OpenSearch's ml-commons connectors and most clients speak; the extra fields these models
-accept beyond the two APIs (``raw_scores`` for Cohere) are marked.
+Cohere (``POST /v1/rerank`` and ``POST /v2/rerank``) and text-embeddings-inference (``POST /rerank``) are what
+Elasticsearch's ``custom`` inference service, OpenSearch's ml-commons connectors and most clients speak; the extra
+fields these models accept beyond the two APIs (``raw_scores`` for Cohere) are marked.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ class DocumentObject(BaseModel):
     id: str | None = None
 
 
+MAX_TOKENS_HELP = ("Passages longer than this many tokens are cut to it before they are scored (a text the store "
+                   "holds whole is then matched by hash only if it is that short); stored vectors named by id were "
+                   "encoded at the model's passage length.")
+
+
 class CohereRerankRequest(BaseModel):
+    """Cohere's v1 rerank body."""
+
     model_config = ConfigDict(extra="allow")
 
     query: str
@@ -28,6 +35,23 @@ class CohereRerankRequest(BaseModel):
     top_n: int | None = None
     return_documents: bool = False
     model: str | None = None
+    rank_fields: list[str] | None = Field(None, description="The document fields ranked, their values joined by a "
+                                                            "space (default: text); a field a document lacks is a 422.")
+    max_tokens_per_doc: int | None = Field(None, description=MAX_TOKENS_HELP)
+    raw_scores: bool = Field(False, description="Extension: relevance_score is the raw logit, not its sigmoid.")
+
+
+class CohereV2RerankRequest(BaseModel):
+    """Cohere's v2 rerank body (``cohere.ClientV2.rerank``, LangChain's ``CohereRerank``, Haystack's
+    ``CohereRanker``): documents are strings; results carry no document."""
+
+    model_config = ConfigDict(extra="allow")
+
+    query: str
+    documents: list[str]
+    top_n: int | None = None
+    model: str | None = None
+    max_tokens_per_doc: int | None = Field(None, description=MAX_TOKENS_HELP)
     raw_scores: bool = Field(False, description="Extension: relevance_score is the raw logit, not its sigmoid.")
 
 

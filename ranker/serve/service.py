@@ -78,6 +78,27 @@ class RerankService:
             rows[i] = row
         return rows
 
+    @property
+    def passage_tokens(self) -> int:
+        """Tokens of a passage the model reads, its special tokens included."""
+        return self.model.config.doc_max_length
+
+    def cut(self, texts: Sequence[str | None], max_tokens: int) -> list[str | None]:
+        """Each text cut after its first ``max_tokens`` tokens (the passage tokenizer's, special tokens not
+        counted), at the end of that token's characters; a shorter text is returned as it is."""
+        tokenizer = (self.model.doc_encoder.tokenizer if self.model.config.doc_encoder
+                     else self.model.doc_tower.tokenizer)
+        given = [i for i, t in enumerate(texts) if t]
+        out = list(texts)
+        if not given:
+            return out
+        offsets = tokenizer([texts[i] for i in given], add_special_tokens=False, return_offsets_mapping=True,
+                            truncation=False)["offset_mapping"]
+        for i, spans in zip(given, offsets, strict=True):
+            if len(spans) > max_tokens:
+                out[i] = texts[i][:spans[max_tokens - 1][1]]
+        return out
+
     def passages(self, ids: Sequence[str | None], texts: Sequence[str | None],
                  rows: Sequence[int | None]) -> Passages:
         """Vectors of the documents :meth:`locate` found at ``rows``; a text the store lacks (row ``None``) is
