@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http.client
 import json
 import threading
@@ -194,6 +195,9 @@ GOOD = {"query": "what is durable medical equipment", "documents": ["a wheelchai
     ("/rerank", {"query": "x"}, 422, "texts"),
     ("/rerank", {"query": "x", "texts": [None]}, 422, "texts[0]"),
     ("/search?q=anything", None, 409, "index"),
+    ("/v1/rerank", b"[" * 100_000 + b"]" * 100_000, 400, "body"),
+    ("/v2/rerank", {"query": "x", "documents": [{"text": "a"}]}, 422, "documents[0]"),
+    ("/v2/rerank", {"query": "x", "documents": ["a"], "top_n": 0}, 422, "top_n"),
 ])
 def test_bad_input_is_a_json_error_naming_the_field(server, path, body, status, field):
     raw = body if isinstance(body, bytes) else None
@@ -203,6 +207,97 @@ def test_bad_input_is_a_json_error_naming_the_field(server, path, body, status, 
     assert payload["error"]["field"] == field and payload["error"]["status"] == status and payload["error"]["reason"]
     ok, answer, _ = server.call("POST", "/v1/rerank", GOOD)  # the server is none the worse
     assert ok == 200 and answer["results"][0]["index"] == 0
+
+
+def test_a_server_fault_is_one_json_error_and_one_log_line_with_the_request_id(server, service, monkeypatch,
+                                                                              caplog):
+    def broken(*args):
+        raise RuntimeError("a bug\nwith a second line")
+
+    monkeypatch.setattr(service, "cross", broken)
+    with caplog.at_level("DEBUG", logger="ranker.serve"):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        connection.request("POST", "/v1/rerank", json.dumps(GOOD), {"X-Request-Id": "trace-42"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        connection.close()
+    assert response.status == 500 and response.getheader("X-Request-Id") == "trace-42"
+    assert body["error"]["status"] == 500 and body["error"]["request_id"] == "trace-42"
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "trace-42" in errors[0].getMessage() and "a bug" in errors[0].getMessage()
+    assert "\n" not in errors[0].getMessage() and errors[0].exc_info is None  # the traceback is at debug level
+    monkeypatch.undo()
+    status, _, headers = server.call("POST", "/v1/rerank", GOOD)
+    assert status == 200 and len(headers["x-request-id"]) == 32  # a fresh id where the client sent none
+    _, text, _ = server.call("GET", "/metrics")
+    assert 'endpoint="/v1/rerank",status="500"' in text
+
+
+def test_unseen_texts_are_encoded_in_turns_within_a_budget_and_the_timeout(dl19, service):
+    """Over --max-encode unseen texts is a 413; a request encoding many shares the model thread (a small request
+    sent after it is answered first); past --timeout its encoding stops with a 504."""
+    texts = [f"{t} (edited)" for t in dl19["texts"].values()][:96]  # none of them in the store
+    query = {"query": dl19["queries"][QUERIES[0]]}
+    stored = {**query, "documents": [{"id": d} for d in list(dl19["texts"])[:20]]}
+    config = ServeConfig(store=str(dl19["root"] / "store"), encode_batch=8, max_encode=96, timeout_s=60)
+    with running(config, service) as client:
+        status, error, _ = client.call("POST", "/v1/rerank", {**query, "documents": texts + ["one more"]})
+        assert status == 413 and "more than the 96 a request may encode" in error["error"]["reason"]
+        done: dict[str, float] = {}
+
+        def send(name: str, body: dict) -> None:
+            assert client.call("POST", "/v1/rerank", body)[0] == 200
+            done[name] = time.monotonic()
+
+        big = threading.Thread(target=send, args=("big", {**query, "documents": texts}))
+        big.start()
+        time.sleep(0.3)  # the big request is encoding now
+        send("small", stored)
+        big.join()
+        assert done["small"] < done["big"]
+    with running(dataclasses.replace(config, timeout_s=0.3), service) as client:
+        status, error, _ = client.call("POST", "/v1/rerank", {**query, "documents": texts})
+        assert status == 504 and error["error"]["field"] == "documents"
+        assert client.call("POST", "/v1/rerank", stored)[0] == 200
+
+
+def test_bodies_are_limited_while_they_are_read(dl19, service):
+    """A declared Content-Length over the limit is refused before the body is sent; a chunked body is refused
+    once it grows past the limit; a body that stalls gets 408; the next request is served."""
+    import socket
+
+    def exchange(port: int, head: bytes, parts: list[bytes], pause: float = 0.0) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head)
+            for part in parts:
+                time.sleep(pause)
+                with contextlib.suppress(OSError):
+                    sock.sendall(part)
+            answer = b""
+            while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+                    answer.lower().partition(b"content-length: ")[2].split(b"\r\n")[0] or 0):
+                more = sock.recv(65536)
+                if not more:
+                    break
+                answer += more
+            return answer
+
+    config = ServeConfig(store=str(dl19["root"] / "store"), max_body_bytes=2000, read_timeout_s=0.5)
+    with running(config, service) as client:
+        started = time.monotonic()
+        answer = exchange(client.port, b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                       b"Content-Length: 5000000\r\n\r\n", [])
+        assert answer.startswith(b"HTTP/1.1 413") and b'"field": "body"' in answer.replace(b'":"', b'": "')
+        assert time.monotonic() - started < 5  # answered without waiting for 5 MB
+        chunk = b"x" * 1500
+        answer = exchange(client.port, b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                          [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 3 + [b"0\r\n\r\n"])
+        assert answer.startswith(b"HTTP/1.1 413")
+        answer = exchange(client.port, b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+                          [b'{"query": "x"'], pause=0.1)
+        assert answer.startswith(b"HTTP/1.1 408")
+        status, _, _ = client.call("POST", "/v1/rerank", GOOD)
+        assert status == 200
 
 
 def test_a_store_from_another_model_refuses_to_start(dl19, tmp_path):
@@ -255,7 +350,9 @@ class SlowService:
     def locate(self, ids, texts):
         return list(range(len(ids)))
 
-    def passages(self, ids, texts, rows):
+    passage_tokens = 128
+
+    def passages(self, ids, rows, encoded=None, ms=0.0):
         return Passages(np.ones((len(ids), 4), dtype=np.float32), by_hash=len(ids))
 
     def cross(self, query, passages):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,12 @@ from ranker.cli.options import QUERY_BACKEND_HELP
 from ranker.serve.config import ServeConfig
 
 DEFAULT = ServeConfig(store="")
+
+
+class LogLevel(str, Enum):
+    warning = "warning"
+    info = "info"
+    debug = "debug"
 
 
 def serve(
@@ -33,6 +40,17 @@ def serve(
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = DEFAULT.threads,
     query_backend: Annotated[str, typer.Option(
         help=QUERY_BACKEND_HELP, callback=options.query_backend)] = DEFAULT.query_backend,
+    max_body_bytes: Annotated[int, typer.Option(
+        min=1, help="Largest request body, checked while it is read (then 413).")] = DEFAULT.max_body_bytes,
+    read_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds to wait for the next part of a body (then 408).")] = DEFAULT.read_timeout_s,
+    keep_alive: Annotated[float, typer.Option(
+        min=0.001, help="Seconds an idle keep-alive connection stays open.")] = DEFAULT.keep_alive_s,
+    max_connections: Annotated[int, typer.Option(
+        min=1, help="Most connections and requests at once (then 503).")] = DEFAULT.max_connections,
+    log_level: Annotated[LogLevel, typer.Option(
+        help="warning: server faults (5xx) only, one line each with the request id; info: every 4xx too; "
+             "debug: tracebacks.")] = LogLevel.warning,
 ) -> None:
     """Serve reranking from the cached passage vectors until SIGINT or SIGTERM (in-flight requests finish; exit 0)."""
     import uvicorn
@@ -47,14 +65,21 @@ def serve(
     config = ServeConfig(store=str(store), model=model, index=str(index) if index else None, host=host, port=port,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout,
                          max_documents=max_documents, max_text_chars=max_text_chars, threads=threads,
-                         query_backend=query_backend)
+                         query_backend=query_backend, max_body_bytes=max_body_bytes, read_timeout_s=read_timeout,
+                         keep_alive_s=keep_alive, max_connections=max_connections)
+    import logging
+
+    logging.basicConfig(format="rank serve: %(levelname)s %(message)s")
+    logging.getLogger("ranker.serve").setLevel(log_level.value.upper())
     service = RerankService(config)  # a store from another model, a missing folder: one line, before listening
     typer.echo(f"serving {service.model_path} with {len(service.store):,} cached passages on http://{host}:{port}",
                err=True)
     import gc
 
     gc.freeze()  # the loaded model's objects move out of the collector's reach: full collections stay short
-    server = uvicorn.Server(uvicorn.Config(create_app(config, service), log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(create_app(config, service), log_level="warning", access_log=False,
+                                           timeout_keep_alive=config.keep_alive_s,
+                                           limit_concurrency=config.max_connections))
     try:
         server.run(sockets=[listener])
     except Interrupted:  # uvicorn drains, then re-raises the signal it caught: the documented stop

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +24,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ranker.serve.batcher import QueryBatcher, QueueFull
 from ranker.serve.config import ServeConfig
 from ranker.serve.errors import ApiError, parse_body
+from ranker.serve.limits import BodyLimits
 from ranker.serve.page import SEARCH_PAGE
 from ranker.serve.schemas import CohereRerankRequest, CohereV2RerankRequest, DocumentObject, TeiRerankRequest
 from ranker.serve.service import RerankService
 
+log = logging.getLogger("ranker.serve")
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -67,43 +70,59 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
 
     app = FastAPI(title="ranker", summary="TwinBERT reranking from cached passage vectors", lifespan=lifespan)
 
+    # inside observe (registered next, so outermost): a body refused early is still counted and given an id
+    app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s)
+
     @app.middleware("http")
     async def observe(request: Request, call_next):
         started = time.perf_counter()
+        request.state.request_id = request_id = _request_id(request.headers.get("x-request-id"))
         try:
             response = await call_next(request)
         except ApiError as e:
-            response = JSONResponse(e.body(), e.status, headers=e.headers)
+            response = error_response(e, request)
+        except Exception as e:  # a fault of the server: one line with the request id, the traceback at debug level
+            log.error("%s %s -> 500 (request %s): %s: %s", request.method, request.url.path, request_id,
+                      type(e).__name__, (str(e).strip().splitlines() or [""])[0][:200])
+            log.debug("request %s", request_id, exc_info=True)
+            response = error_response(ApiError(500, "server", "internal error; the server log names this "
+                                                              "request id"), request)
         # by route template, never the raw path: unknown paths share one label (a scan cannot grow the scrape)
         endpoint = getattr(request.scope.get("route"), "path", None) or "unmatched"
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        response.headers["X-Request-Id"] = request_id
+        if 400 <= response.status_code < 500:
+            log.info("%s %s -> %d (request %s)", request.method, request.url.path, response.status_code, request_id)
         return response
+
+    def error_response(e: ApiError, request: Request) -> JSONResponse:
+        return JSONResponse(e.body(getattr(request.state, "request_id", None)), e.status, headers=e.headers)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        return JSONResponse(e.body(), e.status, headers=e.headers)
+        return error_response(e, request)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         """404 and 405 from the router, in the one error shape (the field is the path or the method)."""
         field = "method" if e.status_code == 405 else "path"
-        return JSONResponse(ApiError(e.status_code, field, str(e.detail)).body(), e.status_code,
-                            headers=getattr(e, "headers", None))
+        error = ApiError(e.status_code, field, str(e.detail), getattr(e, "headers", None))
+        return error_response(error, request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
         """A query parameter of the wrong type (``/search?k=many``), in the one error shape."""
         first = e.errors()[0]
-        return JSONResponse(ApiError(422, str(first["loc"][-1]), first["msg"]).body(), 422)
+        return error_response(ApiError(422, str(first["loc"][-1]), first["msg"]), request)
 
-    async def query_vector(text: str, field: str = "query") -> np.ndarray:
+    async def query_vector(text: str, field: str, deadline: float) -> np.ndarray:
         if not text.strip():
             raise ApiError(422, field, "empty: a query needs some text")
         if len(text) > config.max_query_chars:
             raise ApiError(413, field, f"{len(text)} characters, more than the limit {config.max_query_chars}")
         try:
-            return await state["batcher"].submit(text, config.timeout_s)
+            return await state["batcher"].submit(text, max(0.001, deadline - time.monotonic()))
         except QueueFull:
             raise ApiError(503, "query", f"{config.max_queue} queries are waiting: retry shortly",
                            {"Retry-After": "1"}) from None
@@ -120,19 +139,31 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
                 raise ApiError(413, f"{field}[{i}]", f"{len(text)} characters, more than the limit "
                                                      f"{config.max_text_chars}")
 
-    async def score(q: np.ndarray, ids: list[str | None], texts: list[str | None], field: str) -> tuple:
-        """Logits of the documents against the query vector, and where their vectors came from."""
+    async def score(q: np.ndarray, ids: list[str | None], texts: list[str | None], field: str,
+                    deadline: float) -> tuple:
+        """Logits of the documents against the query vector, and where their vectors came from; unseen texts are
+        encoded a batch a turn on the model thread, each turn within what is left of the request's time."""
         service = state["service"]
         try:
             rows = service.locate(ids, texts)
         except KeyError as e:
             position, docno = e.args[0]
             raise ApiError(404, f"{field}[{position}].id", f"{docno!r} is not in the embedding store") from None
-        if None in rows:  # unseen texts: the document tower runs on the model's thread
-            passages = await asyncio.get_running_loop().run_in_executor(
-                state["executor"], service.passages, ids, texts, rows)
-        else:  # stored vectors are looked up and crossed here, at once: queueing behind a batch costs more
-            passages = service.passages(ids, texts, rows)
+        unseen = [texts[i] or "" for i, row in enumerate(rows) if row is None]
+        if len(unseen) > config.max_encode:
+            raise ApiError(413, field, f"{len(unseen)} texts are not in the embedding store, more than the "
+                                       f"{config.max_encode} a request may encode: add them to the store "
+                                       "(rank encode --add)")
+        started, parts = time.perf_counter(), []
+        for start in range(0, len(unseen), config.encode_batch):  # one batch a turn: queries interleave
+            turn = asyncio.get_running_loop().run_in_executor(
+                state["executor"], service.encode_passages, unseen[start:start + config.encode_batch])
+            try:
+                parts.append(await asyncio.wait_for(turn, max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                raise ApiError(504, field, f"its unseen texts were not encoded within {config.timeout_s} s") from None
+        passages = service.passages(ids, rows, np.concatenate(parts) if parts else None,
+                                    1000 * (time.perf_counter() - started))
         logits = service.cross(q, passages.vectors)
         metrics.documents.labels("id").inc(passages.by_id)
         metrics.documents.labels("hash").inc(passages.by_hash)
@@ -169,7 +200,9 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
         cap = body.max_tokens_per_doc
         if cap is not None and cap < service.passage_tokens - 2:  # else the model reads no more than that anyway
             texts = await asyncio.get_running_loop().run_in_executor(state["executor"], service.cut, texts, cap)
-        logits, passages = await score(await query_vector(body.query), ids, texts, "documents")
+        deadline = time.monotonic() + config.timeout_s  # --timeout covers all of the request's model work
+        logits, passages = await score(await query_vector(body.query, "query", deadline), ids, texts, "documents",
+                                       deadline)
         shown = sigmoid(logits) if not body.raw_scores else logits.astype(np.float64)
         results = []
         for i in order(logits)[: body.top_n or len(docs)]:
@@ -209,7 +242,8 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
         body = parse_body(await request.body(), TeiRerankRequest)
         ids, texts = [None] * len(body.texts), list(body.texts)
         check_documents(ids, texts, "texts")
-        logits, _ = await score(await query_vector(body.query), ids, texts, "texts")
+        deadline = time.monotonic() + config.timeout_s
+        logits, _ = await score(await query_vector(body.query, "query", deadline), ids, texts, "texts", deadline)
         shown = logits.astype(np.float64) if body.raw_scores else sigmoid(logits)
         return JSONResponse([{"index": i, "score": float(shown[i]), **({"text": body.texts[i]} if body.return_text
                                                                        else {})} for i in order(logits)])
@@ -223,8 +257,8 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
             raise ApiError(422, "depth", f"must be between 1 and {config.max_documents}, got {depth}")
         if not 1 <= k <= depth:
             raise ApiError(422, "k", f"must be between 1 and depth ({depth}), got {k}")
-        started = time.perf_counter()
-        encoding = asyncio.ensure_future(query_vector(q, "q"))  # the query tower runs while BM25 searches
+        started, deadline = time.perf_counter(), time.monotonic() + config.timeout_s
+        encoding = asyncio.ensure_future(query_vector(q, "q", deadline))  # the query tower runs while BM25 searches
         loop = asyncio.get_running_loop()
         try:
             hits = await loop.run_in_executor(state["executor"], state["service"].bm25, q, depth)
@@ -238,7 +272,7 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
         docnos = [d for d, _, _ in hits]
         in_store = [d if d in state["service"].store else None for d in docnos]
         reranking = time.perf_counter()
-        logits, passages = await score(q_vector, in_store, [t for _, _, t in hits], "hits")
+        logits, passages = await score(q_vector, in_store, [t for _, _, t in hits], "hits", deadline)
         rerank_ms = 1000 * (time.perf_counter() - reranking)
         ranked = order(logits)[:k]
         out = [{"rank": r + 1, "docno": docnos[i], "score": float(logits[i]), "bm25_rank": i + 1,
@@ -266,3 +300,10 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
 
     app.state.metrics = metrics
     return app
+
+
+def _request_id(given: str | None) -> str:
+    """The client's ``X-Request-Id`` when it is a short printable token, else a new one."""
+    if given and len(given) <= 64 and given.isascii() and given.isprintable() and " " not in given:
+        return given
+    return uuid.uuid4().hex

@@ -23,11 +23,17 @@ class ServeConfig:
         timeout_s: A request still waiting after this long is answered 504.
         max_documents: Most documents per request (413 above); more than ``encode_batch`` unseen texts are
             encoded in several forward passes, never refused for that.
-        encode_batch: Unseen passages per forward pass of the document tower.
+        encode_batch: Unseen passages per forward pass of the document tower; each pass is one turn on the model
+            thread, so other requests' queries run between a request's passes.
+        max_encode: Most unseen passages one request may have encoded (413 above: add them to the store).
         max_text_chars: Longest document text accepted (413 above).
         max_query_chars: Longest query accepted (413 above).
         threads: torch (and ONNX Runtime) CPU threads.
         query_backend: What runs the query tower (:data:`ranker.rerank.config.QUERY_BACKENDS`).
+        max_body_bytes: Largest request body (413 above; checked by ``Content-Length`` and while it streams in).
+        read_timeout_s: Longest wait for the next part of a body (408 after).
+        keep_alive_s: An idle keep-alive connection is closed after this long.
+        max_connections: Most connections and requests in flight; more are answered 503.
     """
 
     store: str
@@ -40,8 +46,13 @@ class ServeConfig:
     max_queue: int = 256
     timeout_s: float = 10.0
     max_documents: int = 1000
-    encode_batch: int = 64
+    encode_batch: int = 8
+    max_encode: int = 256
     max_text_chars: int = 20_000
     max_query_chars: int = 2_000
     threads: int = 2
     query_backend: str = DEFAULT_QUERY_BACKEND
+    max_body_bytes: int = 32 * 2**20
+    read_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 512

@@ -1,8 +1,11 @@
-"""One error shape for every endpoint: ``{"error": {"status", "field", "reason"}}``, a status that means one thing.
+"""One error shape for every endpoint: ``{"error": {"status", "field", "reason", "request_id"}}``, a status that
+means one thing.
 
-400 the body is not UTF-8 JSON; 404 an unknown document id; 409 an endpoint the server was started without
-(``/search`` needs ``--index``); 413 a request over the hard limits; 422 a field with a wrong value; 503 the
-queue is full (with ``Retry-After``); 504 the request timed out.
+400 the body is not UTF-8 JSON (or nested too deeply to parse); 404 an unknown document id or path; 405 a method
+the path does not take; 408 a body that did not arrive in time; 409 an endpoint the server was started without
+(``/search`` needs ``--index``); 413 a request over the hard limits (the body's size is checked while it is read);
+422 a field with a wrong value; 500 a fault of the server (logged as one line with the request id); 503 the queue
+or the connections are full (with ``Retry-After``); 504 the request timed out.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ class ApiError(Exception):
         super().__init__(f"{status} {field}: {reason}")
         self.status, self.field, self.reason, self.headers = status, field, reason, headers or {}
 
-    def body(self) -> dict:
-        return {"error": {"status": self.status, "field": self.field, "reason": self.reason}}
+    def body(self, request_id: str | None = None) -> dict:
+        error = {"status": self.status, "field": self.field, "reason": self.reason}
+        return {"error": {**error, "request_id": request_id} if request_id else error}
 
 
 def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
@@ -30,6 +34,13 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ApiError(400, "body", f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        return _parse(text, model)
+    except RecursionError:  # json, the surrogate walk or pydantic ran out of stack
+        raise ApiError(400, "body", "JSON nested too deeply to parse") from None
+
+
+def _parse(text: str, model: type[BaseModel]) -> Any:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -99,10 +99,14 @@ class RerankService:
                 out[i] = texts[i][:spans[max_tokens - 1][1]]
         return out
 
-    def passages(self, ids: Sequence[str | None], texts: Sequence[str | None],
-                 rows: Sequence[int | None]) -> Passages:
-        """Vectors of the documents :meth:`locate` found at ``rows``; a text the store lacks (row ``None``) is
-        encoded now, quantized as the store's vectors are."""
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of texts the store lacks, encoded now and quantized as the store's vectors are."""
+        return self.store.requantize(self.model.encode_docs(list(texts), self.config.encode_batch).numpy())
+
+    def passages(self, ids: Sequence[str | None], rows: Sequence[int | None], encoded: np.ndarray | None = None,
+                 ms: float = 0.0) -> Passages:
+        """Vectors of the documents :meth:`locate` found at ``rows``; those it did not find (row ``None``) take
+        the rows of ``encoded`` (:meth:`encode_passages`), in order."""
         started = time.perf_counter()
         unseen = [i for i, row in enumerate(rows) if row is None]
         known = [i for i, row in enumerate(rows) if row is not None]
@@ -110,11 +114,10 @@ class RerankService:
         if known:
             vectors[known] = self.store.lookup_rows([rows[i] for i in known])
         if unseen:
-            encoded = self.model.encode_docs([texts[i] or "" for i in unseen], self.config.encode_batch).numpy()
-            vectors[unseen] = self.store.requantize(encoded)
+            vectors[unseen] = encoded
         by_id = sum(docno is not None for docno in ids)
         return Passages(vectors, by_id, len(rows) - by_id - len(unseen), len(unseen),
-                        1000 * (time.perf_counter() - started))
+                        ms + 1000 * (time.perf_counter() - started))
 
     def cross(self, query: np.ndarray, passages: np.ndarray) -> np.ndarray:
         """Logits of one query vector against passage vectors."""
