@@ -616,3 +616,35 @@ def test_a_query_that_fails_inside_a_shared_batch_fails_only_its_own_request():
     assert isinstance(results[2], ValueError) and all(isinstance(r, np.ndarray) for i, r in enumerate(results)
                                                       if i != 2)
     assert passes[0] == ["a", "b", "bad", "c"] and sorted(map(tuple, passes[1:])) == [("a",), ("b",), ("bad",), ("c",)]
+
+
+def test_the_mixed_load_level_reports_heavy_and_light_clients_apart():
+    """One client of four sends slow requests (the server sleeps on bodies marked heavy): the light clients'
+    figures are reported apart, so what the heavy one costs them shows."""
+    import http.server
+
+    from ranker.serve.loadtest import mixed_loop
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            if b"heavy" in self.rfile.read(int(self.headers["Content-Length"])):
+                time.sleep(0.2)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        light, heavy = mixed_loop(f"http://127.0.0.1:{server.server_address[1]}", "/v1/rerank", [b"{}"],
+                                  [b'{"heavy": 1}'], 4, 1, 1.0)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    assert (light.mode, light.concurrency, heavy.mode, heavy.concurrency) == ("mixed-light", 3, "mixed-heavy", 1)
+    assert heavy.p50_ms >= 200 > light.p50_ms and light.requests > 10 * heavy.requests > 0
+    assert light.errors == heavy.errors == 0

@@ -24,6 +24,9 @@ def bench_serve(
     soak: Annotated[float, typer.Option(min=0.0, help="Then this many seconds at --soak-concurrency.")] = 0.0,
     soak_concurrency: Annotated[int, typer.Option(min=1)] = 32,
     threads: Annotated[int, typer.Option(min=1, help="The server's torch threads.")] = 1,
+    mixed: Annotated[int, typer.Option(
+        min=0, help="Then a mixed level: 1 client in 16 sends this many texts the store lacks (0: none), the other "
+                    "15 the usual requests by id; their figures apart.")] = 0,
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON.", callback=output_file)] = None,
 ) -> None:
     """p50/p95/p99 and requests/s per concurrency, documents by id and by text; errors counted."""
@@ -34,7 +37,7 @@ def bench_serve(
     from ranker.io.formats import read_run
     from ranker.io.sources import load_topics
     from ranker.io.texts import texts_for
-    from ranker.serve.loadtest import ServerProcess, closed_loop, rerank_bodies, rss_mb
+    from ranker.serve.loadtest import ServerProcess, closed_loop, mixed_loop, rerank_bodies, rss_mb, unseen_bodies
     from ranker.types import cutoff
 
     if (store is None) == (url is None):
@@ -58,6 +61,13 @@ def bench_serve(
                 results.append(result)
                 typer.echo(f"{mode:<4} c={level:<3} {result.requests_per_s:8.1f} req/s  p50 {result.p50_ms:7.2f}  "
                            f"p95 {result.p95_ms:7.2f}  p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
+        if mixed:
+            heavy = unseen_bodies(queries, mixed)
+            for result in mixed_loop(url, "/v1/rerank", modes["id"], heavy, 16, 1, seconds):
+                results.append(result)
+                typer.echo(f"{result.mode} c={result.concurrency:<3} {result.requests_per_s:8.1f} req/s  p50 "
+                           f"{result.p50_ms:7.2f}  p95 {result.p95_ms:7.2f}  p99 {result.p99_ms:7.2f} ms  errors "
+                           f"{result.errors}")
         soaked = None
         if soak:
             before = rss_mb(server.process.pid) if server else None

@@ -37,6 +37,8 @@ def serve(
         min=1, help="Most documents per request (then 413).")] = DEFAULT.max_documents,
     max_text_chars: Annotated[int, typer.Option(
         min=1, help="Longest document text (then 413).")] = DEFAULT.max_text_chars,
+    max_encode: Annotated[int, typer.Option(
+        min=0, help="Most texts one request may have encoded that the store lacks (then 413).")] = DEFAULT.max_encode,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = DEFAULT.threads,
     query_backend: Annotated[str, typer.Option(
         help=QUERY_BACKEND_HELP, callback=options.query_backend)] = DEFAULT.query_backend,
@@ -64,7 +66,8 @@ def serve(
 
     config = ServeConfig(store=str(store), model=model, index=str(index) if index else None, host=host, port=port,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout,
-                         max_documents=max_documents, max_text_chars=max_text_chars, threads=threads,
+                         max_documents=max_documents, max_text_chars=max_text_chars, max_encode=max_encode,
+                         threads=threads,
                          query_backend=query_backend, max_body_bytes=max_body_bytes, read_timeout_s=read_timeout,
                          keep_alive_s=keep_alive, max_connections=max_connections)
     import logging

@@ -47,7 +47,7 @@ class ServeConfig:
     timeout_s: float = 10.0
     max_documents: int = 1000
     encode_batch: int = 8
-    max_encode: int = 256
+    max_encode: int = 512
     max_text_chars: int = 20_000
     max_query_chars: int = 2_000
     threads: int = 2

@@ -67,17 +67,35 @@ def closed_loop(url: str, path: str, bodies: Sequence[bytes], concurrency: int, 
                 mode: str = "") -> LoadResult:
     """``concurrency`` clients POST ``bodies`` (round robin) to ``path`` for ``seconds``. Any answer other than a 2xx,
     and any failed connection, is an error: counted by status, and left out of the latencies and requests/s."""
+    runs, elapsed = _clients(url, path, [bodies] * concurrency, seconds)
+    return _summary(path, mode, concurrency, runs, elapsed)
+
+
+def mixed_loop(url: str, path: str, light: Sequence[bytes], heavy: Sequence[bytes], concurrency: int,
+               heavy_clients: int, seconds: float) -> tuple[LoadResult, LoadResult]:
+    """:func:`closed_loop` where ``heavy_clients`` of the ``concurrency`` clients send ``heavy`` bodies (e.g. many
+    texts the store lacks) and the rest ``light`` ones; the figures of each group apart (modes ``mixed-light``,
+    ``mixed-heavy``), so what the heavy requests cost their neighbours shows in the light ones' latency."""
+    lists = [heavy] * heavy_clients + [light] * (concurrency - heavy_clients)
+    runs, elapsed = _clients(url, path, lists, seconds)
+    return (_summary(path, "mixed-light", concurrency - heavy_clients, runs[heavy_clients:], elapsed),
+            _summary(path, "mixed-heavy", heavy_clients, runs[:heavy_clients], elapsed))
+
+
+def _clients(url: str, path: str, lists: Sequence[Sequence[bytes]], seconds: float,
+             ) -> tuple[list[tuple[list[float], dict[str, int]]], float]:
+    """One closed-loop client per body list; each client's latencies of 2xx answers and its status counts."""
     host, port = loopback(url)
     deadline = time.monotonic() + seconds
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    statuses: list[dict[str, int]] = [{} for _ in range(concurrency)]
+    runs: list[tuple[list[float], dict[str, int]]] = [([], {}) for _ in lists]
 
     def client(n: int) -> None:
         connection = http.client.HTTPConnection(host, port, timeout=60)
-        i = n
+        bodies, i = lists[n], n
+        latencies, statuses = runs[n]
         while time.monotonic() < deadline:
             body = bodies[i % len(bodies)]
-            i += concurrency
+            i += len(lists)
             started = time.perf_counter()
             try:
                 connection.request("POST", path, body, {"Content-Type": "application/json"})
@@ -89,21 +107,25 @@ def closed_loop(url: str, path: str, bodies: Sequence[bytes], concurrency: int, 
                 connection.close()
                 connection = http.client.HTTPConnection(host, port, timeout=60)
             if status.startswith("2"):  # only answers count towards latency and throughput
-                latencies[n].append(1000 * (time.perf_counter() - started))
-            statuses[n][status] = statuses[n].get(status, 0) + 1
+                latencies.append(1000 * (time.perf_counter() - started))
+            statuses[status] = statuses.get(status, 0) + 1
         connection.close()
 
     started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(concurrency)]
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(len(lists))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - started
-    ms = np.array([x for per in latencies for x in per])
+    return runs, time.monotonic() - started
+
+
+def _summary(path: str, mode: str, concurrency: int, runs: Sequence[tuple[list[float], dict[str, int]]],
+             elapsed: float) -> LoadResult:
+    ms = np.array([x for latencies, _ in runs for x in latencies])
     counts: dict[str, int] = {}
-    for per in statuses:
-        for status, count in per.items():
+    for _, statuses in runs:
+        for status, count in statuses.items():
             counts[status] = counts.get(status, 0) + count
     errors = sum(c for s, c in counts.items() if not s.startswith("2"))
     p50, p95, p99 = (float(np.percentile(ms, q)) if len(ms) else float("nan") for q in (50, 95, 99))
@@ -166,4 +188,15 @@ def rerank_bodies(queries: dict[str, str], candidates: dict[str, list[str]], tex
     for qid, docnos in candidates.items():
         documents = [{"id": d} for d in docnos] if texts is None else [texts[d] for d in docnos]
         bodies.append(json.dumps({"query": queries[qid], "documents": documents, "top_n": 10}).encode())
+    return bodies
+
+
+def unseen_bodies(queries: dict[str, str], count: int, rounds: int = 4) -> list[bytes]:
+    """Cohere-shaped bodies of ``count`` texts no store holds, for the mixed load level (the server never adds what
+    it encodes to the store, so every such request encodes all of them)."""
+    texts = list(queries.values())
+    bodies = []
+    for r in range(rounds):
+        documents = [f"passage {r}-{i} about {texts[i % len(texts)]}" for i in range(count)]
+        bodies.append(json.dumps({"query": texts[r % len(texts)], "documents": documents, "top_n": 10}).encode())
     return bodies
