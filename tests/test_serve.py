@@ -648,3 +648,19 @@ def test_the_mixed_load_level_reports_heavy_and_light_clients_apart():
     assert (light.mode, light.concurrency, heavy.mode, heavy.concurrency) == ("mixed-light", 3, "mixed-heavy", 1)
     assert heavy.p50_ms >= 200 > light.p50_ms and light.requests > 10 * heavy.requests > 0
     assert light.errors == heavy.errors == 0
+
+
+def test_openapi_documents_every_body_and_the_error_shape(server):
+    status, schema, _ = server.call("GET", "/openapi.json")
+    assert status == 200
+    components = schema["components"]["schemas"]
+    for path, name in (("/v1/rerank", "CohereRerankRequest"), ("/v2/rerank", "CohereV2RerankRequest"),
+                       ("/rerank", "TeiRerankRequest")):
+        operation = schema["paths"][path]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert body == f"#/components/schemas/{name}" and "query" in components[name]["required"]
+        assert operation["responses"]["4XX"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "ErrorResponse")
+        assert "$ref" in json.dumps(operation["responses"]["200"])  # the response model
+    assert "rank_fields" in components["CohereRerankRequest"]["properties"]
+    assert set(components["ErrorDetail"]["properties"]) == {"status", "field", "reason", "request_id"}

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,7 +27,17 @@ from ranker.serve.config import ServeConfig
 from ranker.serve.errors import ApiError, parse_body
 from ranker.serve.limits import BodyLimits
 from ranker.serve.page import SEARCH_PAGE
-from ranker.serve.schemas import CohereRerankRequest, CohereV2RerankRequest, DocumentObject, TeiRerankRequest
+from ranker.serve.schemas import (
+    CohereRerankRequest,
+    CohereRerankResponse,
+    CohereV2RerankRequest,
+    CohereV2RerankResponse,
+    DocumentObject,
+    SearchResponse,
+    TeiRerankRequest,
+    TeiResult,
+    openapi_bodies,
+)
 from ranker.serve.service import RerankService
 
 log = logging.getLogger("ranker.serve")
@@ -216,7 +227,7 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
                            "passage_tokens": min(cap or service.passage_tokens, service.passage_tokens)}}
         return JSONResponse({"id": str(uuid.uuid4()), "results": results, "meta": meta})
 
-    @app.post("/v1/rerank")
+    @app.post("/v1/rerank", response_model=CohereRerankResponse)
     async def cohere_rerank(request: Request) -> JSONResponse:
         """Cohere's v1 rerank: ``relevance_score`` is sigmoid(logit) (``raw_scores: true``: the logit)."""
         body = parse_body(await request.body(), CohereRerankRequest)
@@ -229,14 +240,14 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
         ids = [d.id if by_id else None for d in docs]
         return await cohere_results(body, docs, ids, texts, body.return_documents)
 
-    @app.post("/v2/rerank")
+    @app.post("/v2/rerank", response_model=CohereV2RerankResponse)
     async def cohere_rerank_v2(request: Request) -> JSONResponse:
         """Cohere's v2 rerank: documents are strings, results carry index and relevance_score."""
         body = parse_body(await request.body(), CohereV2RerankRequest)
         docs = [DocumentObject(text=d) for d in body.documents]
         return await cohere_results(body, docs, [None] * len(docs), list(body.documents), False)
 
-    @app.post("/rerank")
+    @app.post("/rerank", response_model=list[TeiResult])
     async def tei_rerank(request: Request) -> JSONResponse:
         """text-embeddings-inference's rerank: a list of ``{index, score}``, best first."""
         body = parse_body(await request.body(), TeiRerankRequest)
@@ -248,7 +259,8 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
         return JSONResponse([{"index": i, "score": float(shown[i]), **({"text": body.texts[i]} if body.return_text
                                                                        else {})} for i in order(logits)])
 
-    @app.api_route("/search", methods=["GET", "POST"])
+    @app.get("/search", response_model=SearchResponse)
+    @app.post("/search", response_model=SearchResponse, operation_id="search_post")
     async def search(q: str = "", k: int = 10, depth: int = 100) -> JSONResponse:
         """BM25 top ``depth`` over the index, reranked by the student; the top ``k`` with per-stage ms."""
         if state["service"].retriever is None:
@@ -284,7 +296,8 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
                              "meta": {"by_id": passages.by_id, "by_hash": passages.by_hash,
                                       "encoded": passages.encoded, "depth": len(hits)}})
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.get("/health")
+    @app.head("/health", include_in_schema=False)
     async def health() -> JSONResponse:
         if "service" not in state:
             return JSONResponse({"status": "loading"}, 503)
@@ -294,10 +307,18 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse)
+    @app.head("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
         return SEARCH_PAGE
 
+    def openapi() -> dict:  # the bodies are parsed by hand (errors in one shape), so their models are added here
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_bodies(get_openapi(title=app.title, version=app.version, summary=app.summary,
+                                                            routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.state.metrics = metrics
     return app
 

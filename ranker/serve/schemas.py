@@ -67,6 +67,17 @@ class CohereRerankResponse(BaseModel):
     meta: dict
 
 
+class CohereV2Result(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class CohereV2RerankResponse(BaseModel):
+    id: str
+    results: list[CohereV2Result]
+    meta: dict
+
+
 class TeiRerankRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -82,6 +93,42 @@ class TeiResult(BaseModel):
     index: int
     score: float
     text: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    field: str
+    reason: str
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, on every route: :mod:`ranker.serve.errors`."""
+
+    error: ErrorDetail
+
+
+REQUESTS = {"/v1/rerank": CohereRerankRequest, "/v2/rerank": CohereV2RerankRequest, "/rerank": TeiRerankRequest}
+"""The body model of each POST route: parsed by :func:`ranker.serve.errors.parse_body` (bytes, UTF-8, JSON, then
+the model, each failure in the one error shape) and documented in ``/openapi.json`` by :func:`openapi_bodies`."""
+
+
+def openapi_bodies(schema: dict) -> dict:
+    """``schema`` (FastAPI's OpenAPI document) with each route of :data:`REQUESTS` given its request body and the
+    error response, the models under ``components/schemas``."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (*REQUESTS.values(), ErrorResponse):
+        found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(found.pop("$defs", {}))
+        components[model.__name__] = found
+    error = {"description": "an error in the one shape", "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/ErrorResponse"}}}}
+    for path, model in REQUESTS.items():
+        operation = schema["paths"][path]["post"]
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+            "$ref": f"#/components/schemas/{model.__name__}"}}}}
+        operation.setdefault("responses", {})["4XX"] = error
+    return schema
 
 
 class SearchHit(BaseModel):
