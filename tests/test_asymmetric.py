@@ -170,6 +170,19 @@ def test_agreement_is_1_for_the_biencoder_itself_and_refuses_a_symmetric_student
         agreement(TwinBert(TwinBertConfig(num_layers=1), device="cpu"), texts)
 
 
+def test_rank_agreement_counts_only_the_judged_queries(data, tmp_path):
+    from .conftest import assert_input_error, rank
+
+    model = TwinBert(asymmetric_config("minilm", encoder="minilm", num_layers=1), device="cpu").save(tmp_path / "m")
+    ms = data / "msmarco-passage"
+    printed = rank("agreement", "--model", model, "--topics", ms / "topics/dl19.tsv", "--judged-only",
+                   ms / "qrels/dl19.txt").stdout
+    assert "43 queries, cosine to minilm" in printed  # of the topics file's 200, the 43 judged
+    assert_input_error(rank("agreement", "--model", model, "--topics", ms / "topics/dl19.tsv", "--topics",
+                            ms / "topics/dl20.tsv", "--judged-only", ms / "qrels/dl19.txt", check=False),
+                       "one each, in order")
+
+
 def test_alignment_targets_are_cached_by_text_and_only_new_texts_are_encoded(biencoder, tmp_path):
     from ranker.train.align import encode_targets
 

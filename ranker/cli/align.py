@@ -76,19 +76,27 @@ def agreement(
     topics: Annotated[list[str], typer.Option(help="Topics whose query texts are compared (repeatable).")],
     query_max_length: Annotated[int | None, typer.Option(
         min=4, help="Query tokens kept (default: the model's own cap).")] = None,
+    judged_only: Annotated[list[str] | None, typer.Option(
+        help="Qrels files, one per --topics in order: only the queries each judges (DL19's 43, SciFact test's "
+             "300).")] = None,
 ) -> None:
     """Mean (5th percentile, minimum) cosine between the student's query vectors and its bi-encoder's, per topics
     file: how closely the query tower copies the bi-encoder."""
     import dataclasses
 
-    from ranker.io.sources import load_topics
+    from ranker.errors import RankerError
+    from ranker.io.sources import load_qrels, load_topics
     from ranker.rerank.twinbert import TwinBert
     from ranker.train.align import agreement as measure
 
+    if judged_only and len(judged_only) != len(topics):
+        raise RankerError(f"--judged-only gives {len(judged_only)} qrels files for {len(topics)} --topics files: "
+                          "one each, in order")
     student = TwinBert.load(model, device="cpu")
     if query_max_length:
         student.config = dataclasses.replace(student.config, query_max_length=query_max_length)
-    for path in topics:
-        figures = measure(student, [q.text for q in load_topics(path).values()])
+    for n, path in enumerate(topics):
+        judged = {q.qid for q in load_qrels(judged_only[n])} if judged_only else None
+        figures = measure(student, [q.text for q in load_topics(path).values() if judged is None or q.qid in judged])
         typer.echo(f"{path}: {figures['texts']} queries, cosine to {student.config.doc_encoder}: mean "
                    f"{figures['mean']:.4f}, p5 {figures['p5']:.4f}, min {figures['min']:.4f}")
