@@ -174,10 +174,10 @@ def test_rank_agreement_counts_only_the_judged_queries(data, tmp_path):
     from .conftest import assert_input_error, rank
 
     model = TwinBert(asymmetric_config("minilm", encoder="minilm", num_layers=1), device="cpu").save(tmp_path / "m")
-    ms = data / "msmarco-passage"
-    printed = rank("agreement", "--model", model, "--topics", ms / "topics/dl19.tsv", "--judged-only",
-                   ms / "qrels/dl19.txt").stdout
-    assert "43 queries, cosine to minilm" in printed  # of the topics file's 200, the 43 judged
+    ms, sf = data / "msmarco-passage", data / "beir-scifact"
+    printed = rank("agreement", "--model", model, "--topics", sf / "queries.jsonl", "--judged-only",
+                   sf / "qrels/test.tsv").stdout
+    assert "300 queries, cosine to minilm" in printed  # of the file's 1,109 claims, the 300 test ones
     assert_input_error(rank("agreement", "--model", model, "--topics", ms / "topics/dl19.tsv", "--topics",
                             ms / "topics/dl20.tsv", "--judged-only", ms / "qrels/dl19.txt", check=False),
                        "one each, in order")
