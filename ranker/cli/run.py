@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,12 @@ from ranker.rerank.registry import RerankerConfig, reranker_names
 RERANK = RerankerConfig()
 BM25 = Bm25Config()
 DENSE = DenseConfig()
+
+
+class BiencoderBackend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+    onnx_int8 = "onnx-int8"
 
 
 def run(
@@ -38,6 +45,9 @@ def run(
         help=QUERY_BACKEND_HELP, callback=options.query_backend)] = RERANK.query_backend,
     query_max_length: Annotated[int | None, typer.Option(
         min=4, help="twinbert: query tokens kept (default: the model's own cap).")] = None,
+    biencoder_backend: Annotated[BiencoderBackend, typer.Option(
+        help="What runs the biencoder reranker: torch, onnx (float32) or onnx-int8 (its queries; passages come "
+             "from --store).")] = BiencoderBackend.torch,
     retriever: Annotated[str, typer.Option(
         help="First stage: bm25 (--index), dense (nearest neighbours in --store, the retrieval TwinBERT) or "
              "hybrid (both fused; --index and --store).")] = "bm25",
@@ -73,7 +83,8 @@ def run(
         reranker=reranker, index=index, candidates=candidates, collection=tuple(collection or ()), k=k,
         reranker_config=RerankerConfig(model=model, store=store, encode_missing=encode_missing,
                                        batch_size=batch_size, query_backend=query_backend,
-                                       query_max_length=query_max_length),
+                                       query_max_length=query_max_length,
+                                       biencoder_backend=biencoder_backend.value),
         bm25=Bm25Config(k1=k1, b=b, threads=threads, remove_query_id=remove_query_id), retriever=retriever,
         dense=DenseConfig(store=store, model=dense_model, search=search, ef_search=ef_search,
                           hybrid_weight=hybrid_weight))

@@ -8,7 +8,10 @@ the reranker then encodes only the query, as a user serving a sentence-transform
 
 Backends (:data:`BACKENDS`): ``torch`` (the reference), ``onnx`` (the same graph on ONNX Runtime, float32: its
 vectors equal PyTorch's to 1e-3 per component, checked at export; measured ~2x faster for mpnet passages on 2
-threads) and ``onnx-int8`` (int8 matrix multiplies, queries only: a store's vectors stay float32's).
+threads) and ``onnx-int8`` (int8 matrix multiplies but every layer's feed-forward output projection, whose inputs carry
+outliers: keeping only the first four float, as the student's query graph does, leaves all-mpnet-base-v2's query
+vectors far from float32's; ``rank bench-encode --topics`` measures it; queries only: a store's vectors stay
+float32's).
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ class BiEncoder:
         self.backend = backend
         self._onnx = None if backend == "torch" else OnnxQueryEncoder(GraphSource(
             MeanPooled(self.encoder), self.tokenizer, self.max_length, self.fingerprint(),
-            cache_root(None), "biencoder"), int8=backend == "onnx-int8", batch_size=batch_size)
+            cache_root(None), "biencoder", self.encoder.config.num_hidden_layers), int8=backend == "onnx-int8",
+            batch_size=batch_size)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -205,6 +205,8 @@ class GraphSource:
         fingerprint: SHA-256 of what its vectors depend on; a cached graph of another fingerprint is stale.
         root: The cache folder (:func:`cache_root`).
         prefix: Names the graph's kind in its folder name (``query``, ``biencoder``).
+        float_ffn_layers: int8: how many first layers keep their feed-forward output projection in float32
+            (``None``: :data:`FLOAT_FFN_LAYERS`).
     """
 
     module: torch.nn.Module
@@ -213,6 +215,7 @@ class GraphSource:
     fingerprint: str
     root: Path
     prefix: str = "query"
+    float_ffn_layers: int | None = None
 
 
 def query_graph(model: Any, precision: str, cache: str | Path | None = None) -> Path:
@@ -235,9 +238,10 @@ def export_graph(source: GraphSource, precision: str) -> Path:
         RankerError: The exported graph disagrees with the PyTorch module on the probe queries.
     """
     root, fingerprint = source.root, source.fingerprint
-    recipe = hashlib.sha256(json.dumps(RECIPE[precision], sort_keys=True).encode()).hexdigest()[:8]
+    made = recipe_of(source, precision)
+    recipe = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:8]
     folder = root / f"{source.prefix}-{fingerprint[:16]}-{precision}-{recipe}"
-    reason = _stale(folder, fingerprint, RECIPE[precision])
+    reason = _stale(folder, fingerprint, made)
     if reason is None:
         os.utime(folder)  # most recently used: kept longest
         return folder / GRAPH_FILE
@@ -246,14 +250,14 @@ def export_graph(source: GraphSource, precision: str) -> Path:
     with atomic_dir(folder) as tmp:
         _export(source, tmp / "float32.onnx")
         if precision == "int8":
-            _quantize(tmp / "float32.onnx", tmp / GRAPH_FILE)
+            _quantize(tmp / "float32.onnx", tmp / GRAPH_FILE, made["float_ffn_layers"])
             (tmp / "float32.onnx").unlink()
         else:
             (tmp / "float32.onnx").rename(tmp / GRAPH_FILE)
         _check(source, tmp / GRAPH_FILE, precision)
         import onnxruntime
 
-        write_metadata(tmp, GRAPH_TYPE, fingerprint=fingerprint, precision=precision, recipe=RECIPE[precision],
+        write_metadata(tmp, GRAPH_TYPE, fingerprint=fingerprint, precision=precision, recipe=made,
                        sha256=_sha256(tmp / GRAPH_FILE), torch=torch.__version__, onnxruntime=onnxruntime.__version__)
     cached = sorted((f for f in root.glob("*-*-*-*") if f.is_dir() and f != folder and (f / "ranker.json").is_file()),
                     key=lambda f: f.stat().st_mtime)
@@ -318,7 +322,15 @@ def _export(source: GraphSource, path: Path) -> None:
                           dynamic_axes=axes, opset_version=OPSET)
 
 
-def _quantize(source: Path, target: Path) -> None:
+def recipe_of(source: GraphSource, precision: str) -> dict:
+    """How ``source``'s graph in ``precision`` is made: :data:`RECIPE`, with the source's own count of
+    float feed-forward output layers for int8."""
+    if precision == "int8" and source.float_ffn_layers is not None:
+        return {**RECIPE[precision], "float_ffn_layers": source.float_ffn_layers}
+    return RECIPE[precision]
+
+
+def _quantize(source: Path, target: Path, float_ffn_layers: int) -> None:
     import logging
 
     import onnx
@@ -327,7 +339,7 @@ def _quantize(source: Path, target: Path) -> None:
 
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process is logged as a warning
     kept = [node.name for node in onnx.load(str(source)).graph.node if node.op_type == "MatMul" and any(
-        f"layer.{i}/output/dense" in node.name for i in range(FLOAT_FFN_LAYERS))]
+        f"layer.{i}/output/dense" in node.name for i in range(float_ffn_layers))]
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
                      op_types_to_quantize=["MatMul"], nodes_to_exclude=kept,
                      extra_options={"DefaultTensorType": TensorProto.FLOAT})
