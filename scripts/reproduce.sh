@@ -132,10 +132,19 @@ rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --colle
     --reranker "twinbert=models/twinbert-v2-asym@${PEER_STORE[mpnet]}" --query-backend onnx-int8 --query-backend torch \
     --output runs/bench-v2.dl19.json
 
+step "student v3 (mpnet's own first layer(s) as the query tower over the committed mpnet store) and its benchmark"
+rerank dl19 twinbert-v3 twinbert --model models/twinbert-v3 --store "${PEER_STORE[mpnet]}"
+rerank dl19 mpnet-int8-query biencoder --model mpnet --biencoder-backend onnx-int8 --store "${PEER_STORE[mpnet]}"
+# one run, one thread, all 43 queries x 100 candidates: v1 and v3 on int8 and float32 query towers, the peers
+rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
+    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --reranker identity --reranker twinbert \
+    --reranker "twinbert=models/twinbert-v3@${PEER_STORE[mpnet]}" --query-backend onnx-int8 --query-backend torch \
+    "${BENCH_PEERS[@]}" --reranker "biencoder[onnx-int8]=mpnet@${PEER_STORE[mpnet]}" --output runs/bench-v3.dl19.json
+
 step "serving: rank serve on a loopback port, closed-loop load at 1, 4, 16, 64 clients, by id and by text"
 SOAK=(); [ "$PROFILE" = full ] && SOAK=(--soak 300)  # full: 5 minutes at 32 clients, server memory before and after
 rank bench-serve --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
-    --store "$STORES/dl19.float16" --seconds 10 "${SOAK[@]}" --output runs/bench-serve.dl19.json
+    --store "$STORES/dl19.float16" --seconds 10 --mixed 300 "${SOAK[@]}" --output runs/bench-serve.dl19.json
 
 step "RESULTS.md"
 rank report --spec scripts/results.toml --data "$DATA" --stores "$STORES" --output RESULTS.md --plot docs/results.png

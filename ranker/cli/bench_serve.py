@@ -82,5 +82,5 @@ def bench_serve(
         raise RankerError("the server answered errors, so no figure is reported: " + "; ".join(
             f"{r.mode} c={r.concurrency}: {r.errors} of {sum(r.statuses.values())} ({r.statuses})" for r in failed))
     if output is not None:
-        write_json(output, {"k": k, "threads": threads, "seconds": seconds,
+        write_json(output, {"k": k, "threads": threads, "seconds": seconds, "mixed": mixed,
                             "results": [r.as_dict() for r in results], "soak": soaked})

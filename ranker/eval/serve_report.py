@@ -9,6 +9,11 @@ from ranker.errors import RankerError
 from ranker.io.atomic import atomic_open
 
 
+MODES = {"id": "by id", "text": "by text", "mixed-light": "mixed: the ordinary clients (by id)",
+         "mixed-heavy": "mixed: the client sending unseen texts"}
+"""How each load level's documents are described (``rank bench-serve``'s modes)."""
+
+
 def read_bench(path: Path) -> dict:
     if not path.is_file():
         raise RankerError(f"serving benchmark not found: {path} (written by 'rank bench-serve --output')")
@@ -24,8 +29,11 @@ def serve_markdown(path: Path, plot_link: str | None) -> str:
     lines += ["| documents | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in bench["results"]:
-        lines.append(f"| by {r['mode']} | {r['concurrency']} | {r['requests_per_s']:,.1f} | {r['p50_ms']:.2f} | "
+        lines.append(f"| {MODES.get(r['mode'], r['mode'])} | {r['concurrency']} | {r['requests_per_s']:,.1f} | {r['p50_ms']:.2f} | "
                      f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
+    if mixed := bench.get("mixed"):
+        lines += ["", f"Mixed level: 16 clients, one of them sending {mixed} texts the store lacks per request "
+                  "(encoded on the fly), the other 15 ordinary requests by id; each group's figures apart."]
     soak = bench.get("soak")
     lines += ["", f"Closed loop: each client sends its next request when the last returned, {bench['seconds']:g} s "
               f"per level, {bench['k']} candidates a request (Cohere shape, `top_n` 10), server and clients on "
@@ -46,7 +54,7 @@ def serve_plot(path: Path, output: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = read_bench(path)["results"]
+    results = [r for r in read_bench(path)["results"] if not r["mode"].startswith("mixed")]  # one level each
     fig, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4))
     for mode in dict.fromkeys(r["mode"] for r in results):
         rows = [r for r in results if r["mode"] == mode]
