@@ -8,7 +8,6 @@ from pathlib import Path
 from ranker.errors import RankerError
 from ranker.io.atomic import atomic_open
 
-
 MODES = {"id": "by id", "text": "by text", "mixed-light": "mixed: the ordinary clients (by id)",
          "mixed-heavy": "mixed: the client sending unseen texts"}
 """How each load level's documents are described (``rank bench-serve``'s modes)."""
@@ -29,8 +28,8 @@ def serve_markdown(path: Path, plot_link: str | None) -> str:
     lines += ["| documents | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in bench["results"]:
-        lines.append(f"| {MODES.get(r['mode'], r['mode'])} | {r['concurrency']} | {r['requests_per_s']:,.1f} | {r['p50_ms']:.2f} | "
-                     f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
+        lines.append(f"| {MODES.get(r['mode'], r['mode'])} | {r['concurrency']} | {r['requests_per_s']:,.1f} | "
+                     f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
     if mixed := bench.get("mixed"):
         lines += ["", f"Mixed level: 16 clients, one of them sending {mixed} texts the store lacks per request "
                   "(encoded on the fly), the other 15 ordinary requests by id; each group's figures apart."]
