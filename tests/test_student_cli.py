@@ -123,3 +123,29 @@ def test_a_biencoder_store_built_on_onnx_serves_the_int8_query_side_and_encoding
     results = json.loads(speed.read_text())["results"]
     assert [r["backend"] for r in results] == ["torch", "onnx"] and all(r["passages"] == 8 for r in results)
     assert results[1]["min_cosine_to_first"] > 0.9999 and results[1]["passages_per_s"] > 0
+
+
+def test_rank_store_verbs_build_add_delete_compact_and_merge(tiny):
+    from ranker.rerank.store import EmbeddingStore
+
+    root, model = tiny
+    lines = (root / "passages.tsv").read_text().splitlines()
+    (root / "first.tsv").write_text("\n".join(lines[:12]) + "\n")
+    (root / "rest.tsv").write_text("\n".join(lines[12:]) + "\n")
+    store = root / "verbs"
+    rank("store", "build", "--store", store, "--collection", root / "first.tsv", "--model", model)
+    rank("store", "add", "--store", store, "--collection", root / "rest.tsv", "--model", model)
+    assert len(EmbeddingStore.load(store)) == 20
+    gone = [line.split("\t", 1)[0] for line in lines[:2]]
+    (root / "gone.txt").write_text("\n".join(gone) + "\n")
+    rank("store", "delete", "--store", store, "--docnos", root / "gone.txt")
+    rank("store", "compact", "--store", store)
+    compacted = EmbeddingStore.load(store)
+    assert len(compacted) == 18 and not any(d in compacted for d in gone)
+    for i in range(2):
+        rank("store", "build", "--store", root / f"shard{i}", "--collection", root / "passages.tsv", "--model",
+             model, "--shard", f"{i}/2")
+    rank("store", "merge", "--store", root / "merged", root / "shard0", root / "shard1")
+    assert len(EmbeddingStore.load(root / "merged")) == 20
+    assert_input_error(rank("store", "add", "--store", store, "--collection", root / "rest.tsv", "--model", model,
+                            check=False), "already")

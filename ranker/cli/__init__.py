@@ -25,6 +25,7 @@ from ranker.cli import (
     report,
     run,
     serve,
+    store,
     train,
 )
 from ranker.errors import RankerError
@@ -64,6 +65,7 @@ app.command("bench-encode")(bench_encode.bench_encode)
 app.command("bench-serve")(bench_serve.bench_serve)
 app.command("bench-store")(bench_store.bench_store)
 app.add_typer(models.app, name="models")
+app.add_typer(store.app, name="store")
 app.add_typer(datasets.app, name="datasets")
 
 
