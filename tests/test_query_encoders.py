@@ -74,12 +74,14 @@ def test_int8_graph_stays_close_to_float32_and_a_querys_vector_ignores_its_batch
     assert (alone == got).all()  # activation scales are per pass: a batch would mix them
 
 
-def test_a_graph_is_cached_beside_the_model_and_reused(model, capsys):
+def test_a_graph_is_cached_beside_the_model_and_reused(model, caplog):
+    caplog.set_level("INFO", logger="ranker")
     first = query_graph(model, "float32")
-    assert first.parent.parent == model.path / "onnx" and "exporting" in capsys.readouterr().err
+    assert first.parent.parent == model.path / "onnx" and "exporting" in caplog.text
+    caplog.clear()
     mtime = first.stat().st_mtime_ns
     assert query_graph(model, "float32") == first and first.stat().st_mtime_ns == mtime
-    assert "exporting" not in capsys.readouterr().err
+    assert "exporting" not in caplog.text
 
 
 def test_a_changed_model_gets_a_new_graph_and_the_least_recently_used_beyond_the_limit_go(model, monkeypatch):
@@ -96,18 +98,20 @@ def test_a_changed_model_gets_a_new_graph_and_the_least_recently_used_beyond_the
     assert np.abs(got - reference(model, QUERIES)).max() < 1e-4  # the changed model's vectors, not the old ones
 
 
-def test_an_altered_graph_or_another_recipe_is_rebuilt_and_never_used(model, capsys, monkeypatch):
+def test_an_altered_graph_or_another_recipe_is_rebuilt_and_never_used(model, caplog, monkeypatch):
+    caplog.set_level("INFO", logger="ranker")
     graph = query_graph(model, "float32")
     graph.write_bytes(graph.read_bytes()[:-10] + b"0123456789")
-    capsys.readouterr()
+    caplog.clear()
     with pytest.raises(RankerError, match="changed since export"):
         query_encoders.load_graph(graph.parent)
     assert query_graph(model, "float32") == graph
-    assert "the graph file changed since export" in capsys.readouterr().err
+    assert "the graph file changed since export" in caplog.text
+    caplog.clear()
     query_encoders.load_graph(graph.parent)  # rebuilt: its hash matches again
     monkeypatch.setitem(query_encoders.RECIPE, "float32", {"opset": 16})
     other = query_graph(model, "float32")
-    assert other != graph and graph.is_file() and "none cached" in capsys.readouterr().err  # a graph per recipe
+    assert other != graph and graph.is_file() and "none cached" in caplog.text  # a graph per recipe
 
 
 def test_a_graph_that_disagrees_with_the_model_is_refused(model, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -69,10 +70,29 @@ app.add_typer(store.app, name="store")
 app.add_typer(datasets.app, name="datasets")
 
 
+class _Lines(logging.Formatter):
+    """The library's messages as a command shows them: progress as it is, a warning as ``rank: warning: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"rank: {record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
+
+
+def show_library_logs() -> None:
+    """The ``ranker`` loggers' records at INFO and above on stderr (the library itself only logs)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Lines("%(message)s"))
+    root = logging.getLogger("ranker")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
 def main() -> None:
     """Entry point: a :class:`RankerError` or an OS error becomes one line on stderr and exit code 2; SIGINT or
     SIGTERM one line and 128 + the signal number, after every temporary file has been removed."""
     install_interrupts()
+    show_library_logs()
     try:
         app()
     except RankerError as e:

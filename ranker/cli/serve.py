@@ -72,7 +72,6 @@ def serve(
                          keep_alive_s=keep_alive, max_connections=max_connections)
     import logging
 
-    logging.basicConfig(format="rank serve: %(levelname)s %(message)s")
     logging.getLogger("ranker.serve").setLevel(log_level.value.upper())
     service = RerankService(config)  # a store from another model, a missing folder: one line, before listening
     typer.echo(f"serving {service.model_path} with {len(service.store):,} cached passages on http://{host}:{port}",

@@ -7,7 +7,7 @@ The index stores each document's raw JSON (``id``, ``contents``) so later stages
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,6 +22,8 @@ from ranker.io.artifact import read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir
 from ranker.pipeline import Stage
 from ranker.types import Doc, Query, Ranking, ScoredDoc
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
         start_jvm()
         from jnius import autoclass
 
-        print(f"indexing {count} documents with Anserini ({threads} threads)", file=sys.stderr, flush=True)
+        log.info("indexing %d documents with Anserini (%d threads)", count, threads)
         autoclass("io.anserini.index.IndexCollection").main(anserini_args(corpus_dir, Path(lucene_dir), threads))
         indexed = Bm25Retriever(lucene_dir).num_docs
         if indexed != count:

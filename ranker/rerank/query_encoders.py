@@ -23,9 +23,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ from ranker.rerank.config import DEFAULT_QUERY_BACKEND, QUERY_BACKENDS
 from ranker.rerank.hf import TOKENIZER_PROBE, length_order
 from ranker.rerank.layers import Tower
 
+log = logging.getLogger(__name__)
 GRAPH_TYPE = "onnx-query-tower"
 GRAPH_FILE = "model.onnx"
 OPSET = 17
@@ -129,8 +130,8 @@ class TorchQueryEncoder(_BatchedEncoder):
         super().__init__(tower.tokenizer, max_length, batch_size)
         self.backend = "torch"
         if bfloat16 and not native_bfloat16():
-            print("rank: warning: this CPU has no native bfloat16 (AVX512-BF16 or AMX), where bfloat16 runs slower "
-                  "than float32: the query tower runs in float32 (backend torch)", file=sys.stderr)
+            log.warning("this CPU has no native bfloat16 (AVX512-BF16 or AMX), where bfloat16 runs slower than "
+                        "float32: the query tower runs in float32 (backend torch)")
         elif bfloat16:
             tower, self.backend = copy.deepcopy(tower).to(torch.bfloat16), "torch-bf16"
         self.tower = tower
@@ -245,8 +246,7 @@ def export_graph(source: GraphSource, precision: str) -> Path:
     if reason is None:
         os.utime(folder)  # most recently used: kept longest
         return folder / GRAPH_FILE
-    print(f"rank: exporting the {source.prefix} encoder to ONNX ({precision}; {reason}) -> {folder}",
-          file=sys.stderr)
+    log.info("exporting the %s encoder to ONNX (%s; %s) -> %s", source.prefix, precision, reason, folder)
     with atomic_dir(folder) as tmp:
         _export(source, tmp / "float32.onnx")
         if precision == "int8":

@@ -10,6 +10,7 @@ Steps are seeded by ``(seed, step)`` alone, so a resumed run draws what an unint
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from ranker.interrupt import deferred
 from ranker.io.atomic import atomic_open
 from ranker.train.config import LoopConfig
 
+log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer.pt"
 
 
@@ -54,10 +56,10 @@ class TrainingRun:
         return (self.folder / TRAINER_STATE).is_file() and self.checkpoint.is_dir()
 
     def log(self, record: dict) -> None:
-        """Append a record to ``log.jsonl`` and print it as ``key=value`` pairs."""
+        """Append a record to ``log.jsonl`` and log it (level INFO) as ``key=value`` pairs."""
         with self.log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        print(" ".join(f"{k}={v}" for k, v in record.items()), flush=True)
+        log.info(" ".join(f"{k}={v}" for k, v in record.items()))
 
     def fit(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: Callable[[int], dict],
             validate: Callable[[], dict[str, float]], save: Callable[[Path, torch.dtype, dict], None],
