@@ -181,6 +181,8 @@ def test_rank_agreement_counts_only_the_judged_queries(data, tmp_path):
     assert_input_error(rank("agreement", "--model", model, "--topics", ms / "topics/dl19.tsv", "--topics",
                             ms / "topics/dl20.tsv", "--judged-only", ms / "qrels/dl19.txt", check=False),
                        "one each, in order")
+    assert_input_error(rank("align", "--output", tmp_path / "run", "--doc-store", tmp_path / "none", "--shard", "0/2",
+                            check=False), "--shard splits the target encoding: it goes with --targets-only")
 
 
 def test_alignment_targets_are_cached_by_text_and_only_new_texts_are_encoded(biencoder, tmp_path):
@@ -204,6 +206,15 @@ def test_alignment_targets_are_cached_by_text_and_only_new_texts_are_encoded(bie
     assert first.seen == ["a cat", "a dog"] and second.seen == ["a bird"]  # cached texts are not encoded again
     assert np.array_equal(b[0], a[1]) and np.array_equal(b[2], a[0]) and np.array_equal(b[1], b[3])
     assert np.allclose(b[1], biencoder.encode(["a bird"])[0], atol=1e-6)
+
+    texts = [f"text number {i}" for i in range(40)]
+    shards = [Counting(), Counting()]
+    for i, encoder in enumerate(shards):  # two machines, one shared folder
+        assert encode_targets(encoder, texts, tmp_path / "shared", shard=(i, 2)) is None
+    assert sorted(shards[0].seen + shards[1].seen) == sorted(texts) and shards[0].seen and shards[1].seen
+    after = Counting()
+    together = encode_targets(after, texts, tmp_path / "shared")
+    assert after.seen == [] and np.allclose(together, biencoder.encode(texts), atol=1e-6)
 
 
 def test_alignment_refuses_a_query_set_that_shares_a_query_with_validation_or_test(data, monkeypatch, tmp_path):

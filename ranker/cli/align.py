@@ -53,11 +53,19 @@ def align(
         min=1, help="BM25 candidates reranked per validation query.")] = RECIPE.val_depth,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = RECIPE.threads,
     data: Annotated[Path, typer.Option(help="Shared data folder.")] = DATA_DIR,
+    targets_only: Annotated[bool, typer.Option(
+        help="Encode the bi-encoder's target vectors into --targets, then stop (no training).")] = False,
+    shard: Annotated[str | None, typer.Option(
+        help="With --targets-only: I/N, only the texts whose hash is I modulo N (N machines, one shared "
+             "--targets folder).")] = None,
 ) -> None:
     """Align a small query tower to a bi-encoder (its passages frozen in stores); rerun the same command to resume."""
     import dataclasses
 
+    from ranker.cli.options import parse_shard
+    from ranker.errors import RankerError
     from ranker.train.align import align as train
+    from ranker.train.align import alignment_targets
 
     student = dataclasses.replace(RECIPE.student, encoder=encoder, num_layers=num_layers, crossing=crossing,
                                   query_max_length=query_max_length)
@@ -68,7 +76,12 @@ def align(
         batch_size=batch_size, loss=loss.value, lr=lr, data_dir=str(data), val_depth=val_depth, threads=threads,
         loop=dataclasses.replace(RECIPE.loop, max_steps=max_steps, eval_every=eval_every, checkpoint_every=eval_every,
                                  seed=seed, warmup_steps=min(RECIPE.loop.warmup_steps, max_steps)))
-    typer.echo(f"student -> {train(config)}")
+    if shard is not None and not targets_only:
+        raise RankerError("--shard splits the target encoding: it goes with --targets-only")
+    if targets_only:
+        typer.echo(f"targets -> {alignment_targets(config, parse_shard(shard))}")
+    else:
+        typer.echo(f"student -> {train(config)}")
 
 
 def agreement(

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import output_folder
+from ranker.cli.options import output_folder, parse_shard
 
 
 class Encoder(str, Enum):
@@ -21,15 +21,6 @@ class Encoder(str, Enum):
 class Engine(str, Enum):
     local = "local"
     ray = "ray"
-
-
-def _shard(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    index, _, count = value.partition("/")
-    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
-        raise typer.BadParameter(f"expected I/N with 0 <= I < N, got {value!r}")
-    return int(index), int(count)
 
 
 class Backend(str, Enum):
@@ -64,7 +55,7 @@ def encode(
         help="Encode (or --add) only the passages this TREC run ranks (a store for a fixed candidate set).")] = None,
     shard: Annotated[str | None, typer.Option(
         help="I/N: encode shard I of N (every N-th batch) into a partial store; --merge joins the N shards into "
-             "the store a single encode makes.", callback=_shard)] = None,
+             "the store a single encode makes.", callback=parse_shard)] = None,
     merge: Annotated[list[Path] | None, typer.Option(
         help="Shard stores to join into --store (repeatable; every shard of one encode, once).")] = None,
     engine: Annotated[Engine, typer.Option(

@@ -56,3 +56,13 @@ def not_an_input(output: Path | None, inputs: list[Path | None], option: str = "
     for path in inputs:
         if path is not None and str(path) != "-" and path.resolve() in written:
             raise RankerError(f"{option} {output} is also an input ({path}): write the output elsewhere")
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """``--shard I/N``: ``(I, N)`` with ``0 <= I < N``, or ``None``."""
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise typer.BadParameter(f"expected I/N with 0 <= I < N, got {value!r}")
+    return int(index), int(count)

@@ -33,10 +33,10 @@ def build(
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")] = None,
 ) -> None:
     """Encode every passage of the collections once, offline (the same as `rank encode`)."""
-    from ranker.cli.encode import _shard
+    from ranker.cli.options import parse_shard
 
     encode(store=store, collection=collection, model=model, encoder=encoder, backend=backend, dtype=dtype,
-           candidates=candidates, shard=_shard(shard), batch_size=batch_size, threads=threads)
+           candidates=candidates, shard=parse_shard(shard), batch_size=batch_size, threads=threads)
 
 
 @app.command("add")

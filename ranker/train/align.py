@@ -19,6 +19,7 @@ is picked by validation nDCG@10, reranking the validation queries' candidates ag
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 import re
 from pathlib import Path
@@ -32,6 +33,7 @@ from ranker.errors import RankerError
 from ranker.io import datasets
 from ranker.io.atomic import atomic_open, write_json
 from ranker.rerank.biencoder import BiEncoder
+from ranker.rerank.hf import auto_device
 from ranker.rerank.store import text_hash
 from ranker.rerank.twinbert import TwinBert, asymmetric_config
 from ranker.train.config import AlignConfig
@@ -80,37 +82,48 @@ def text_key(text: str) -> str:
     return text_hash(text).hex()
 
 
-def encode_targets(encoder: BiEncoder, texts: list[str], folder: Path) -> np.ndarray:
+def encode_targets(encoder: BiEncoder, texts: list[str], folder: Path,
+                   shard: tuple[int, int] | None = None) -> np.ndarray | None:
     """The bi-encoder's vectors of ``texts``, cached by text hash under ``folder/<encoder fingerprint>/`` in atomic
-    ``part-*.npz`` files (``keys``, ``vectors``): an interrupted encoding resumes, a run with more texts encodes
-    only the new ones, and runs may share one cache."""
+    ``part-*.npz`` files (``keys``, ``vectors``; each named by a hash of its keys): an interrupted encoding resumes,
+    a run with more texts encodes only the new ones, and runs may share one cache. With ``shard = (i, n)`` only the
+    missing texts whose hash is ``i`` modulo ``n`` are encoded and nothing is returned: ``n`` machines writing into
+    one shared folder fill it together."""
     folder = folder / encoder.fingerprint()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     cached: dict[str, np.ndarray] = {}
-    parts = sorted(folder.glob("part-*.npz"))
-    for part in parts:
+    for part in sorted(folder.glob("part-*.npz")):
         with np.load(part) as saved:
             cached.update(zip(saved["keys"].tolist(), saved["vectors"]))
     keys = [text_key(t) for t in texts]
-    missing = list({k: t for k, t in zip(keys, texts) if k not in cached}.items())
-    first = int(parts[-1].stem.removeprefix("part-")) + 1 if parts else 0
-    for n, start in enumerate(tqdm(range(0, len(missing), TARGET_PART), desc="targets", unit="part")):
+    missing = [(k, t) for k, t in dict(zip(keys, texts)).items() if k not in cached
+               and (shard is None or int(k[:8], 16) % shard[1] == shard[0])]
+    for start in tqdm(range(0, len(missing), TARGET_PART), desc="targets", unit="part"):
         chunk = missing[start:start + TARGET_PART]
         vectors = encoder.encode([t for _, t in chunk])
-        with atomic_open(folder / f"part-{first + n:05d}.npz", "wb") as f:
+        name = hashlib.blake2b("".join(k for k, _ in chunk).encode(), digest_size=8).hexdigest()
+        with atomic_open(folder / f"part-{name}.npz", "wb") as f:
             np.savez(f, keys=np.array([k for k, _ in chunk]), vectors=vectors)
         cached.update(zip((k for k, _ in chunk), vectors))
-    return np.stack([cached[k] for k in keys])
+    return None if shard is not None else np.stack([cached[k] for k in keys])
 
 
-def target_encoder(model: TwinBert) -> BiEncoder:
-    """The bi-encoder that computes an asymmetric student's targets: on a CPU its ONNX Runtime graph (the same
-    vectors to 1e-3, checked at export, about twice as fast), else the student's own passage side."""
-    encoder = model.doc_encoder
-    if encoder.device.type != "cpu":
-        return encoder
-    return BiEncoder(encoder.model_path, encoder.max_length, encoder.batch_size, "cpu", progress=False,
-                     backend="onnx")
+def target_encoder(name: str, device: str | None = None) -> BiEncoder:
+    """The bi-encoder ``name`` that computes an asymmetric student's targets: on a CPU its ONNX Runtime graph (the
+    same vectors to 1e-3, checked at export, about twice as fast)."""
+    cpu = auto_device(device).type == "cpu"
+    return BiEncoder(name, device=device, progress=False, backend="onnx" if cpu else "torch")
+
+
+def alignment_targets(config: AlignConfig, shard: tuple[int, int] | None = None) -> Path:
+    """Encode the alignment targets of ``config`` (or one shard of them, :func:`encode_targets`) into its target
+    cache and stop there; returns the cache folder."""
+    trainset = validation_split(config.data_dir, config.val_fraction, config.loop.seed,
+                                scifact=any(s.startswith("scifact") for s in config.sets))
+    folder = Path(config.targets or Path(config.output) / "targets")
+    encode_targets(target_encoder(config.doc_encoder), alignment_texts(config, set(trainset.validation.queries)),
+                   folder, shard or (0, 1))
+    return folder
 
 
 @torch.inference_mode()
@@ -165,8 +178,10 @@ def align(config: AlignConfig) -> Path:
     vectors = StoreVectors(config.doc_stores, model)
     vectors(list(dict.fromkeys(d.docno for docs in cutoff(validation.candidates, config.val_depth).values()
                                for d in docs)))  # every validation candidate must be stored: fail before encoding
-    targets = torch.from_numpy(encode_targets(target_encoder(model), texts,
-                                              Path(config.targets or Path(config.output) / "targets")))
+    encoder = target_encoder(config.doc_encoder, str(model.device))
+    if encoder.fingerprint() != model.fingerprint():
+        raise RankerError(f"{config.doc_encoder!r} is not the bi-encoder this student was made against")
+    targets = torch.from_numpy(encode_targets(encoder, texts, Path(config.targets or Path(config.output) / "targets")))
     if model.query_tower.projection is not None and not run.resuming:
         fit_projection(model, texts, targets)
     if config.freeze_embeddings:  # the checkpoint's own token vectors: a quarter of each step's optimizer work
