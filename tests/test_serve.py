@@ -4,7 +4,6 @@ timeouts, metrics, and the exact bodies Elasticsearch and OpenSearch send."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import http.client
@@ -557,19 +556,14 @@ def test_the_search_page_in_a_real_browser(dl19, tmp_path):
             browser.quit()
 
 
-def test_the_load_test_counts_every_non_2xx_answer_as_an_error_and_times_only_answers():
+@contextlib.contextmanager
+def stub_server(answer) -> Iterator[str]:
+    """A plain HTTP server on a loopback port whose POST status is ``answer(body)``; its URL."""
     import http.server
-    import itertools
-    import threading
-
-    from ranker.serve.loadtest import closed_loop
-
-    answers = itertools.cycle([200, 404, 200, 429])
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(next(answers))
+            self.send_response(answer(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -580,87 +574,37 @@ def test_the_load_test_counts_every_non_2xx_answer_as_an_error_and_times_only_an
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        result = closed_loop(f"http://127.0.0.1:{server.server_address[1]}", "/v1/rerank", [b"{}"], 1, 0.5)
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+def test_the_load_test_counts_every_non_2xx_answer_as_an_error_and_times_only_answers():
+    import itertools
+
+    from ranker.serve.loadtest import closed_loop
+
+    answers = itertools.cycle([200, 404, 200, 429])
+    with stub_server(lambda body: next(answers)) as url:
+        result = closed_loop(url, "/v1/rerank", [b"{}"], 1, 0.5)
     total = sum(result.statuses.values())
     assert total >= 4 and result.errors == result.statuses.get("404", 0) + result.statuses.get("429", 0) > 0
     assert result.requests == result.statuses["200"] == total - result.errors
 
 
-def test_a_query_that_fails_inside_a_shared_batch_fails_only_its_own_request():
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ranker.serve.batcher import QueryBatcher
-
-    passes: list[list[str]] = []
-
-    def encode(texts):
-        passes.append(list(texts))
-        if "bad" in texts:
-            raise ValueError("cannot tokenize")
-        return np.ones((len(texts), 4), dtype=np.float32)
-
-    async def main():
-        with ThreadPoolExecutor(1) as executor:
-            batcher = QueryBatcher(encode, executor, max_batch=16, max_wait_ms=50)
-            batcher.start()
-            try:
-                return await asyncio.gather(*(batcher.submit(t, 10) for t in ["a", "b", "bad", "c"]),
-                                            return_exceptions=True)
-            finally:
-                await batcher.stop()
-
-    results = asyncio.run(main())
-    assert isinstance(results[2], ValueError) and all(isinstance(r, np.ndarray) for i, r in enumerate(results)
-                                                      if i != 2)
-    assert passes[0] == ["a", "b", "bad", "c"] and sorted(map(tuple, passes[1:])) == [("a",), ("b",), ("bad",), ("c",)]
-
-
 def test_the_mixed_load_level_reports_heavy_and_light_clients_apart():
     """One client of four sends slow requests (the server sleeps on bodies marked heavy): the light clients'
     figures are reported apart, so what the heavy one costs them shows."""
-    import http.server
-
     from ranker.serve.loadtest import mixed_loop
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            if b"heavy" in self.rfile.read(int(self.headers["Content-Length"])):
-                time.sleep(0.2)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def answer(body: bytes) -> int:
+        if b"heavy" in body:
+            time.sleep(0.2)
+        return 200
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        light, heavy = mixed_loop(f"http://127.0.0.1:{server.server_address[1]}", "/v1/rerank", [b"{}"],
-                                  [b'{"heavy": 1}'], 4, 1, 1.0)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with stub_server(answer) as url:
+        light, heavy = mixed_loop(url, "/v1/rerank", [b"{}"], [b'{"heavy": 1}'], 4, 1, 1.0)
     assert (light.mode, light.concurrency, heavy.mode, heavy.concurrency) == ("mixed-light", 3, "mixed-heavy", 1)
     assert heavy.p50_ms >= 200 > light.p50_ms and light.requests > 10 * heavy.requests > 0
     assert light.errors == heavy.errors == 0
-
-
-def test_openapi_documents_every_body_and_the_error_shape(server):
-    status, schema, _ = server.call("GET", "/openapi.json")
-    assert status == 200
-    components = schema["components"]["schemas"]
-    for path, name in (("/v1/rerank", "CohereRerankRequest"), ("/v2/rerank", "CohereV2RerankRequest"),
-                       ("/rerank", "TeiRerankRequest")):
-        operation = schema["paths"][path]["post"]
-        body = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-        assert body == f"#/components/schemas/{name}" and "query" in components[name]["required"]
-        assert operation["responses"]["4XX"]["content"]["application/json"]["schema"]["$ref"].endswith(
-            "ErrorResponse")
-        assert "$ref" in json.dumps(operation["responses"]["200"])  # the response model
-    assert "rank_fields" in components["CohereRerankRequest"]["properties"]
-    assert set(components["ErrorDetail"]["properties"]) == {"status", "field", "reason", "request_id"}
