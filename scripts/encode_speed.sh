@@ -20,3 +20,9 @@ timed local-1-thread --threads 1
 timed ray-1-worker --engine ray --workers 1 --threads 1
 timed ray-2-workers --engine ray --workers 2 --threads 1
 cmp "$OUT/local-1-thread/embeddings.npy" "$OUT/ray-2-workers/embeddings.npy" && echo "ray-2-workers store == local store (embeddings.npy)"
+# all-mpnet-base-v2 through PyTorch and through ONNX Runtime (float32) on the same 512 DL19 passages and on DL19's
+# 43 queries (also int8), two threads, one process: runs/bench-encode.mpnet*.json
+rank bench-encode --collection "$MS/passages/dl19.tsv" --model mpnet --passages 512 --threads 2 \
+    --output runs/bench-encode.mpnet.json
+rank bench-encode --topics "$MS/topics/dl19.tsv" --model mpnet --backend torch --backend onnx --backend onnx-int8 \
+    --batch-size 1 --threads 1 --output runs/bench-encode.mpnet-queries.json
