@@ -94,7 +94,9 @@ def _listen(host: str, port: int) -> socket.socket:
     from ranker.errors import RankerError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY on accepted connections only then (with proto 0 each response
+    # waited out Nagle and the client's delayed ACK: ~40 ms a request)
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
