@@ -230,6 +230,7 @@ def test_bfloat16_falls_back_to_float32_without_native_support(shared, store_pat
     from ranker.rerank import query_encoders
 
     monkeypatch.setattr(query_encoders, "native_bfloat16", lambda: False)
+    caplog.set_level("WARNING", logger="ranker")
     reranker = TwinBertReranker(shared, store_path, query_backend="torch-bf16")
     assert reranker.config()["query_backend"] == "torch" and "no native bfloat16" in caplog.text
     assert next(reranker.query_encoder.tower.parameters()).dtype == torch.float32

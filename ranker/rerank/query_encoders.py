@@ -337,12 +337,17 @@ def _quantize(source: Path, target: Path, float_ffn_layers: int) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process is logged as a warning
     kept = [node.name for node in onnx.load(str(source)).graph.node if node.op_type == "MatMul" and any(
         f"layer.{i}/output/dense" in node.name for i in range(float_ffn_layers))]
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"], nodes_to_exclude=kept,
-                     extra_options={"DefaultTensorType": TensorProto.FLOAT})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs its advice to pre-process as a warning on the root logger
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=kept,
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)  # everyone else's warnings are theirs to show
 
 
 def _check(source: GraphSource, graph: Path, precision: str) -> None:
