@@ -53,8 +53,11 @@ def test_bad_merges_are_refused_and_write_nothing(setup):
     # shard 1 of a collection that shares documents with this one (the first 16 of it moved to the end)
     shifted = build_store(model, docs[16:] + docs[:16], root / "bad-shifted", batch_size=16, progress=False,
                           shard=(1, 2)).path
+    # shard 1 of the collection without its last two documents: docnos disjoint from shard 0's, two missing
+    trimmed = build_store(model, docs[:-2], root / "bad-trimmed", batch_size=16, progress=False, shard=(1, 2)).path
     cases = {"each of the 2 shards once": [shards[0]], "another build": [shards[0], other],
-             "not a shard": [shards[0], single.path], "is in two shards": [shards[0], shifted]}
+             "not a shard": [shards[0], single.path], "another collection": [shards[0], shifted],
+             "another collection than": [shards[0], trimmed]}
     for message, given in cases.items():
         with pytest.raises(RankerError, match=message):
             merge_stores(given, root / "never")

@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import RankerError  # noqa: E402
 from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.store import EmbeddingStore, StoreMismatchError  # noqa: E402
+from ranker.rerank.store import DEFAULT_FILES, EmbeddingStore, StoreMismatchError, store_files  # noqa: E402
 from ranker.rerank.store_build import build_store  # noqa: E402
 from ranker.rerank.store_edit import add_to_store, compact_store, delete_from_store  # noqa: E402
 from ranker.rerank.twinbert import TwinBert, TwinBertReranker  # noqa: E402
@@ -72,7 +72,13 @@ def test_store_add_delete_compact_ranks_as_a_rebuild(model, corpus, tmp_path):
     assert compacted.row_count == 36 and not compacted.deleted and compacted.docnos == rebuilt.docnos
     assert ranked(model, compacted, live) == ranked(model, rebuilt, live)
     assert dense_ranked(model, compacted) == dense_ranked(model, rebuilt)
-    assert (path / "ranker.json").read_bytes() == (tmp_path / "rebuilt" / "ranker.json").read_bytes()
+    assert {k: v for k, v in compacted.meta.items() if k not in ("generation", "files")} == rebuilt.meta
+    for role, name in store_files(compacted.meta).items():  # the new generation's files are the rebuild's
+        if (rebuilt.path / DEFAULT_FILES[role]).is_file():
+            assert (path / name).read_bytes() == (rebuilt.path / DEFAULT_FILES[role]).read_bytes(), role
+    named = {name for role, name in store_files(compacted.meta).items()
+             if (rebuilt.path / DEFAULT_FILES[role]).is_file()}
+    assert sorted(p.name for p in path.iterdir()) == sorted(named | {"ranker.json"}) and compacted.generation == 3
 
 
 def test_replace_re_encodes_and_a_stopped_edit_is_ignored(model, corpus, tmp_path):

@@ -638,3 +638,44 @@ def test_the_listening_socket_gives_connections_tcp_nodelay():
 
     asyncio.run(accept_one())
     assert found and found[0] != 0
+
+
+def test_edits_committed_while_serving_are_picked_up_by_the_next_request_without_an_error(dl19, service, tmp_path):
+    """rank store add/delete/compact on a served store: requests during the edits all answer 200; the next
+    request after each commit sees it (the new passage found, the deleted one 404, the compacted store served)."""
+    import shutil
+
+    from ranker.rerank.store_edit import add_to_store, compact_store, delete_from_store
+
+    store = tmp_path / "store"
+    shutil.copytree(dl19["root"] / "store", store)
+    docnos = sorted(dl19["texts"])
+    stable, doomed = docnos[:20], docnos[-1]
+    config = ServeConfig(store=str(store), model=str(ROOT / "models" / "twinbert"), threads=1)
+    with running(config, RerankService(config)) as client:
+        statuses, stop = [], threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                statuses.append(client.call("POST", "/v1/rerank", {"query": "what is a bank",
+                                                                   "documents": [{"id": d} for d in stable]})[0])
+
+        threads = [threading.Thread(target=load) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        add_to_store(service.model, [("new-passage", "a bank is a financial institution that accepts deposits")],
+                     store)
+        status, body, _ = client.call("POST", "/v1/rerank", {"query": "bank", "documents": [{"id": "new-passage"}]})
+        assert status == 200 and body["meta"]["ranker"]["by_id"] == 1
+        delete_from_store(store, [doomed])
+        status, body, _ = client.call("POST", "/v1/rerank", {"query": "bank", "documents": [{"id": doomed}]})
+        assert status == 404 and body["error"]["field"] == "documents[0].id"
+        compact_store(store)
+        status, body, _ = client.call("POST", "/v1/rerank", {"query": "bank", "documents": [{"id": "new-passage"}]})
+        assert status == 200
+        stop.set()
+        for thread in threads:
+            thread.join()
+        health = client.call("GET", "/health")[1]
+        assert health["store"]["generation"] == 3 and health["store"]["passages"] == len(docnos)
+    assert statuses and set(statuses) == {200}

@@ -1,12 +1,14 @@
 """Atomic output: write to a temporary file or folder beside the target, rename on success.
 
 A reader never sees half an output: a file appears whole (:func:`atomic_open`), a folder appears whole
-(:func:`atomic_dir`), and a failure or an interrupt leaves the previous version, or nothing, in place.
+(:func:`atomic_dir`), and a failure or an interrupt leaves the previous version, or nothing, in place. An artifact
+edited in place (a store, an index) has one writer at a time (:func:`exclusive`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -34,10 +36,39 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        sync_folder(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def sync_folder(path: str | Path) -> None:
+    """fsync a folder, so that the renames and new files in it survive a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, what: str) -> Iterator[None]:
+    """Hold the writer lock of the artifact at ``path`` (``flock`` on ``.NAME.lock`` beside it: beside, since an
+    edit may replace the folder), or refuse at once, in one line, if another process holds it.
+
+    Raises:
+        RankerError: Another process is editing ``path`` (``what`` names it: "store", "index").
+    """
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RankerError(f"the {what} {path} is being edited by another process: rerun when it has "
+                              "finished") from None
+        yield
 
 
 @contextlib.contextmanager

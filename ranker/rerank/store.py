@@ -16,9 +16,14 @@ A store is a folder:
   are memory-mapped, so finding 100 candidates costs about the same in a store of thousands of passages or of
   millions, and a process holds no per-passage table (a store written before they existed builds them in memory).
 
-``count`` in ``ranker.json`` is the truth: rows past it (an edit stopped before its commit) are ignored.
-``deleted_rows`` there lists tombstoned rows (deleted documents, or rows a ``--replace`` superseded): lookups,
-text matches, retrieval and ``len`` skip them, and compaction drops them (:mod:`ranker.rerank.store_edit`).
+``ranker.json`` is the store's commit record: ``count`` rows are committed, ``deleted_rows`` lists tombstoned rows
+(deleted documents, or rows a ``--replace`` superseded: lookups, text matches, retrieval and ``len`` skip them),
+``generation`` counts the commits, and ``files`` names the files of roles whose file is not the default name
+above (a compaction writes ``embeddings.<generation>.npy`` and the rest beside the old files). Nothing committed
+is rewritten in place: an edit appends rows past ``count`` (so the ``.npy`` headers may give fewer rows than
+``count``: ``ranker.json`` is the truth) or writes new files, then commits by one atomic rename of ``ranker.json``.
+A reader opens the files of one commit and never sees half an edit; files no commit names are a stopped edit's,
+removed by the next one (:mod:`ranker.rerank.store_edit`).
 
 Quantization rules: :mod:`ranker.rerank.quantization`. Building a store, resumably and byte-for-byte the same
 after a stop: :mod:`ranker.rerank.store_build`.
@@ -26,22 +31,45 @@ after a stop: :mod:`ranker.rerank.store_build`.
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
 from ranker.errors import MissingInputError, RankerError
 from ranker.io.artifact import metadata_file, read_metadata
+from ranker.io.atomic import atomic_open
 from ranker.rerank.quantization import dequantize, quantize
 
 EMBEDDINGS, SCALES, DOCNOS, PROGRESS = "embeddings.npy", "scales.npy", "docnos.txt", "progress.json"
 HASHES = "text_hashes.npy"
 DOCNO_KEYS, DOCNO_ORDER, HASH_KEYS, HASH_ORDER = "docno_keys.npy", "docno_order.npy", "hash_keys.npy", "hash_order.npy"
 TEXT_HASH = "blake2b-128"
+DEFAULT_FILES = {"embeddings": EMBEDDINGS, "scales": SCALES, "text_hashes": HASHES, "docnos": DOCNOS,
+                 "docno_keys": DOCNO_KEYS, "docno_order": DOCNO_ORDER, "docno_slots": "docno_slots.npy",
+                 "hash_keys": HASH_KEYS, "hash_order": HASH_ORDER, "hash_slots": "hash_slots.npy"}
+"""The file of each role in a store built at once (generation 0)."""
+LOAD_ATTEMPTS = 5
+"""Opening a store retries this often when an edit commits (and removes the files it read) meanwhile."""
+
+
+def store_files(meta: dict) -> dict[str, str]:
+    """The file of each role in the commit ``meta`` (a store's ``ranker.json``)."""
+    return {**DEFAULT_FILES, **meta.get("files", {})}
+
+
+def generation_name(role: str, generation: int) -> str:
+    """The file a commit of ``generation`` writes anew for ``role``: ``embeddings.3.npy`` (generation 0: the
+    default name)."""
+    name = DEFAULT_FILES[role]
+    if not generation:
+        return name
+    stem, _, suffix = name.rpartition(".")
+    return f"{stem}.{generation}.{suffix}"
+
 
 class StoreMismatchError(RankerError):
     """The store's vectors come from another model than the one given."""
@@ -90,20 +118,33 @@ class EmbeddingStore:
     """
 
     def __init__(self, path: Path, meta: dict, embeddings: np.ndarray, scales: np.ndarray | None,
-                 docnos: list[str] | None, hashes: np.ndarray | None = None):
+                 docnos: list[str] | None, hashes: np.ndarray | None = None,
+                 indexes: tuple[SortedIndex | None, SortedIndex | None] = (None, None), stamp: tuple = (),
+                 docnos_file: BinaryIO | None = None):
         self.path, self.meta, self.embeddings, self.scales, self._docnos = path, meta, embeddings, scales, docnos
-        self.hashes = hashes
+        self.hashes, self._docnos_file = hashes, docnos_file
         self.deleted = frozenset(meta.get("deleted_rows", ()))
+        self._docno_index = indexes[0] or SortedIndex.of(docno_keys(self.docnos))
+        self._hash_index = None if hashes is None else indexes[1] or SortedIndex.of(hash_keys(np.asarray(hashes)))
+        self._stamp = stamp
 
     @property
     def docnos(self) -> list[str]:
-        if self._docnos is None:
-            self._docnos = _read_docnos(self.path / DOCNOS)[:self.meta["count"]]
+        if self._docnos is None:  # from the file this commit named, open since load (an edit may have removed it)
+            if self._docnos_file is None:
+                self._docnos_file = open(self.path / store_files(self.meta)["docnos"], "rb")
+            self._docnos_file.seek(0)
+            self._docnos = _split_docnos(self._docnos_file.read())[:self.meta["count"]]
         return self._docnos
+
+    @property
+    def generation(self) -> int:
+        """Commits since the store was built (0: as built)."""
+        return self.meta.get("generation", 0)
 
     @classmethod
     def load(cls, path: str | Path, model: DocEncoder | None = None) -> EmbeddingStore:
-        """Open a store; with ``model``, check that the store was built by it.
+        """Open the store's last commit; with ``model``, check that the store was built by it.
 
         Raises:
             MissingInputError: No store at ``path``.
@@ -115,33 +156,48 @@ class EmbeddingStore:
             hint = (f"; an unfinished build is in {partial_path(path)}: run build_store again to resume"
                     if partial_path(path).is_dir() else "")
             raise MissingInputError(f"{path}: no embedding store here{hint}")
-        meta = read_metadata(path, "embedding-store")
-        try:
-            embeddings = np.lib.format.open_memmap(path / EMBEDDINGS, mode="r")
-            scales = np.lib.format.open_memmap(path / SCALES, mode="r") if meta["quantization"] == "int8-absmax" \
-                else None
-            indexed = SortedIndex.open(path, DOCNO_KEYS, DOCNO_ORDER, meta["count"]) is not None
-            docnos = None if indexed else _read_docnos(path / DOCNOS)
-            lines = _count_lines(path / DOCNOS) if indexed else len(docnos)
-            hashes = np.lib.format.open_memmap(path / HASHES, mode="r") if meta.get("text_hash") else None
-        except (OSError, ValueError, UnicodeDecodeError, KeyError) as e:  # missing, truncated or foreign files
-            raise RankerError(f"{path}: a damaged embedding store ({str(e).splitlines()[0]}): rebuild it "
-                              "with 'rank encode'") from None
-        count, dim = meta["count"], meta["dim"]
-        if embeddings.shape[0] >= count and lines >= count:  # rows past count: an uncommitted edit
-            embeddings, lines = embeddings[:count], count
-            docnos = None if docnos is None else docnos[:count]
-            scales = None if scales is None else scales[:count]
-            hashes = None if hashes is None else hashes[:count]
-        if (embeddings.shape != (count, dim) or embeddings.dtype != np.dtype(meta["dtype"]) or lines != count
-                or (scales is not None and scales.shape != (count,))
-                or (hashes is not None and hashes.shape != (count, 16))):
-            raise RankerError(f"{path}: files do not match its metadata ({count} rows of {dim} {meta['dtype']}): "
-                              f"embeddings {embeddings.shape} {embeddings.dtype}, {lines} docnos")
-        store = cls(path, meta, embeddings, scales, docnos, hashes)
+        for attempt in range(LOAD_ATTEMPTS):
+            stamp = _stamp(path)
+            meta = read_metadata(path, "embedding-store")
+            try:
+                store = cls._open(path, meta, stamp)
+                break
+            except (OSError, ValueError, UnicodeDecodeError, KeyError) as e:  # missing, truncated or foreign files
+                if attempt + 1 < LOAD_ATTEMPTS and _stamp(path) != stamp:
+                    continue  # an edit committed while the files were opened: open its commit
+                raise RankerError(f"{path}: a damaged embedding store ({str(e).splitlines()[0]}): rebuild it "
+                                  "with 'rank encode'") from None
         if model is not None:
             store.check_model(model)
         return store
+
+    @classmethod
+    def _open(cls, path: Path, meta: dict, stamp: tuple) -> EmbeddingStore:
+        files, count, dim = store_files(meta), meta["count"], meta["dim"]
+        embeddings = open_rows(path / files["embeddings"], meta["dtype"], (dim,), count)
+        scales = (open_rows(path / files["scales"], "float32", (), count)
+                  if meta["quantization"] == "int8-absmax" else None)
+        hashes = open_rows(path / files["text_hashes"], "uint8", (16,), count) if meta.get("text_hash") else None
+        docno_index = SortedIndex.open(path, files, "docno", count)
+        hash_index = SortedIndex.open(path, files, "hash", count) if hashes is not None else None
+        docnos_file = open(path / files["docnos"], "rb")
+        docnos = None if docno_index else _split_docnos(docnos_file.read())
+        lines = _count_lines(docnos_file) if docno_index else len(docnos)
+        if lines < count:
+            docnos_file.close()
+            raise ValueError(f"{files['docnos']}: {lines} docnos for {count} rows")
+        docnos = None if docnos is None else docnos[:count]
+        return cls(path, meta, embeddings, scales, docnos, hashes, (docno_index, hash_index), stamp, docnos_file)
+
+    def current(self) -> EmbeddingStore:
+        """This store, or its last commit when an edit has committed since this one was opened (a server calls
+        it per request: one ``stat``)."""
+        try:
+            if _stamp(self.path) == self._stamp:
+                return self
+        except OSError:
+            return self
+        return EmbeddingStore.load(self.path)
 
     @property
     def fingerprint(self) -> str:
@@ -162,18 +218,6 @@ class EmbeddingStore:
         if found != self.fingerprint:
             raise StoreMismatchError(f"{self.path} was built by the model with fingerprint {self.fingerprint}, "
                                      f"but this model's fingerprint is {found}: rebuild the store for this model")
-
-    @functools.cached_property
-    def _docno_index(self) -> SortedIndex:
-        index = SortedIndex.open(self.path, DOCNO_KEYS, DOCNO_ORDER, self.row_count)
-        return index or SortedIndex.of(docno_keys(self.docnos))
-
-    @functools.cached_property
-    def _hash_index(self) -> SortedIndex | None:
-        if self.hashes is None:
-            return None
-        index = SortedIndex.open(self.path, HASH_KEYS, HASH_ORDER, self.row_count)
-        return index or SortedIndex.of(hash_keys(np.asarray(self.hashes)))
 
     def rows_of(self, docnos: Sequence[str]) -> list[int | None]:
         """The live row of each docno, ``None`` for one the store lacks (or deleted)."""
@@ -247,14 +291,49 @@ class EmbeddingStore:
         return self.embeddings.nbytes + (0 if self.scales is None else self.scales.nbytes)
 
 
-def _count_lines(path: Path) -> int:
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when ``ranker.json`` is replaced (a commit): its inode, modification time and size."""
+    found = os.stat(path / "ranker.json")
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
+def open_rows(path: Path, dtype: str, row_shape: tuple[int, ...], count: int) -> np.ndarray:
+    """The first ``count`` rows of an ``.npy`` file, memory-mapped (the header's dtype and row shape checked; its
+    row count may be smaller, after an edit appended rows).
+
+    Raises:
+        ValueError: The file holds another dtype or shape, or fewer than ``count`` rows.
+    """
     with open(path, "rb") as f:
-        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, found = read(f)
+        offset = f.tell()
+    if found != np.dtype(dtype) or fortran or tuple(shape[1:]) != row_shape:
+        raise ValueError(f"{path.name} holds {found} rows of {shape[1:]}, not {dtype} of {row_shape}")
+    row_bytes = np.dtype(dtype).itemsize * int(np.prod(row_shape))
+    held = (os.path.getsize(path) - offset) // row_bytes
+    if held < count:
+        raise ValueError(f"{path.name}: {count} rows requested and {held} written")
+    if not count:
+        return np.zeros((0, *row_shape), dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count, *row_shape))
 
 
-def _read_docnos(path: Path) -> list[str]:
-    text = path.read_bytes().decode("utf-8")
+def _count_lines(f: BinaryIO) -> int:
+    f.seek(0)
+    return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+def _split_docnos(data: bytes) -> list[str]:
+    """The complete lines of a ``docnos.txt`` (a stopped edit's unterminated tail dropped)."""
+    text = data.decode("utf-8")
     return text.split("\n")[:-1] if text else []
+
+
+def read_docnos(path: Path) -> list[str]:
+    """The docnos in the file ``path``, one a line."""
+    return _split_docnos(path.read_bytes())
 
 
 def docno_keys(docnos: Sequence[str]) -> np.ndarray:
@@ -314,20 +393,20 @@ class SortedIndex:
         return cls(keys[order], order.astype(np.int64))
 
     @classmethod
-    def open(cls, folder: Path, keys_file: str, order_file: str, rows: int) -> SortedIndex | None:
-        """The index saved in ``folder``, or ``None`` when it is absent or not of these ``rows``."""
-        slots_file = folder / keys_file.replace("_keys", "_slots")
-        if not (folder / keys_file).is_file() or not slots_file.is_file():
+    def open(cls, folder: Path, files: dict[str, str], kind: str, rows: int) -> SortedIndex | None:
+        """The ``kind`` index (``docno`` or ``hash``) named in ``files`` in ``folder``, or ``None`` when it is
+        absent (a store built before indexes were kept) or not of these ``rows`` (then built in memory)."""
+        paths = [folder / files[f"{kind}_{part}"] for part in ("keys", "order", "slots")]
+        if not paths[0].is_file():
             return None
-        keys = np.lib.format.open_memmap(folder / keys_file, mode="r")
-        order = np.lib.format.open_memmap(folder / order_file, mode="r")
-        slots = np.lib.format.open_memmap(slots_file, mode="r")
+        keys, order, slots = (np.lib.format.open_memmap(p, mode="r") for p in paths)
         return cls(keys, order, slots) if len(keys) == len(order) == rows else None
 
-    def save(self, folder: Path, keys_file: str, order_file: str) -> None:
-        np.save(folder / keys_file, self.keys)
-        np.save(folder / order_file, self.order)
-        np.save(folder / keys_file.replace("_keys", "_slots"), self.slots)
+    def save(self, folder: Path, files: dict[str, str], kind: str) -> None:
+        """Write the index as the ``kind`` files named in ``files``, each whole and fsynced."""
+        for part, array in (("keys", self.keys), ("order", self.order), ("slots", self.slots)):
+            with atomic_open(folder / files[f"{kind}_{part}"], "wb") as f:
+                np.save(f, array)
 
     def _positions(self, cut: np.ndarray) -> np.ndarray:
         """The sorted position of each key's first occurrence, -1 where there is none (hash-table probes)."""

@@ -10,6 +10,7 @@ count). The complete folder is renamed to ``<name>`` only at the end. The layout
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -25,15 +26,12 @@ from tqdm.auto import tqdm
 
 from ranker.errors import RankerError
 from ranker.io.artifact import META_FILE, read_metadata, write_metadata
-from ranker.io.atomic import write_json
+from ranker.io.atomic import exclusive, write_json
 from ranker.rerank.quantization import QUANTIZATION, quantization_rule, quantize
 from ranker.rerank.store import (
-    DOCNO_KEYS,
-    DOCNO_ORDER,
+    DEFAULT_FILES,
     DOCNOS,
     EMBEDDINGS,
-    HASH_KEYS,
-    HASH_ORDER,
     HASHES,
     PROGRESS,
     SCALES,
@@ -41,10 +39,10 @@ from ranker.rerank.store import (
     DocEncoder,
     EmbeddingStore,
     SortedIndex,
-    _read_docnos,
     docno_keys,
     hash_keys,
     partial_path,
+    read_docnos,
     text_hashes,
 )
 from ranker.types import Doc
@@ -81,7 +79,19 @@ def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: 
         if not 0 <= index < count:
             raise RankerError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
         plan["shard"] = [index, count]
-        docs = (doc for k, doc in enumerate(docs) if (k // batch_size) % count == index)
+        collection = hashlib.blake2b(digest_size=16)
+
+        def of_shard(items: Iterable[Doc | tuple[str, str]]) -> Iterator[Doc | tuple[str, str]]:
+            for k, doc in enumerate(items):  # every docno of the collection goes into its fingerprint
+                collection.update(_docno_text(doc)[0].encode("utf-8") + b"\n")
+                if (k // batch_size) % count == index:
+                    yield doc
+
+        def fill(build: _PartialBuild) -> None:
+            _encode_into(build, model, of_shard(docs), chunk_size, progress)
+            build.plan["collection"] = collection.hexdigest()  # merging checks that the shards share it
+
+        return _complete(path, plan, fill)
     return _complete(path, plan, lambda build: _encode_into(build, model, docs, chunk_size, progress))
 
 
@@ -126,6 +136,9 @@ def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int
         if "shard" not in store.meta:
             raise RankerError(f"{store.path} is not a shard (built without --shard)")
         differing = [k for k in PLAN_KEYS if store.meta.get(k) != first.get(k)]
+        if store.meta.get("collection") != first.get("collection"):
+            raise RankerError(f"{store.path} is a shard of another collection than {stores[0].path} (their "
+                              "collection fingerprints differ: shards are built from the same documents)")
         if differing or store.meta["shard"][1] != count:
             raise RankerError(f"{store.path} is a shard of another build than {stores[0].path} (differs in "
                               f"{', '.join(differing) or 'the number of shards'})")
@@ -191,6 +204,11 @@ def convert_store(model: DocEncoder, source: str | Path, path: str | Path,
 def _complete(path: str | Path, plan: dict, fill: Callable[[_PartialBuild], None]) -> EmbeddingStore:
     """Build (or resume) the store ``plan`` describes at ``path``: ``fill`` appends the rows the build lacks."""
     final = Path(path)
+    with exclusive(final, "store"):  # one build at a time
+        return _complete_alone(final, plan, fill)
+
+
+def _complete_alone(final: Path, plan: dict, fill: Callable[[_PartialBuild], None]) -> EmbeddingStore:
     if final.exists():
         raise RankerError(f"{final} already exists; remove it to rebuild")
     folder = partial_path(final)
@@ -309,7 +327,7 @@ class _PartialBuild:
         os.truncate(self.folder / DOCNOS, self.progress["docnos_bytes"])
 
     def committed_docnos(self) -> list[str]:
-        return _read_docnos(self.folder / DOCNOS)
+        return read_docnos(self.folder / DOCNOS)
 
     def append(self, chunk: list[tuple[list[str], np.ndarray, np.ndarray | None, np.ndarray | None]]) -> None:
         """Write and fsync a chunk of batches ``(docnos, codes, scales, text hashes)``, then commit it in
@@ -335,18 +353,20 @@ class _PartialBuild:
                 f.write(header)
                 f.flush()
                 os.fsync(f.fileno())
-        write_indexes(self.folder, self.committed_docnos(), self.folder / HASHES if HASHES in self.arrays else None)
+        hashes = np.lib.format.open_memmap(self.folder / HASHES, mode="r") if HASHES in self.arrays else None
+        write_indexes(self.folder, self.committed_docnos(), hashes)
         write_metadata(self.folder, "embedding-store", count=self.rows, **self.plan,
                        quantization_rule=QUANTIZATION[self.plan["quantization"]], normalisation="none")
         (self.folder / PROGRESS).unlink()
 
 
-def write_indexes(folder: Path, docnos: Sequence[str], hashes: Path | None) -> None:
-    """The sorted docno (and text-hash) indexes of a store's rows (:class:`ranker.rerank.store.SortedIndex`)."""
-    SortedIndex.of(docno_keys(docnos)).save(folder, DOCNO_KEYS, DOCNO_ORDER)
+def write_indexes(folder: Path, docnos: Sequence[str], hashes: np.ndarray | None,
+                  files: dict[str, str] = DEFAULT_FILES) -> None:
+    """The sorted docno (and text-hash) indexes of a store's rows (:class:`ranker.rerank.store.SortedIndex`), as
+    the files ``files`` names."""
+    SortedIndex.of(docno_keys(docnos)).save(folder, files, "docno")
     if hashes is not None:
-        rows = np.lib.format.open_memmap(hashes, mode="r")[:len(docnos)]
-        SortedIndex.of(hash_keys(np.asarray(rows))).save(folder, HASH_KEYS, HASH_ORDER)
+        SortedIndex.of(hash_keys(np.asarray(hashes[:len(docnos)]))).save(folder, files, "hash")
 
 
 def _append_bytes(path: Path, data: bytes) -> None:

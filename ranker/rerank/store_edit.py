@@ -1,34 +1,46 @@
-"""Changing a built store in place: add documents, delete them (tombstones), compact.
+"""Changing a built store in place, as transactions: add documents, delete them (tombstones), compact.
 
 * :func:`add_to_store` encodes new documents with the store's model and appends them; a docno the store already
   holds is an error unless ``replace``, which tombstones the old row and appends the new one.
 * :func:`delete_from_store` tombstones rows; an unknown docno is an error and nothing changes.
-* :func:`compact_store` rewrites the store without its tombstoned rows (the folder is replaced whole).
+* :func:`compact_store` rewrites the store without its tombstoned rows, as new files beside the old.
 
-An edit appends its rows past the committed ``count`` first and commits by rewriting ``ranker.json`` (count and
-``deleted_rows``) atomically last, so a stopped edit leaves the store as it was (the uncommitted tail is ignored by
-readers and cut by the next edit). One writer at a time: an edit holds an OS lock on ``.NAME.lock`` beside the store
-(beside, since compaction replaces the folder) and a second edit is refused in one line. After add, delete and
-compact the store ranks as one rebuilt from the final collection in the same order (rows in the same order; vectors
-equal up to the batch a passage was encoded in).
+Every edit is one commit (after SQLite's journal and Lucene's ``segments_N``): under the store's writer lock
+(:func:`ranker.io.atomic.exclusive`; a second writer is refused in one line), it first removes what a stopped edit
+left (rows past the committed ``count``, files no commit names), then appends rows past ``count`` or writes new
+files (the indexes, or a compaction's whole store, named for the next generation), fsyncs them, and commits by one
+atomic rename of ``ranker.json`` (count, ``deleted_rows``, ``generation``, ``files``); only then are the files the
+commit no longer names removed. A stop anywhere — a signal, ``kill -9``, a full disk — leaves the store as it was
+before the edit or, once ``ranker.json`` is renamed, as after it; readers (``rank run``, ``rank serve``) open one
+commit and never see half an edit. After add, delete and compact the store ranks as one rebuilt from the final
+collection in the same order (rows in the same order; vectors equal up to the batch a passage was encoded in).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import re
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ranker.errors import RankerError
-from ranker.io.artifact import update_metadata
-from ranker.io.atomic import atomic_dir
+from ranker.io.artifact import write_metadata
+from ranker.io.atomic import exclusive, sync_folder
 from ranker.rerank.quantization import quantize
-from ranker.rerank.store import DOCNOS, EMBEDDINGS, HASHES, SCALES, DocEncoder, EmbeddingStore, text_hashes
+from ranker.rerank.store import (
+    DEFAULT_FILES,
+    DocEncoder,
+    EmbeddingStore,
+    generation_name,
+    open_rows,
+    read_docnos,
+    store_files,
+    text_hashes,
+)
 from ranker.rerank.store_build import (
     _batches,
     _docno_text,
@@ -40,64 +52,114 @@ from ranker.rerank.store_build import (
 )
 from ranker.types import Doc
 
-
-@contextmanager
-def edit_lock(path: str | Path) -> Iterator[None]:
-    """Hold the store's writer lock (``.NAME.lock`` beside it, ``flock``), or refuse at once if another holds it."""
-    path = Path(path).resolve()
-    with open(path.parent / f".{path.name}.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RankerError(f"the store {path} is being edited by another process: rerun when it has "
-                              "finished") from None
-        yield
+COMPACTING = ".compacting"
+"""Folder inside the store where a compaction builds the new files before they are moved beside the old."""
+INDEX_ROLES = ("docno_keys", "docno_order", "docno_slots", "hash_keys", "hash_order", "hash_slots")
 
 
-def _arrays(store: EmbeddingStore) -> dict[str, tuple[str, tuple[int, ...]]]:
-    arrays = {EMBEDDINGS: (store.dtype, (store.dim,))}
+def commit_step(step: str) -> None:
+    """Called at each step of an edit (``append``, ``index``, ``move``, ``sync``, ``commit``, ``committed``,
+    ``clean``); crash-injection tests replace it to stop the process there."""
+
+
+def _data_roles(store: EmbeddingStore) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The row files of ``store``: role -> (dtype, row shape)."""
+    roles = {"embeddings": (store.dtype, (store.dim,))}
     if store.scales is not None:
-        arrays[SCALES] = ("float32", ())
+        roles["scales"] = ("float32", ())
     if store.hashes is not None:
-        arrays[HASHES] = ("uint8", (16,))
-    return arrays
+        roles["text_hashes"] = ("uint8", (16,))
+    return roles
 
 
-def _commit(store: EmbeddingStore, count: int, deleted: Iterable[int]) -> EmbeddingStore:
-    """Give the ``.npy`` files ``count`` rows and the indexes those rows, then write ``ranker.json``: the edit's
-    commit point (a reader finds indexes of another row count stale and builds its own until then)."""
-    if count != store.row_count:
-        docnos = (store.path / DOCNOS).read_bytes().decode("utf-8").split("\n")[:count]
-        write_indexes(store.path, docnos, store.path / HASHES if store.hashes is not None else None)
-    for name, (dtype, shape) in _arrays(store).items():
-        header = _npy_header(dtype, (count, *shape))
-        with open(store.path / name, "r+b") as f:
-            f.write(header)
-            f.flush()
+def _owned(name: str) -> bool:
+    """Whether a file name is one a store's commits write (a role's default or generation name)."""
+    for default in DEFAULT_FILES.values():
+        stem, _, suffix = default.rpartition(".")
+        if re.fullmatch(rf"{re.escape(stem)}(\.\d+)?\.{suffix}", name):
+            return True
+    return False
+
+
+def _clean(store: EmbeddingStore) -> None:
+    """Remove what a stopped edit left: rows past the committed count, files no commit names, a compaction's
+    unfinished folder (under the writer lock; readers never open those)."""
+    files = store_files(store.meta)
+    named = set(files.values())
+    for file in store.path.iterdir():
+        if file.name == COMPACTING:
+            shutil.rmtree(file)
+        elif file.is_file() and _owned(file.name) and file.name not in named:
+            file.unlink()
+    for role, (dtype, shape) in _data_roles(store).items():
+        row_bytes = np.dtype(dtype).itemsize * int(np.prod(shape))
+        os.truncate(store.path / files[role], len(_npy_header(dtype, (0, *shape))) + store.row_count * row_bytes)
+    os.truncate(store.path / files["docnos"], len("".join(f"{d}\n" for d in store.docnos).encode("utf-8")))
+
+
+def _commit(store: EmbeddingStore, count: int, deleted: Iterable[int], files: dict[str, str] | None = None,
+            rebuilt: dict | None = None) -> EmbeddingStore:
+    """Commit the next generation of ``store``: ``count`` rows (indexes written anew when it changes), ``deleted``
+    tombstones, ``files`` (default: the same files), ``rebuilt`` the metadata of a compaction's new files."""
+    generation = store.generation + 1
+    files = dict(files or store_files(store.meta))
+    if count != store.row_count and rebuilt is None:  # new rows: indexes of them, under this generation's names
+        kinds = ("docno", "hash") if store.hashes is not None else ("docno",)
+        files.update({role: generation_name(role, generation) for role in INDEX_ROLES if role.split("_")[0] in kinds})
+        docnos = read_docnos(store.path / files["docnos"])[:count]
+        hashes = open_rows(store.path / files["text_hashes"], "uint8", (16,), count) if "hash" in kinds else None
+        write_indexes(store.path, docnos, hashes, files)
+        commit_step("index")
+    for role in _data_roles(store):
+        with open(store.path / files[role], "rb+") as f:
             os.fsync(f.fileno())
-    update_metadata(store.path, "embedding-store", count=count, deleted_rows=sorted(deleted))
+    with open(store.path / files["docnos"], "rb+") as f:
+        os.fsync(f.fileno())
+    sync_folder(store.path)
+    commit_step("sync")
+    kept = {k: v for k, v in (rebuilt or store.meta).items()
+            if k not in ("type", "format_version", "ranker_version", "deleted_rows", "generation", "files", "count")}
+    changed = {role: name for role, name in files.items() if name != DEFAULT_FILES[role]}
+    commit_step("commit")
+    write_metadata(store.path, "embedding-store", **kept, count=count,
+                   **({"deleted_rows": sorted(deleted)} if deleted else {}), generation=generation,
+                   **({"files": changed} if changed else {}))
+    commit_step("committed")
+    for name in set(store_files(store.meta).values()) - set(files.values()):  # the previous commit's, now unnamed
+        try:
+            (store.path / name).unlink(missing_ok=True)
+        except OSError:  # the commit stands; the next edit removes what is left
+            break
+        commit_step("clean")
     return EmbeddingStore.load(store.path)
 
 
-def _cut_uncommitted(store: EmbeddingStore) -> None:
-    """Drop bytes past the committed rows (a stopped edit's tail)."""
-    for name, (dtype, shape) in _arrays(store).items():
-        row_bytes = np.dtype(dtype).itemsize * int(np.prod(shape))
-        os.truncate(store.path / name, len(_npy_header(dtype, (0, *shape))) + store.row_count * row_bytes)
-    os.truncate(store.path / DOCNOS, len("".join(f"{d}\n" for d in store.docnos).encode("utf-8")))
+def _edit(path: str | Path, change: Callable[[EmbeddingStore], EmbeddingStore],
+          model: DocEncoder | None = None) -> EmbeddingStore:
+    """Run ``change`` on the store's last commit under its writer lock, after cleaning what a stopped edit left;
+    an OS error (a full disk) becomes one line naming the file."""
+    with exclusive(path, "store"):
+        store = EmbeddingStore.load(path, model)
+        try:
+            _clean(store)
+            return change(store)
+        except OSError as e:
+            where = e.filename or path
+            raise RankerError(f"{where}: {e.strerror or e}: the edit was not committed, the store {path} is as it "
+                              "was (what it wrote is removed by the next edit)") from None
 
 
 def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: str | Path,
                  replace: bool = False) -> EmbeddingStore:
-    """Encode ``docs`` with ``model`` (the store's) and append them.
+    """Encode ``docs`` with ``model`` (the store's) and append them, in one commit.
 
     Raises:
         StoreMismatchError: ``model`` did not build the store.
-        RankerError: A docno repeated among ``docs``, or one the store holds (without ``replace``).
+        RankerError: A docno repeated among ``docs``, one the store holds (without ``replace``), or an OS error.
     """
-    with edit_lock(path):
-        store = EmbeddingStore.load(path, model)
-        items = [_docno_text(d) for d in docs]
+    items = [_docno_text(d) for d in docs]
+
+    def add(store: EmbeddingStore) -> EmbeddingStore:
         seen: set[str] = set()
         for docno, _ in items:
             if docno in seen:
@@ -109,32 +171,32 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
             raise RankerError(f"{len(held)} docno(s) are already in the store {path}: {', '.join(held[:5])} "
                               "(--replace re-encodes them)")
         deleted = set(store.deleted) | {row for row in rows if row is not None}
-        _cut_uncommitted(store)
-        rule = store.meta["quantization"]
+        files, rule = store_files(store.meta), store.meta["quantization"]
         bar = tqdm(total=len(items), desc="add", unit="doc", disable=len(items) <= store.meta["batch_size"])
         for batch in _batches(iter(items), store.meta["batch_size"]):
             texts = [t for _, t in batch]
             codes, scales = quantize(np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32), rule)
-            parts = {EMBEDDINGS: codes, SCALES: scales,
-                     HASHES: text_hashes(texts)}
-            for name in _arrays(store):
-                with open(store.path / name, "ab") as f:
-                    f.write(np.ascontiguousarray(parts[name]).tobytes())
-            with open(store.path / DOCNOS, "ab") as f:
+            parts = {"embeddings": codes, "scales": scales, "text_hashes": text_hashes(texts)}
+            for role in _data_roles(store):
+                with open(store.path / files[role], "ab") as f:
+                    f.write(np.ascontiguousarray(parts[role]).tobytes())
+            with open(store.path / files["docnos"], "ab") as f:
                 f.write("".join(f"{d}\n" for d, _ in batch).encode("utf-8"))
+            commit_step("append")
             bar.update(len(batch))
         bar.close()
         return _commit(store, store.row_count + len(items), deleted)
 
+    return _edit(path, add, model)
+
 
 def delete_from_store(path: str | Path, docnos: Sequence[str]) -> EmbeddingStore:
-    """Tombstone the rows of ``docnos``.
+    """Tombstone the rows of ``docnos``, in one commit.
 
     Raises:
         RankerError: A docno the store does not hold (the first few are named); nothing is deleted then.
     """
-    with edit_lock(path):
-        store = EmbeddingStore.load(path)
+    def delete(store: EmbeddingStore) -> EmbeddingStore:
         rows = store.rows_of(docnos)
         unknown = [d for d, row in zip(docnos, rows) if row is None]
         if unknown:
@@ -142,17 +204,29 @@ def delete_from_store(path: str | Path, docnos: Sequence[str]) -> EmbeddingStore
                               f"{', '.join(unknown[:5])}")
         return _commit(store, store.row_count, set(store.deleted) | set(rows))
 
+    return _edit(path, delete)
+
 
 def compact_store(path: str | Path, chunk_size: int = 4096) -> EmbeddingStore:
-    """Rewrite the store without its tombstoned rows (codes copied as they are); the folder is replaced whole (the
-    real folder, where ``path`` is a symbolic link)."""
-    path = Path(path).resolve()
-    with edit_lock(path):
-        store = EmbeddingStore.load(path)
-        live = store.live_rows()
-        with atomic_dir(path) as tmp:
-            build = _PartialBuild(tmp, encoded_plan(store))
-            for start in range(0, len(live), chunk_size):
-                build.append([stored_rows(store, live[start:start + chunk_size])])
-            build.finish()
-        return EmbeddingStore.load(path)
+    """Rewrite the store without its tombstoned rows (codes copied as they are): the new files are built in
+    ``.compacting/``, moved beside the old under the next generation's names and committed; the old are removed
+    after. Through a symbolic link, the real store is compacted."""
+    def compact(store: EmbeddingStore) -> EmbeddingStore:
+        live, generation = store.live_rows(), store.generation + 1
+        work = store.path / COMPACTING
+        build = _PartialBuild(work, encoded_plan(store))
+        for start in range(0, len(live), chunk_size):
+            build.append([stored_rows(store, live[start:start + chunk_size])])
+            commit_step("append")
+        build.finish()
+        rebuilt = EmbeddingStore.load(work).meta
+        files = {}
+        for role, default in DEFAULT_FILES.items():
+            if (work / default).is_file():
+                files[role] = generation_name(role, generation)
+                os.rename(work / default, store.path / files[role])
+                commit_step("move")
+        shutil.rmtree(work)
+        return _commit(store, len(live), (), files, rebuilt)
+
+    return _edit(Path(path).resolve(), compact)

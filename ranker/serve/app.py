@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ranker.rerank.store import EmbeddingStore
 from ranker.serve.batcher import QueryBatcher, QueueFull
 from ranker.serve.config import ServeConfig
 from ranker.serve.errors import ApiError, parse_body
@@ -151,12 +152,14 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
                                                      f"{config.max_text_chars}")
 
     async def score(q: np.ndarray, ids: list[str | None], texts: list[str | None], field: str,
-                    deadline: float) -> tuple:
-        """Logits of the documents against the query vector, and where their vectors came from; unseen texts are
-        encoded a batch a turn on the model thread, each turn within what is left of the request's time."""
+                    deadline: float, store: EmbeddingStore | None = None) -> tuple:
+        """Logits of the documents against the query vector, and where their vectors came from (one commit of the
+        store: ``store``, or the last); unseen texts are encoded a batch a turn on the model thread, each turn
+        within what is left of the request's time."""
         service = state["service"]
+        store = store or service.snapshot()
         try:
-            rows = service.locate(ids, texts)
+            rows = service.locate(store, ids, texts)
         except KeyError as e:
             position, docno = e.args[0]
             raise ApiError(404, f"{field}[{position}].id", f"{docno!r} is not in the embedding store") from None
@@ -173,7 +176,7 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
                 parts.append(await asyncio.wait_for(turn, max(0.0, deadline - time.monotonic())))
             except TimeoutError:
                 raise ApiError(504, field, f"its unseen texts were not encoded within {config.timeout_s} s") from None
-        passages = service.passages(ids, rows, np.concatenate(parts) if parts else None,
+        passages = service.passages(store, ids, rows, np.concatenate(parts) if parts else None,
                                     1000 * (time.perf_counter() - started))
         logits = service.cross(q, passages.vectors)
         metrics.documents.labels("id").inc(passages.by_id)
@@ -282,9 +285,10 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
         if not hits:
             return JSONResponse({"query": q, "hits": [], "ms": {"bm25": round(bm25_ms, 2)}, "meta": {"depth": 0}})
         docnos = [d for d, _, _ in hits]
-        in_store = [d if d in state["service"].store else None for d in docnos]
+        store = state["service"].snapshot()
+        in_store = [d if d in store else None for d in docnos]
         reranking = time.perf_counter()
-        logits, passages = await score(q_vector, in_store, [t for _, _, t in hits], "hits", deadline)
+        logits, passages = await score(q_vector, in_store, [t for _, _, t in hits], "hits", deadline, store)
         rerank_ms = 1000 * (time.perf_counter() - reranking)
         ranked = order(logits)[:k]
         out = [{"rank": r + 1, "docno": docnos[i], "score": float(logits[i]), "bm25_rank": i + 1,

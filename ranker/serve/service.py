@@ -1,5 +1,7 @@
 """What the server serves: the TwinBERT student, its embedding store and (for ``/search``) a BM25 index, loaded
-once; passages found by id or by the hash of their text, unseen texts encoded on the fly, counted.
+once; passages found by id or by the hash of their text, unseen texts encoded on the fly, counted. An edit of the
+store (``rank store add|delete|compact``) committed while the server runs is picked up by the next request
+(:meth:`RerankService.snapshot`); a request reads one commit from start to end.
 
 Every method here is plain, blocking library code (the HTTP layer runs it on one worker thread); scores are
 the student's raw logits, as ``rank run --reranker twinbert`` gives them.
@@ -7,6 +9,7 @@ the student's raw logits, as ``rank run --reranker twinbert`` gives them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from ranker.rerank.store import EmbeddingStore
 from ranker.rerank.twinbert import TwinBert
 from ranker.serve.config import ServeConfig
 from ranker.types import Query
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +53,7 @@ class RerankService:
         self.model_path = Path(config.model) if config.model else shipped_model("twinbert")
         self.model = TwinBert.load(self.model_path, device="cpu").eval()
         self.store = EmbeddingStore.load(config.store, self.model)
+        """The commit the last :meth:`snapshot` found."""
         self.retriever = None
         if config.index is not None:
             from ranker.first_stage.bm25 import Bm25Config, Bm25Retriever
@@ -60,21 +66,31 @@ class RerankService:
         """Query vectors, one row per text (one forward pass)."""
         return self.query_encoder.encode(list(texts))
 
-    def locate(self, ids: Sequence[str | None], texts: Sequence[str | None]) -> list[int | None]:
-        """The store row of each document, by id (first, where both are given) or by the hash of its text;
-        ``None`` for a text the store lacks. Cheap: no model work.
+    def snapshot(self) -> EmbeddingStore:
+        """The store's last commit (one ``stat`` when nothing changed); a commit that cannot be opened keeps the
+        one before, with a warning."""
+        try:
+            self.store = self.store.current()
+        except RankerError as e:
+            log.warning("%s: keeping the store as last opened (generation %d)", e, self.store.generation)
+        return self.store
+
+    def locate(self, store: EmbeddingStore, ids: Sequence[str | None],
+               texts: Sequence[str | None]) -> list[int | None]:
+        """The row in ``store`` (a :meth:`snapshot`) of each document, by id (first, where both are given) or by
+        the hash of its text; ``None`` for a text the store lacks. Cheap: no model work.
 
         Raises:
             KeyError: An id the store lacks, as ``(position, id)``.
         """
         rows: list[int | None] = [None] * len(ids)
         given = [i for i, docno in enumerate(ids) if docno is not None]
-        for i, row in zip(given, self.store.rows_of([ids[i] for i in given]), strict=True):
+        for i, row in zip(given, store.rows_of([ids[i] for i in given]), strict=True):
             if row is None:
                 raise KeyError((i, ids[i]))
             rows[i] = row
         wanted = [i for i in range(len(ids)) if rows[i] is None]
-        for i, row in zip(wanted, self.store.rows_of_texts([texts[i] or "" for i in wanted]), strict=True):
+        for i, row in zip(wanted, store.rows_of_texts([texts[i] or "" for i in wanted]), strict=True):
             rows[i] = row
         return rows
 
@@ -103,16 +119,16 @@ class RerankService:
         """Vectors of texts the store lacks, encoded now and quantized as the store's vectors are."""
         return self.store.requantize(self.model.encode_docs(list(texts), self.config.encode_batch).numpy())
 
-    def passages(self, ids: Sequence[str | None], rows: Sequence[int | None], encoded: np.ndarray | None = None,
-                 ms: float = 0.0) -> Passages:
-        """Vectors of the documents :meth:`locate` found at ``rows``; those it did not find (row ``None``) take
-        the rows of ``encoded`` (:meth:`encode_passages`), in order."""
+    def passages(self, store: EmbeddingStore, ids: Sequence[str | None], rows: Sequence[int | None],
+                 encoded: np.ndarray | None = None, ms: float = 0.0) -> Passages:
+        """Vectors of the documents :meth:`locate` found at ``rows`` of ``store``; those it did not find (row
+        ``None``) take the rows of ``encoded`` (:meth:`encode_passages`), in order."""
         started = time.perf_counter()
         unseen = [i for i, row in enumerate(rows) if row is None]
         known = [i for i, row in enumerate(rows) if row is not None]
-        vectors = np.zeros((len(rows), self.store.dim), dtype=np.float32)
+        vectors = np.zeros((len(rows), store.dim), dtype=np.float32)
         if known:
-            vectors[known] = self.store.lookup_rows([rows[i] for i in known])
+            vectors[known] = store.lookup_rows([rows[i] for i in known])
         if unseen:
             vectors[unseen] = encoded
         by_id = sum(docno is not None for docno in ids)
@@ -136,9 +152,10 @@ class RerankService:
         return [(h.docno, h.score, self.retriever.text(h.docno)) for h in hits]
 
     def health(self) -> dict:
+        store = self.snapshot()
         return {"status": "ok", "model": str(self.model_path), "fingerprint": self.fingerprint,
                 "query_backend": self.query_encoder.backend,
-                "store": {"path": str(self.store.path), "passages": len(self.store), "dtype": self.store.dtype,
-                          "text_hashes": self.store.hashes is not None},
+                "store": {"path": str(store.path), "passages": len(store), "dtype": store.dtype,
+                          "text_hashes": store.hashes is not None, "generation": store.generation},
                 "index": str(self.config.index) if self.config.index else None,
                 "score": "relevance_score = sigmoid(logit); raw_scores: true gives the logit"}

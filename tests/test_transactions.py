@@ -1,0 +1,137 @@
+"""Store edits are transactions: stopped at any step of their commit (SIGKILL, a full disk), the store opens as
+before or as after the edit, never anything else; readers see one commit; a second writer is refused."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ranker.errors import RankerError
+from ranker.rerank import store_edit
+from ranker.rerank.store import EmbeddingStore, store_files
+from ranker.rerank.store_build import build_store
+
+from .crash_edit import DOCS, TOMBSTONED, ToyEncoder, run
+
+EDITS = ("add", "replace", "delete", "compact")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def state(path: Path) -> dict[str, bytes]:
+    """What a reader of the store's last commit sees: each live docno's vector."""
+    store = EmbeddingStore.load(path)
+    live = [store.docnos[r] for r in store.live_rows()]
+    return {d: store.lookup([d]).tobytes() for d in live} | {"#rows": str(store.row_count).encode()}
+
+
+def leftovers(path: Path) -> set[str]:
+    """Files in the store folder that its commit does not name."""
+    named = set(store_files(EmbeddingStore.load(path).meta).values()) | {"ranker.json"}
+    return {p.name for p in path.iterdir()} - named
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    """A store of 20 passages, 3 of them deleted (so that a compaction has work), then 2 added."""
+    path = tmp_path / "base"
+    build_store(ToyEncoder(), DOCS[:18], path, batch_size=4, progress=False)
+    store_edit.delete_from_store(path, TOMBSTONED)
+    store_edit.add_to_store(ToyEncoder(), DOCS[18:], path)
+    return path
+
+
+def outcome(base: Path, edit: str, tmp_path: Path) -> tuple[dict, dict, list[str]]:
+    """The states before and after ``edit`` and the steps its commit goes through (run once, not stopped)."""
+    copy = tmp_path / f"reference-{edit}"
+    shutil.copytree(base, copy)
+    steps: list[str] = []
+    store_edit.commit_step = steps.append
+    try:
+        before = state(copy)
+        run(edit, copy)
+    finally:
+        store_edit.commit_step = lambda step: None
+    return before, state(copy), steps
+
+
+def stopped_edit(edit: str, path: Path, step: int, how: str = "kill") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.crash_edit", edit, str(path), str(step), how], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_a_reader_sees_the_store_before_or_after_at_every_step(base, edit, tmp_path, monkeypatch):
+    before, after, steps = outcome(base, edit, tmp_path)
+    seen: list[tuple[str, bool]] = []
+    monkeypatch.setattr(store_edit, "commit_step", lambda step: seen.append((step, state(base) == after)))
+    assert state(base) == before
+    run(edit, base)
+    assert [s for s, _ in seen] == steps and state(base) == after != before
+    committed = steps.index("committed")
+    assert all(is_after for _, is_after in seen[committed:]) and not any(is_after for _, is_after in seen[:committed])
+    assert not leftovers(base)
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_an_edit_killed_at_any_step_leaves_the_store_before_or_after(base, edit, tmp_path):
+    before, after, steps = outcome(base, edit, tmp_path)
+    assert {"append", "commit", "committed"} & set(steps) and len(steps) >= 3
+    for step in range(1, len(steps) + 1):
+        path = tmp_path / f"{edit}-{step}"
+        shutil.copytree(base, path)
+        process = stopped_edit(edit, path, step)
+        process.communicate(timeout=60)
+        assert process.returncode == -9, (step, steps[step - 1])
+        found = state(path)
+        assert found == (after if step > steps.index("committed") else before), (step, steps[step - 1])
+        store_edit.add_to_store(ToyEncoder(), [("later", "an edit after the stop")], path)  # cleans the rest
+        assert not leftovers(path) and set(state(path)) == set(found) | {"later"}
+
+
+def full_disk_at(step: int, file: Path):
+    """A commit hook whose ``step``-th call fails as a write to a full disk would."""
+    calls = [0]
+
+    def hook(name: str) -> None:
+        calls[0] += 1
+        if calls[0] == step:
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    return hook
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_a_full_disk_at_any_step_leaves_the_store_as_it_was(base, edit, tmp_path, monkeypatch):
+    before, _, steps = outcome(base, edit, tmp_path)
+    for step in range(1, steps.index("commit") + 2):  # up to the write of the commit record itself
+        path = tmp_path / f"{edit}-{step}"
+        shutil.copytree(base, path)
+        monkeypatch.setattr(store_edit, "commit_step", full_disk_at(step, path / "embeddings.npy"))
+        with pytest.raises(RankerError, match=r"embeddings.npy: No space left on device: the edit was not committed"):
+            run(edit, path)
+        monkeypatch.setattr(store_edit, "commit_step", lambda name: None)
+        assert state(path) == before, (step, steps[step - 1])
+
+
+def test_a_second_writer_process_is_refused_while_the_first_edits(base, tmp_path):
+    _, after, steps = outcome(base, "add", tmp_path)
+    first = stopped_edit("add", base, steps.index("commit") + 1, how="pause")
+    deadline = time.monotonic() + 60
+    while not Path(f"{base}.paused").exists():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    for second in (lambda: store_edit.add_to_store(ToyEncoder(), [("x", "another")], base),
+                   lambda: store_edit.delete_from_store(base, ["d2"]), lambda: store_edit.compact_store(base),
+                   lambda: build_store(ToyEncoder(), DOCS, base, progress=False)):
+        with pytest.raises(RankerError, match="is being edited by another process"):
+            second()
+    Path(f"{base}.resume").touch()
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err.decode()
+    assert state(base) == after
