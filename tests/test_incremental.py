@@ -188,6 +188,43 @@ def test_bad_index_edits_are_one_line_and_change_nothing(data, tmp_path):
     assert snapshot(store) == before
 
 
+
+@pytest.mark.java
+def test_an_index_edit_stopped_at_any_step_leaves_the_index_as_it_was(tmp_path, monkeypatch):
+    """--add --replace is one Lucene commit: stopped (a signal, a failure) after the deletions or the additions,
+    the replaced documents are all still there; a second writer is refused."""
+    import fcntl
+
+    from ranker.first_stage import index_edit
+    from ranker.first_stage.bm25 import Bm25Retriever, build_index
+    from ranker.interrupt import Interrupted
+
+    index = tmp_path / "index"
+    build_index([Doc("d1", "vitamin d and bones"), Doc("d2", "gene expression"), Doc("d3", "cancer cells")], index)
+
+    def held() -> dict[str, str]:
+        retriever = Bm25Retriever(index)
+        return {d: retriever.text(d) for d in ("d1", "d2", "d3", "d4") if retriever._searcher.doc(d) is not None}
+
+    before = held()
+    new = [Doc("d2", "gene expression rewritten"), Doc("d4", "a new document")]
+    for step, stop in (("indexed", RuntimeError), ("deleted", Interrupted), ("added", RuntimeError)):
+        def hook(name: str, step=step, stop=stop) -> None:
+            if name == step:
+                raise stop(15) if stop is Interrupted else stop("stopped")
+        monkeypatch.setattr(index_edit, "commit_step", hook)
+        with pytest.raises((RuntimeError, Interrupted)):
+            index_edit.add_to_index(new, index, replace=True)
+        assert held() == before, step
+    monkeypatch.setattr(index_edit, "commit_step", lambda name: None)
+    with open(tmp_path / ".index.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RankerError, match="the index .* is being edited by another process"):
+            index_edit.add_to_index(new, index, replace=True)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    assert index_edit.add_to_index(new, index, replace=True) == 4
+    assert held() == {**before, "d2": "gene expression rewritten", "d4": "a new document"}
+
 def _tiny_model(tmp_path):
     torch.manual_seed(0)
     return TwinBert(TwinBertConfig(num_layers=1), device="cpu").save(tmp_path / "tiny")

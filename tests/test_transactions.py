@@ -3,11 +3,14 @@ before or as after the edit, never anything else; readers see one commit; a seco
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from ranker.rerank import store_edit
 from ranker.rerank.store import EmbeddingStore, store_files
 from ranker.rerank.store_build import build_store
 
+from .conftest import assert_input_error, rank
 from .crash_edit import DOCS, TOMBSTONED, ToyEncoder, run
 
 EDITS = ("add", "replace", "delete", "compact")
@@ -135,3 +139,43 @@ def test_a_second_writer_process_is_refused_while_the_first_edits(base, tmp_path
     _, err = first.communicate(timeout=60)
     assert first.returncode == 0, err.decode()
     assert state(base) == after
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 2 MB file system (tmpfs); skipped where this process may not mount one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.mark.java
+def test_a_real_full_disk_is_one_line_naming_the_path_and_keeps_store_and_index(small_disk, data, tmp_path):
+    """rank index and rank store add on a disk that fills: exit 2, one line naming the path, nothing half-written;
+    the store opens as before and takes the same add once there is room."""
+    collection = tmp_path / "docs.tsv"
+    lines = (data / "msmarco-passage" / "passages" / "dl19.tsv").read_text().splitlines()[:3000]
+    collection.write_text("\n".join(lines) + "\n")
+    result = rank("index", "--collection", collection, "--index", small_disk / "index", check=False)
+    assert_input_error(result, str(small_disk / "index"), "No space left on device")
+    assert not any(small_disk.iterdir())
+    store = small_disk / "store"
+    build_store(ToyEncoder(), DOCS, store, batch_size=4, progress=False)
+    before = state(store)
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):  # the disk full
+        while True:
+            f.write(b"\0" * 4096)
+    os.truncate(filler, filler.stat().st_size - 8192)  # but for a few kilobytes
+    added = [(f"x{i}", f"added passage {i} " * 20) for i in range(400)]
+    with pytest.raises(RankerError, match=f"{small_disk}.*No space left on device: the edit was not committed"):
+        store_edit.add_to_store(ToyEncoder(), added, store)
+    assert state(store) == before
+    filler.unlink()
+    assert len(store_edit.add_to_store(ToyEncoder(), added, store)) == len(DOCS) + 400
+    assert not leftovers(store)

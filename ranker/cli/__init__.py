@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -88,6 +89,12 @@ def show_library_logs() -> None:
     root.propagate = False
 
 
+def finished() -> None:
+    """Ignore SIGINT and SIGTERM from here on: the command's work is done, its exit is on its way."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main() -> None:
     """Entry point: a :class:`RankerError` or an OS error becomes one line on stderr and exit code 2; SIGINT or
     SIGTERM one line and 128 + the signal number, after every temporary file has been removed."""
@@ -95,6 +102,9 @@ def main() -> None:
     show_library_logs()
     try:
         app()
+    except SystemExit:  # the command has finished: a signal now would only turn its exit into a traceback
+        finished()
+        raise
     except RankerError as e:
         print(f"rank: error: {e}", file=sys.stderr)
         sys.exit(EXIT_CODES["bad_input"])
@@ -105,6 +115,7 @@ def main() -> None:
         # what was printed comes first, and the message starts a line of its own even when the signal cut a
         # print short before its newline (stdout and stderr often share a terminal or a log)
         sys.stdout.flush()
-        print(f"\nrank: interrupted by {e}: no partial output was written; rerun the same command to go on "
-              "(encode, train-teacher and distill resume where they stopped)", file=sys.stderr)
+        print(f"\nrank: interrupted by {e}: nothing half-written was published (each output appears whole or "
+              "not at all); rerun the same command to go on (encode, align, train-teacher and distill resume where "
+              "they stopped)", file=sys.stderr)
         sys.exit(e.exit_code)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,7 +21,7 @@ from tqdm.auto import tqdm
 from ranker.errors import MissingInputError, RankerError
 from ranker.first_stage.jvm import start_jvm
 from ranker.io.artifact import read_metadata, write_metadata
-from ranker.io.atomic import atomic_dir
+from ranker.io.atomic import atomic_dir, naming
 from ranker.pipeline import Stage
 from ranker.types import Doc, Query, Ranking, ScoredDoc
 
@@ -48,7 +50,7 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
             prefix=f".{Path(index_dir).name}.corpus.", dir=Path(index_dir).parent) as corpus:
         corpus_dir = Path(corpus)
         count = empty = 0
-        with open(corpus_dir / "docs.jsonl", "w", encoding="utf-8") as f:
+        with naming(corpus_dir / "docs.jsonl"), open(corpus_dir / "docs.jsonl", "w", encoding="utf-8") as f:
             for doc in tqdm(docs, desc="collection", unit=" docs", mininterval=1.0):
                 if not doc.contents.strip():
                     empty += 1
@@ -57,11 +59,8 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
                 count += 1
         if count == 0:
             raise RankerError(f"{source or 'collection'}: no documents to index")
-        start_jvm()
-        from jnius import autoclass
-
         log.info("indexing %d documents with Anserini (%d threads)", count, threads)
-        autoclass("io.anserini.index.IndexCollection").main(anserini_args(corpus_dir, Path(lucene_dir), threads))
+        index_collection(corpus_dir, Path(lucene_dir), threads, Path(index_dir))
         indexed = Bm25Retriever(lucene_dir).num_docs
         if indexed != count:
             raise RankerError(f"Anserini indexed {indexed} of {count} documents from {source or 'the collection'}")
@@ -69,6 +68,39 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
         write_metadata(lucene_dir, "bm25-index", source=source, documents=count, empty_documents=empty,
                        seconds=round(seconds, 2), contents="title + ' ' + text", java=start_jvm())
     return IndexStats(count, seconds, empty)
+
+
+def index_collection(corpus_dir: Path, index_dir: Path, threads: int, target: Path) -> None:
+    """Anserini's ``IndexCollection`` over a folder of Pyserini JSONL into ``index_dir``, its Java log kept off the
+    terminal; a failure (a full disk) is one line naming ``target``, the index being made.
+
+    Raises:
+        RankerError: Anserini failed or logged an error.
+    """
+    start_jvm()
+    from jnius import JavaException, autoclass
+
+    failure = None
+    with tempfile.TemporaryFile() as java_log:
+        sys.stdout.flush()
+        saved = [os.dup(1), os.dup(2)]
+        for fd in (1, 2):  # the JVM writes its log and stack traces to the process's own descriptors
+            os.dup2(java_log.fileno(), fd)
+        try:
+            autoclass("io.anserini.index.IndexCollection").main(anserini_args(corpus_dir, index_dir, threads))
+        except JavaException as e:
+            failure = e
+        finally:
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+        java_log.seek(0)
+        errors = [line for line in java_log.read().decode("utf-8", "replace").splitlines()
+                  if "Exception: " in line or " ERROR " in line]
+    if failure is not None or errors:
+        cause = next((line.split("Exception: ", 1)[1] for line in errors if "IOException: " in line),
+                     errors[0] if errors else str(failure).splitlines()[0])
+        raise RankerError(f"{target}: Anserini could not write the index ({cause.strip()}); nothing was kept")
 
 
 def anserini_args(corpus_dir: Path, index_dir: Path, threads: int) -> list[str]:

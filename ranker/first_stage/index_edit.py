@@ -6,6 +6,12 @@ through ``IndexWriter.deleteDocuments`` on the ``id`` field. Lucene hides a dele
 once but keeps counting it in the collection statistics BM25 reads (document count, average length, document
 frequencies) until its segment is merged: :func:`compact_index` (``forceMerge(1)``) purges deletions, after
 which BM25 scores equal those of an index rebuilt from the remaining documents.
+
+Every edit is one Lucene commit (a new ``segments_N``, published atomically), under the index's writer lock
+(:func:`ranker.io.atomic.exclusive`; a second writer is refused in one line): an ``--add --replace`` deletes the old
+versions and adds the new ones in the same commit, and an edit that fails or is stopped before it is rolled back,
+so the index is as before or as after, never between. ``documents`` in ``ranker.json`` is refreshed by each edit
+(before and after it); Lucene's last commit is the truth.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ranker.errors import RankerError
-from ranker.first_stage.bm25 import Bm25Retriever, anserini_args
+from ranker.first_stage.bm25 import Bm25Retriever, index_collection
 from ranker.first_stage.jvm import start_jvm
 from ranker.io.artifact import read_metadata, update_metadata
+from ranker.io.atomic import exclusive, naming
 from ranker.types import Doc
 
 
@@ -29,19 +36,41 @@ def _directory(path: Path) -> object:
     return autoclass("org.apache.lucene.store.FSDirectory").open(autoclass("java.io.File")(str(path)).toPath())
 
 
+def commit_step(step: str) -> None:
+    """Called at each step of an edit (``indexed``, ``deleted``, ``added``, ``committed``); tests replace it to
+    stop the edit there."""
+
+
 @contextlib.contextmanager
 def _writer(index_dir: Path) -> Iterator[object]:
+    """An ``IndexWriter`` whose changes are one commit when the block ends, and rolled back (none of them kept)
+    when it fails or is interrupted (``close`` would commit them: Lucene's ``commitOnClose``)."""
     start_jvm()
     from jnius import autoclass
 
     config = autoclass("org.apache.lucene.index.IndexWriterConfig")()
     config.setOpenMode(autoclass("org.apache.lucene.index.IndexWriterConfig$OpenMode").APPEND)
+    config.setCommitOnClose(False)
     writer = autoclass("org.apache.lucene.index.IndexWriter")(_directory(index_dir), config)
     try:
         yield writer
         writer.commit()
-    finally:
-        writer.close()
+    except BaseException:
+        writer.rollback()
+        raise
+    writer.close()
+    commit_step("committed")
+
+
+@contextlib.contextmanager
+def _editing(index_dir: Path) -> Iterator[None]:
+    """The index's writer lock, its type checked, its document count refreshed (a stop after the last commit may
+    have left it stale)."""
+    read_metadata(index_dir, "bm25-index")
+    with exclusive(index_dir, "index"):
+        start_jvm()
+        _recount(index_dir)
+        yield
 
 
 def _recount(index_dir: Path) -> int:
@@ -63,13 +92,13 @@ def _held(index_dir: Path, docnos: Iterable[str]) -> list[str]:
         searcher.close()  # no reader may keep segments mapped that a merge is about to delete
 
 
-def _delete(index_dir: Path, docnos: Sequence[str]) -> None:
+def _delete(writer: object, docnos: Sequence[str]) -> None:
     from jnius import autoclass, cast
 
     term, query = autoclass("org.apache.lucene.index.Term"), autoclass("org.apache.lucene.search.TermQuery")
-    with _writer(index_dir) as writer:
-        for docno in docnos:  # varargs: one query a call (jnius passes no Java arrays of them)
-            writer.deleteDocuments(cast("org.apache.lucene.search.Query", query(term("id", docno))))
+    for docno in docnos:  # varargs: one query a call (jnius passes no Java arrays of them)
+        writer.deleteDocuments(cast("org.apache.lucene.search.Query", query(term("id", docno))))
+    commit_step("deleted")
 
 
 def add_to_index(docs: Iterable[Doc], index_dir: str | Path, replace: bool = False, threads: int = 2) -> int:
@@ -80,7 +109,6 @@ def add_to_index(docs: Iterable[Doc], index_dir: str | Path, replace: bool = Fal
             with no text (nothing could retrieve it).
     """
     index_dir = Path(index_dir)
-    read_metadata(index_dir, "bm25-index")
     docs = list(docs)
     seen: set[str] = set()
     for doc in docs:
@@ -89,27 +117,28 @@ def add_to_index(docs: Iterable[Doc], index_dir: str | Path, replace: bool = Fal
         if not doc.contents.strip():
             raise RankerError(f"document {doc.docno!r} has no text: nothing could retrieve it")
         seen.add(doc.docno)
-    held = _held(index_dir, seen)
-    if held and not replace:
-        raise RankerError(f"{len(held)} docno(s) are already in the index {index_dir}: {', '.join(held[:5])} "
-                          "(--replace indexes them anew)")
-    if held:
-        _delete(index_dir, held)
-    with tempfile.TemporaryDirectory(prefix=f".{index_dir.name}.add.", dir=index_dir.parent) as work:
-        corpus, added = Path(work) / "corpus", Path(work) / "index"
-        corpus.mkdir()
-        with open(corpus / "docs.jsonl", "w", encoding="utf-8") as f:
-            for doc in docs:
-                f.write(json.dumps({"id": doc.docno, "contents": doc.contents}, ensure_ascii=False) + "\n")
-        from jnius import autoclass
-
-        # the new documents are indexed apart by the build's own generator, then their segments join the index
-        autoclass("io.anserini.index.IndexCollection").main(anserini_args(corpus, added, threads))
-        with _writer(index_dir) as writer:
+    with _editing(index_dir):
+        held = _held(index_dir, seen)
+        if held and not replace:
+            raise RankerError(f"{len(held)} docno(s) are already in the index {index_dir}: {', '.join(held[:5])} "
+                              "(--replace indexes them anew)")
+        with tempfile.TemporaryDirectory(prefix=f".{index_dir.name}.add.", dir=index_dir.parent) as work:
+            corpus, added = Path(work) / "corpus", Path(work) / "index"
+            corpus.mkdir()
+            with naming(corpus / "docs.jsonl"), open(corpus / "docs.jsonl", "w", encoding="utf-8") as f:
+                for doc in docs:
+                    f.write(json.dumps({"id": doc.docno, "contents": doc.contents}, ensure_ascii=False) + "\n")
             from jnius import cast
 
-            writer.addIndexes(cast("org.apache.lucene.store.Directory", _directory(added)))  # varargs: one
-    return _recount(index_dir)
+            # the new documents are indexed apart by the build's own generator, then their segments join the
+            # index in the commit that deletes the versions they replace
+            index_collection(corpus, added, threads, index_dir)
+            commit_step("indexed")
+            with _writer(index_dir) as writer:
+                _delete(writer, held)
+                writer.addIndexes(cast("org.apache.lucene.store.Directory", _directory(added)))  # varargs: one
+                commit_step("added")
+        return _recount(index_dir)
 
 
 def delete_from_index(index_dir: str | Path, docnos: Sequence[str]) -> int:
@@ -119,20 +148,21 @@ def delete_from_index(index_dir: str | Path, docnos: Sequence[str]) -> int:
         RankerError: A docno the index does not hold (the first few are named); nothing is deleted then.
     """
     index_dir = Path(index_dir)
-    read_metadata(index_dir, "bm25-index")
-    held = set(_held(index_dir, docnos))
-    unknown = [d for d in docnos if d not in held]
-    if unknown:
-        raise RankerError(f"{len(unknown)} docno(s) to delete are not in the index {index_dir}: "
-                          f"{', '.join(unknown[:5])}")
-    _delete(index_dir, list(docnos))
-    return _recount(index_dir)
+    with _editing(index_dir):
+        held = set(_held(index_dir, docnos))
+        unknown = [d for d in docnos if d not in held]
+        if unknown:
+            raise RankerError(f"{len(unknown)} docno(s) to delete are not in the index {index_dir}: "
+                              f"{', '.join(unknown[:5])}")
+        with _writer(index_dir) as writer:
+            _delete(writer, list(docnos))
+        return _recount(index_dir)
 
 
 def compact_index(index_dir: str | Path) -> int:
     """Merge the index into one segment, purging deleted documents; returns its document count."""
     index_dir = Path(index_dir)
-    read_metadata(index_dir, "bm25-index")
-    with _writer(index_dir) as writer:
-        writer.forceMerge(1)
-    return _recount(index_dir)
+    with _editing(index_dir):
+        with _writer(index_dir) as writer:
+            writer.forceMerge(1)
+        return _recount(index_dir)

@@ -94,6 +94,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OS error in the block that names no file (a write to a full disk) is raised naming ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise type(e)(e.errno, e.strerror or str(e), str(path)) from None
+        raise
+
+
 def check_writable(path: str | Path, folder: bool = False) -> Path:
     """Fail now, before any work, if ``path`` could not be written later: it is a folder (or, with ``folder``, a
     file), or its nearest existing parent is not a writable folder.
