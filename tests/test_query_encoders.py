@@ -5,6 +5,7 @@ peers rank from a store as they do from text."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -177,3 +178,18 @@ def test_a_store_of_another_model_is_refused_by_both(model, minilm, minilm_store
         SentenceTransformerReranker(model.path, minilm_store.path)
     peer = SentenceTransformerReranker(model.path, student_store.path)
     assert scores(peer(TOPICS, CANDIDATES)).keys() == PASSAGES.keys()
+
+
+def test_a_forged_graph_with_a_matching_hash_is_one_line(model):
+    """A cached graph replaced by bytes ONNX Runtime cannot load, its recorded hash forged to match."""
+    import json
+
+    graph = query_graph(model, "float32")
+    graph.write_bytes(b"not an onnx graph")
+    meta = json.loads((graph.parent / "ranker.json").read_text())
+    meta["sha256"] = query_encoders._sha256(graph)
+    (graph.parent / "ranker.json").write_text(json.dumps(meta))
+    with pytest.raises(RankerError, match="not a graph ONNX Runtime can load .*: delete .* exported again"):
+        make_query_encoder(model, "onnx")
+    shutil.rmtree(graph.parent)
+    assert make_query_encoder(model, "onnx").encode(QUERIES).shape[0] == len(QUERIES)

@@ -159,7 +159,7 @@ class OnnxQueryEncoder(_BatchedEncoder):
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.graph), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(self.graph, options)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.session.run(["vector"], {"input_ids": ids, "attention_mask": mask})[0]
@@ -272,13 +272,27 @@ def load_graph(folder: str | Path) -> Any:
     Raises:
         RankerError: The folder holds no graph, or the graph changed since export.
     """
-    import onnxruntime as ort
-
     folder = Path(folder)
     meta = read_metadata(folder, GRAPH_TYPE)
     if meta.get("sha256") != _sha256(folder / GRAPH_FILE):
         raise RankerError(f"{folder}: the graph file changed since export (its SHA-256 differs from ranker.json)")
-    return ort.InferenceSession(str(folder / GRAPH_FILE), providers=["CPUExecutionProvider"])
+    return open_session(folder / GRAPH_FILE)
+
+
+def open_session(graph: Path, options: Any = None) -> Any:
+    """An ONNX Runtime CPU session over ``graph``.
+
+    Raises:
+        RankerError: ONNX Runtime cannot load it (a forged or foreign file with a matching hash): one line naming
+            the file and how to make it anew.
+    """
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for every kind of bad graph
+        raise RankerError(f"{graph}: not a graph ONNX Runtime can load ({str(e).splitlines()[0][:200]}): delete "
+                          f"{graph.parent} and it is exported again") from None
 
 
 def _stale(folder: Path, fingerprint: str, recipe: dict) -> str | None:
