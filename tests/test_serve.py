@@ -19,6 +19,7 @@ import pytest
 
 from ranker.serve.app import create_app
 from ranker.serve.config import ServeConfig
+from ranker.serve.limits import server_options
 from ranker.serve.loadtest import free_port
 from ranker.serve.service import Passages, RerankService
 
@@ -52,7 +53,7 @@ def running(config: ServeConfig, service=None) -> Iterator[Client]:
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(config, service), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+                                           log_level="warning", lifespan="on", **server_options(config)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -679,3 +680,41 @@ def test_edits_committed_while_serving_are_picked_up_by_the_next_request_without
         health = client.call("GET", "/health")[1]
         assert health["store"]["generation"] == 3 and health["store"]["passages"] == len(docnos)
     assert statuses and set(statuses) == {200}
+
+
+def test_connections_that_send_no_headers_or_send_them_slowly_are_closed(dl19, service):
+    """Idle new connections and headers a byte at a time (slowloris) are closed after --header-timeout; a client
+    that sends its request in time is answered, also on a kept-alive connection."""
+    import socket
+
+    config = ServeConfig(store=str(dl19["root"] / "store"), header_timeout_s=0.5, keep_alive_s=30)
+
+    def closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> bool:
+        sock.settimeout(0.1)
+        deadline = time.monotonic() + seconds
+        for byte in [trickle[i:i + 1] for i in range(len(trickle))] or [b""]:
+            if byte:
+                with contextlib.suppress(OSError):
+                    sock.send(byte)
+            with contextlib.suppress(TimeoutError):
+                if sock.recv(1024) == b"":
+                    return True
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                if sock.recv(1024) == b"":
+                    return True
+        return False
+
+    with running(config, service) as client:
+        idle = [socket.create_connection(("127.0.0.1", client.port)) for _ in range(20)]
+        slow = socket.create_connection(("127.0.0.1", client.port))
+        assert closed_within(slow, 5, b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        assert all(closed_within(sock, 5) for sock in idle)
+        kept = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10)
+        for _ in range(2):  # two requests on one connection, the second 0.3 s after the first answer
+            kept.request("GET", "/health")
+            response = kept.getresponse()
+            assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+            time.sleep(0.3)
+        kept.close()
+        assert client.call("GET", "/health")[0] == 200

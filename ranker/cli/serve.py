@@ -48,6 +48,9 @@ def serve(
         min=0.001, help="Seconds to wait for the next part of a body (then 408).")] = DEFAULT.read_timeout_s,
     keep_alive: Annotated[float, typer.Option(
         min=0.001, help="Seconds an idle keep-alive connection stays open.")] = DEFAULT.keep_alive_s,
+    header_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds a connection may take to send a request's headers (then closed).")
+    ] = DEFAULT.header_timeout_s,
     max_connections: Annotated[int, typer.Option(
         min=1, help="Most connections and requests at once (then 503).")] = DEFAULT.max_connections,
     log_level: Annotated[LogLevel, typer.Option(
@@ -59,6 +62,7 @@ def serve(
 
     from ranker.interrupt import Interrupted
     from ranker.serve.app import create_app
+    from ranker.serve.limits import server_options
     from ranker.serve.service import RerankService
 
     listener = _listen(host, port)  # a busy port fails now, before the model loads
@@ -69,7 +73,7 @@ def serve(
                          max_documents=max_documents, max_text_chars=max_text_chars, max_encode=max_encode,
                          threads=threads,
                          query_backend=query_backend, max_body_bytes=max_body_bytes, read_timeout_s=read_timeout,
-                         keep_alive_s=keep_alive, max_connections=max_connections)
+                         keep_alive_s=keep_alive, header_timeout_s=header_timeout, max_connections=max_connections)
     import logging
 
     logging.getLogger("ranker.serve").setLevel(log_level.value.upper())
@@ -80,8 +84,7 @@ def serve(
 
     gc.freeze()  # the loaded model's objects move out of the collector's reach: full collections stay short
     server = uvicorn.Server(uvicorn.Config(create_app(config, service), log_level="warning", access_log=False,
-                                           timeout_keep_alive=config.keep_alive_s,
-                                           limit_concurrency=config.max_connections))
+                                           **server_options(config)))
     try:
         server.run(sockets=[listener])
     except Interrupted:  # uvicorn drains, then re-raises the signal it caught: the documented stop

@@ -38,13 +38,11 @@ from ranker.rerank.store import (
     TEXT_HASH,
     DocEncoder,
     EmbeddingStore,
-    SortedIndex,
-    docno_keys,
-    hash_keys,
     partial_path,
     read_docnos,
     text_hashes,
 )
+from ranker.rerank.store_index import SortedIndex, docno_keys, hash_keys
 from ranker.types import Doc
 
 COMMIT_SECONDS = 20.0
@@ -362,7 +360,7 @@ class _PartialBuild:
 
 def write_indexes(folder: Path, docnos: Sequence[str], hashes: np.ndarray | None,
                   files: dict[str, str] = DEFAULT_FILES) -> None:
-    """The sorted docno (and text-hash) indexes of a store's rows (:class:`ranker.rerank.store.SortedIndex`), as
+    """The sorted docno (and text-hash) indexes of a store's rows (:class:`ranker.rerank.store_index.SortedIndex`), as
     the files ``files`` names."""
     SortedIndex.of(docno_keys(docnos)).save(folder, files, "docno")
     if hashes is not None:

@@ -33,6 +33,8 @@ class ServeConfig:
         max_body_bytes: Largest request body (413 above; checked by ``Content-Length`` and while it streams in).
         read_timeout_s: Longest wait for the next part of a body (408 after).
         keep_alive_s: An idle keep-alive connection is closed after this long.
+        header_timeout_s: A connection whose request line and headers have not all arrived this long after it
+            opened (or after its previous response) is closed.
         max_connections: Most connections and requests in flight; more are answered 503.
     """
 
@@ -55,4 +57,5 @@ class ServeConfig:
     max_body_bytes: int = 32 * 2**20
     read_timeout_s: float = 10.0
     keep_alive_s: float = 5.0
+    header_timeout_s: float = 10.0
     max_connections: int = 512

@@ -4,14 +4,22 @@ while it streams in) and how long each part of the body may take to arrive.
 A pure ASGI middleware: a ``Content-Length`` over the limit is answered 413 at once, without reading the body; a
 body that grows past the limit while it streams, or stalls longer than the read timeout, fails the route's read
 with an :class:`ApiError` (413, 408), answered in the one error shape. Nothing larger than the limit is buffered.
+
+Before a request exists, :class:`HeaderTimeoutProtocol` closes a connection whose request line and headers do not
+all arrive within the header timeout (a client that opens connections and sends nothing, or headers a byte at a
+time); :func:`server_options` gives uvicorn that protocol, the keep-alive timeout and the connection limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ranker.serve.config import ServeConfig
 from ranker.serve.errors import ApiError
 
 
@@ -53,3 +61,52 @@ async def _refuse(send: Any, error: ApiError) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose next request's headers have not all arrived within
+    ``header_timeout_s`` of the connection opening or of the previous response."""
+
+    def __init__(self, *args: Any, header_timeout_s: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._waiting_after: object = None  # the request cycle before the one whose headers are awaited
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._waiting_after = self.cycle
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not self._waiting_after:  # a new request's headers are in
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def server_options(config: ServeConfig) -> dict[str, Any]:
+    """uvicorn settings for ``config``: the header-timeout protocol, keep-alive timeout, connection limit."""
+    return {"http": functools.partial(HeaderTimeoutProtocol, header_timeout_s=config.header_timeout_s),
+            "timeout_keep_alive": config.keep_alive_s, "limit_concurrency": config.max_connections}
