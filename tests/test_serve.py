@@ -348,12 +348,15 @@ class SlowService:
         time.sleep(self.seconds)
         return np.ones((len(texts), 4), dtype=np.float32)
 
-    def locate(self, ids, texts):
+    def snapshot(self):
+        return self.store
+
+    def locate(self, store, ids, texts):
         return list(range(len(ids)))
 
     passage_tokens = 128
 
-    def passages(self, ids, rows, encoded=None, ms=0.0):
+    def passages(self, store, ids, rows, encoded=None, ms=0.0):
         return Passages(np.ones((len(ids), 4), dtype=np.float32), by_hash=len(ids))
 
     def cross(self, query, passages):
