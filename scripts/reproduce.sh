@@ -96,17 +96,15 @@ for name in dl19 scifact-test; do  # twinbert: the PyTorch float32 reference; in
 done
 
 step "what a user would run instead: sentence-transformers over cached vectors (DL19)"
-# all-mpnet-base-v2's store of DL19's candidates is committed (every use checks its fingerprint against the
-# installed mpnet); the full profile rebuilds it (scripts/mpnet_store.sh, ~14 min on 2 cores)
-[ "$PROFILE" = full ] && bash scripts/mpnet_store.sh --data "$DATA"
+# the all-mpnet-base-v2 and student v2 stores of DL19's candidates are committed (every use checks the store's
+# fingerprint against its model); the full profile rebuilds them (scripts/committed_stores.sh, ~16 min on 2 cores)
+[ "$PROFILE" = full ] && bash scripts/committed_stores.sh --data "$DATA"
 declare -A PEER_STORE=([minilm]=$STORES/dl19.minilm [mpnet]=stores/dl19.mpnet)
 PEERS=(minilm mpnet)
 [ -d "${PEER_STORE[minilm]}" ] || rank encode --encoder biencoder --model minilm --collection "${TEXT[dl19]}" \
     --candidates "${CANDIDATES[dl19]}" --store "${PEER_STORE[minilm]}"
 step "student v2 (student v1 distilled further from teacher v2; its own store) and the asymmetric student v2"
-[ -d "$STORES/dl19.twinbert-v2" ] || rank encode --model models/twinbert-v2 --collection "${TEXT[dl19]}" \
-    --candidates "${CANDIDATES[dl19]}" --store "$STORES/dl19.twinbert-v2"
-rerank dl19 twinbert-v2 twinbert --model models/twinbert-v2 --store "$STORES/dl19.twinbert-v2"
+rerank dl19 twinbert-v2 twinbert --model models/twinbert-v2 --store stores/dl19.twinbert-v2
 # MiniLM query tower over the all-mpnet-base-v2 store
 rerank dl19 twinbert-v2-asym twinbert --model models/twinbert-v2-asym --store "${PEER_STORE[mpnet]}"
 rerank dl19 st-twinbert sentence-transformers --model models/twinbert --store "$STORES/dl19.float16"
@@ -117,9 +115,10 @@ for peer in "${PEERS[@]}"; do
 done
 
 step "benchmark: DL19, all 43 queries, one CPU thread, 100 candidates a query, one process"
-# the rerankers that encode passages per query (seconds a query) get one pass (--budget); the rest three
+# the rerankers that take seconds a query (cross-encoder, ensemble, bi-encoder encoding passages per query) stop
+# after 20 s once 10 queries are timed (--budget, --min-queries); the rest get three passes
 rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
-    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --budget 60 --reranker identity --reranker twinbert \
+    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --budget 20 --reranker identity --reranker twinbert \
     --query-backend torch --query-backend torch-bf16 --query-backend onnx --query-backend onnx-int8 \
     "${BENCH_PEERS[@]}" --reranker "biencoder=minilm@$STORES/dl19.minilm" --reranker biencoder \
     --reranker cross-encoder --reranker ensemble=models/ensemble-msmarco.json --reference cross-encoder \
@@ -128,7 +127,7 @@ rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --colle
 step "student v2 against student v1 in one benchmark run (DL19, one thread)"
 rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
     --store "$STORES/dl19.float16" --threads 1 --repeats 3 --reranker identity --reranker twinbert \
-    --reranker "twinbert=models/twinbert-v2@$STORES/dl19.twinbert-v2" \
+    --reranker "twinbert=models/twinbert-v2@stores/dl19.twinbert-v2" \
     --reranker "twinbert=models/twinbert-v2-asym@${PEER_STORE[mpnet]}" --query-backend onnx-int8 --query-backend torch \
     --output runs/bench-v2.dl19.json
 

@@ -34,6 +34,7 @@ def assert_input_error(result: subprocess.CompletedProcess, *fragments: str) -> 
 def _graph_cache(tmp_path_factory):
     """Exported query graphs of models that live in memory go to a temporary cache, not the user's."""
     os.environ["RANKER_CACHE"] = str(tmp_path_factory.mktemp("ranker-cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as the command line does: the tests load checkpoints from disk
 
 
 def pytest_addoption(parser):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -56,6 +57,24 @@ def test_models_folder_from_the_environment(tmp_path, monkeypatch):
     assert shipped_model("twinbert") == tmp_path / "twinbert"
     monkeypatch.delenv(MODELS_ENV)
     assert models_dir().name == "models"
+
+
+def test_the_models_option_is_a_setting_not_an_environment_variable(tmp_path, monkeypatch):
+    """``rank --models DIR`` chooses the folder for this process only, ahead of $RANKER_MODELS; the next command
+    without it searches as before, and nothing leaks into the environment of child processes."""
+    from typer.testing import CliRunner
+
+    from ranker.cli import app
+
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path / "from-env"))
+    chosen = tmp_path / "chosen"
+    chosen.mkdir()
+    result = CliRunner().invoke(app, ["--models", str(chosen), "models", "list"])
+    assert result.exit_code == 0, result.output
+    assert models_dir() == chosen
+    assert os.environ[MODELS_ENV] == str(tmp_path / "from-env")
+    CliRunner().invoke(app, ["models", "list"])
+    assert models_dir() == tmp_path / "from-env"
 
 
 def test_shipped_models_are_found_from_any_working_folder(tmp_path):

@@ -33,7 +33,7 @@ from ranker.cli import (
 from ranker.errors import RankerError
 from ranker.interrupt import Interrupted
 from ranker.interrupt import install as install_interrupts
-from ranker.rerank.registry import MODELS_ENV
+from ranker.rerank.registry import MODELS_ENV, use_models
 
 EXIT_CODES = {"ok": 0, "bad_input": 2}
 """Exit codes: 2 for anything the user can fix (bad file, missing index, wrong option), as click does."""
@@ -46,8 +46,7 @@ app = typer.Typer(help="Neural reranking made cheap: BM25, cross-encoder teacher
 def options(models: Annotated[Path | None, typer.Option(
         help=f"Folder of the shipped models (default: ${MODELS_ENV}, else ./models).")] = None) -> None:
     """Neural reranking made cheap: BM25, cross-encoder teacher, TwinBERT student."""
-    if models is not None:
-        os.environ[MODELS_ENV] = str(models)
+    use_models(models)
 
 
 app.command("index")(index.index)
@@ -100,6 +99,9 @@ def main() -> None:
     SIGTERM one line and 128 + the signal number, after every temporary file has been removed."""
     install_interrupts()
     show_library_logs()
+    # the command line finds its checkpoints on disk (bundled, fetched, shipped): no hub lookups, no waiting on a
+    # network this may not have; HF_HUB_OFFLINE=0 lets a hub name download. The library leaves the environment be.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         app()
     except SystemExit:  # the command has finished: a signal now would only turn its exit into a traceback

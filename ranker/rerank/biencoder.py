@@ -16,7 +16,6 @@ float32's).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -66,7 +65,6 @@ class BiEncoder:
 
         if backend not in BACKENDS:
             raise RankerError(f"bi-encoder backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.model_path = resolve_checkpoint(model)
         self.max_length = max_length or sentence_max_length(self.model_path, DEFAULT_MAX_LENGTH)
         self.batch_size, self.progress = batch_size, progress

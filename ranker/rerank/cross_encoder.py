@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,6 @@ class CrossEncoder(nn.Module):
         """
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = resolve_checkpoint(path)
         with loading(path):
             saved = Path(path).is_dir() and metadata_file(path) is not None

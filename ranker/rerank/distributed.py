@@ -19,7 +19,7 @@ import numpy as np
 
 from ranker.errors import RankerError
 from ranker.rerank.quantization import quantize
-from ranker.rerank.registry import doc_encoder
+from ranker.rerank.registry import doc_encoder, shipped_model
 from ranker.rerank.store import EmbeddingStore, text_hashes
 from ranker.rerank.store_build import _complete, _docno_text, _skip_committed, encoder_plan
 from ranker.types import Doc
@@ -56,6 +56,8 @@ def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str
         import ray
     except ImportError:
         raise RankerError("--engine ray needs Ray: pip install 'ranker[ray]'") from None
+    if kind == "twinbert" and model is None:  # resolved here: the actors' processes know no `rank --models`
+        model = str(shipped_model("twinbert"))
     driver_model = doc_encoder(kind, model)
     plan = encoder_plan(driver_model, dtype, batch_size)
     dim = plan["dim"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -146,7 +145,6 @@ def load_encoder(path: str | Path, num_layers: int | None = None) -> tuple[nn.Mo
     """
     from transformers import AutoConfig, AutoModel
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with loading(path):
         config = AutoConfig.from_pretrained(path)
         if num_layers is not None:

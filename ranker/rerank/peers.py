@@ -8,7 +8,6 @@ bundled MiniLM, mpnet) and the store that model wrote, so ``rank bench`` times t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,7 +38,6 @@ class SentenceTransformerReranker(Reranker):
     def __init__(self, model: str | Path | None, store: str | Path):
         from sentence_transformers import SentenceTransformer
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         path = resolve_checkpoint(model)
         twinbert = reranker_kind(path, default="biencoder") == "twinbert"
         if twinbert:

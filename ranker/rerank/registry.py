@@ -26,9 +26,20 @@ PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "models"
 """The ``models/`` beside the package: the clone's, for the editable install ``scripts/setup.sh`` makes."""
 
 
+_chosen_models: Path | None = None
+
+
+def use_models(folder: str | Path | None) -> None:
+    """Find shipped models in ``folder`` from now on (``rank --models``); ``None``: back to the default search."""
+    global _chosen_models
+    _chosen_models = Path(folder) if folder is not None else None
+
+
 def models_dir() -> Path:
-    """The folder shipped models are found in: ``$RANKER_MODELS``, else ``./models`` where it exists (run inside a
-    project checkout), else :data:`PACKAGE_MODELS` (run from any other folder)."""
+    """The folder shipped models are found in: the one :func:`use_models` chose, else ``$RANKER_MODELS``, else
+    ``./models`` where it exists (run inside a project checkout), else :data:`PACKAGE_MODELS` (any other folder)."""
+    if _chosen_models is not None:
+        return _chosen_models
     if os.environ.get(MODELS_ENV):
         return Path(os.environ[MODELS_ENV])
     here = Path("models")
