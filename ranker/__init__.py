@@ -31,7 +31,7 @@ _LAZY = {
 _LOADERS = {
     "cross-encoder": ("ranker.rerank.cross_encoder", "CrossEncoder.from_pretrained"),
     "twinbert": ("ranker.rerank.twinbert", "TwinBert.load"),
-    "embedding-store": ("ranker.rerank.store", "EmbeddingStore.load"),
+    "embedding-store": ("ranker.store.embeddings", "EmbeddingStore.load"),
     "bm25-index": ("ranker.first_stage.bm25", "Bm25Retriever"),
     "teacher-scores": ("ranker.train.scores", "read_scores"),
     "ensemble": ("ranker.rerank.fusion", "read_ensemble"),

@@ -5,6 +5,7 @@ Ids are always ``str``; readers convert, nothing else does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 FIRST_RANK = 1
@@ -43,10 +44,17 @@ Ranking = dict[str, list[ScoredDoc]]
 """qid -> scored documents, best first."""
 
 
+def best_first(scores: Sequence[float], docnos: Sequence[str | None]) -> list[int]:
+    """Positions of ``scores`` best first, the one tie rule of every ranking this project writes or serves:
+    score descending, ties by docno descending (the order trec_eval evaluates in); documents without a docno
+    (texts sent to the server) after those with one at the same score, in the order given."""
+    by_docno = sorted(range(len(scores)), key=lambda i: docnos[i] or "", reverse=True)  # stable: ties keep order
+    return sorted(by_docno, key=lambda i: -scores[i])
+
+
 def sort_docs(docs: list[ScoredDoc]) -> list[ScoredDoc]:
-    """Score descending, ties by docno descending: the order trec_eval evaluates in."""
-    by_docno = sorted(docs, key=lambda d: d.docno, reverse=True)
-    return sorted(by_docno, key=lambda d: -d.score)  # stable: ties keep docno order
+    """Score descending, ties by docno descending (:func:`best_first`)."""
+    return [docs[i] for i in best_first([d.score for d in docs], [d.docno for d in docs])]
 
 
 def sort_ranking(ranking: Ranking) -> Ranking:

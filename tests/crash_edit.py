@@ -1,7 +1,7 @@
 """A store edit run in its own process and stopped at one step of its commit (for tests/test_transactions.py).
 
 ``python -m tests.crash_edit EDIT STORE STEP [kill|pause]``: runs ``EDIT`` (add, replace, delete, compact) on the
-store and, at the ``STEP``-th call of :func:`ranker.rerank.store_edit.commit_step`, kills itself with SIGKILL
+store and, at the ``STEP``-th call of :func:`ranker.store.edit.commit_step`, kills itself with SIGKILL
 (``kill``) or writes ``STORE.paused`` and waits for ``STORE.resume`` (``pause``).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ranker.rerank import store_edit
+from ranker.store import edit as store_edit
 
 
 class ToyEncoder:

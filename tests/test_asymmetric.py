@@ -18,9 +18,10 @@ from ranker.io.datasets import strip_prefix
 from ranker.io.formats import read_run, write_run
 from ranker.rerank.biencoder import BiEncoder
 from ranker.rerank.config import TwinBertConfig
-from ranker.rerank.store import EmbeddingStore, StoreMismatchError
-from ranker.rerank.store_build import build_store
-from ranker.rerank.twinbert import TwinBert, TwinBertReranker, asymmetric_config
+from ranker.rerank.student import TwinBertReranker
+from ranker.rerank.twinbert import TwinBert, asymmetric_config
+from ranker.store.build import build_store
+from ranker.store.embeddings import EmbeddingStore, StoreMismatchError
 from ranker.train.config import AlignConfig, DistillConfig, LoopConfig
 from ranker.train.examples import distill_data, validation_split
 from ranker.train.frozen import StoreVectors

@@ -23,8 +23,8 @@ def work(tmp_path_factory) -> Path:
     """Fixture files: topics, a run over the fixture collection, a tiny student and its store."""
     from ranker.io.sources import iter_docs
     from ranker.rerank.config import TwinBertConfig
-    from ranker.rerank.store_build import build_store
     from ranker.rerank.twinbert import TwinBert
+    from ranker.store.build import build_store
 
     root = tmp_path_factory.mktemp("bad-input")
     (root / "run.trec").write_text("q1 Q0 d1 1 2.0 t\nq1 Q0 d4 2 1.0 t\nq2 Q0 d2 1 3.0 t\nq2 Q0 d1 2 1.0 t\n")
@@ -186,8 +186,8 @@ def test_a_failed_encode_says_where_its_rows_are_kept(work, tmp_path):
 def test_a_small_encode_commits_its_rows_while_it_runs(work, tmp_path, monkeypatch):
     """Rows commit every COMMIT_SECONDS, not only every chunk_size rows: a stopped small encode resumes."""
     from ranker.errors import RankerError
-    from ranker.rerank import store_build as stores
     from ranker.rerank.twinbert import TwinBert
+    from ranker.store import build as stores
 
     monkeypatch.setattr(stores, "COMMIT_SECONDS", 0.0)
     model = TwinBert.load(work / "student", device="cpu")

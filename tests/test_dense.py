@@ -14,8 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ranker.errors import RankerError  # noqa: E402
 from ranker.rerank.config import TwinBertConfig  # noqa: E402
 from ranker.rerank.dense import DenseRetriever, hybrid  # noqa: E402
-from ranker.rerank.store_build import build_store  # noqa: E402
 from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.store.build import build_store  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402
 
 QUERIES = {"q1": Query("q1", "vitamin d deficiency and bone density"),
@@ -105,3 +105,22 @@ def test_contradictory_first_stage_options_are_refused(tmp_path):
         build_pipeline(QUERIES, PipelineConfig(retriever="dense", candidates=run, dense=DenseConfig(store="s")))
     with pytest.raises(RankerError, match="set the dense or hybrid retriever"):
         build_pipeline(QUERIES, PipelineConfig(candidates=run, dense=DenseConfig(hybrid_weight=0.3)))
+
+
+def test_dense_retrieval_then_the_student_opens_the_student_once(student):
+    """``--retriever dense --reranker twinbert`` over one store: both stages score with one loaded student (one
+    model, one store, one query encoder), and the reranking equals the student's over the same candidates."""
+    from ranker.rerank.assembly import DenseConfig, PipelineConfig, build_pipeline
+    from ranker.rerank.registry import RerankerConfig
+    from ranker.rerank.student import TwinBertReranker
+
+    model, store = student
+    settings = RerankerConfig(model=str(model.path), store=str(store.path), query_backend="torch")
+    pipeline = build_pipeline(QUERIES, PipelineConfig(
+        retriever="dense", reranker="twinbert", k=10, reranker_config=settings,
+        dense=DenseConfig(store=str(store.path), model=str(model.path))))
+    dense = pipeline.stage.first
+    assert pipeline.reranker.student is dense.student
+    ranking = pipeline.run()
+    alone = TwinBertReranker(str(model.path), store.path, query_backend="torch")(QUERIES, dense(QUERIES))
+    assert ranking == {qid: docs[:10] for qid, docs in alone.items()}

@@ -11,8 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import RankerError  # noqa: E402
 from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.store_build import build_store, merge_stores  # noqa: E402
 from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.store.build import build_store, merge_stores  # noqa: E402
 
 FILES = ("embeddings.npy", "docnos.txt", "text_hashes.npy", "ranker.json")
 
@@ -67,16 +67,18 @@ def test_bad_merges_are_refused_and_write_nothing(setup):
 
 
 RAY_CLUSTER = """
+import functools
 import sys
 from ray.cluster_utils import Cluster
 from ranker.io.sources import iter_docs
-from ranker.rerank.distributed import build_store_ray
+from ranker.store.distributed import build_store_ray
+from ranker.rerank.registry import doc_encoder
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
 try:
     for _ in range(2):
         cluster.add_node(num_cpus=1)
-    build_store_ray("twinbert", sys.argv[1], iter_docs(sys.argv[2]), sys.argv[3], batch_size=16, workers=2,
-                    threads=1, address=cluster.address)
+    build_store_ray(functools.partial(doc_encoder, "twinbert", sys.argv[1]), iter_docs(sys.argv[2]), sys.argv[3],
+                    batch_size=16, workers=2, threads=1, address=cluster.address)
 finally:
     cluster.shutdown()
 """
@@ -158,7 +160,7 @@ def test_store_options_that_cannot_go_together_are_refused_in_one_line(setup, tm
 
 
 def test_an_unreachable_ray_address_fails_at_once_with_one_line(setup):
-    from ranker.rerank.distributed import check_reachable
+    from ranker.store.distributed import check_reachable
 
     with pytest.raises(RankerError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
         check_reachable("127.0.0.1:1", timeout=2.0)

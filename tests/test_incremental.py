@@ -11,10 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import RankerError  # noqa: E402
 from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.store import DEFAULT_FILES, EmbeddingStore, StoreMismatchError, store_files  # noqa: E402
-from ranker.rerank.store_build import build_store  # noqa: E402
-from ranker.rerank.store_edit import add_to_store, compact_store, delete_from_store  # noqa: E402
-from ranker.rerank.twinbert import TwinBert, TwinBertReranker  # noqa: E402
+from ranker.rerank.student import TwinBertReranker  # noqa: E402
+from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.store.build import build_store  # noqa: E402
+from ranker.store.edit import add_to_store, compact_store, delete_from_store  # noqa: E402
+from ranker.store.embeddings import DEFAULT_FILES, EmbeddingStore, StoreMismatchError, store_files  # noqa: E402
 from ranker.types import Doc, Query, ScoredDoc  # noqa: E402
 
 from .conftest import assert_input_error, rank  # noqa: E402

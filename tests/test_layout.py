@@ -1,4 +1,5 @@
-"""The package's shape: layers in pipeline order, imports only downwards, small modules."""
+"""The package's shape: layers in pipeline order, imports only downwards, no cycles, no other module's private
+names, small modules."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ranker"
 
-LAYERS = ["base", "ranker.io", "ranker.first_stage", "ranker.rerank", "ranker.train", "ranker.eval", "ranker.serve",
-          "ranker.cli", "front door"]
+LAYERS = ["base", "ranker.io", "ranker.store", "ranker.first_stage", "ranker.rerank", "ranker.train", "ranker.eval",
+          "ranker.serve", "ranker.cli", "front door"]
 """Bottom to top. A module may import from its own layer and those below, never from one above."""
 
 BASE = {"ranker._version", "ranker.errors", "ranker.types", "ranker.interrupt", "ranker.pipeline", "ranker.measures"}
@@ -80,6 +81,64 @@ def test_imports_go_down_the_layers(path):
     me = module_name(path)
     found = upward(me, imported(path))
     assert not found, f"{me} ({LAYERS[layer(me)]}) imports from a layer above it: {'; '.join(found)}"
+
+
+def private_imports(source: str, module: str) -> list[str]:
+    """``from ranker.x import _name`` of another module's underscore name (dunders such as ``__version__`` are
+    public)."""
+    return [f"line {node.lineno}: {node.module}.{a.name}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ranker") and node.module != module
+            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or round a loop (Tarjan's strongly connected
+    components of more than one module; lazy imports count: they only hide a cycle)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = [stack.pop()]
+            while group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_no_module_imports_another_modules_private_names(path):
+    found = private_imports(path.read_text(encoding="utf-8"), module_name(path))
+    assert not found, f"{module_name(path)} imports private names: {'; '.join(found)} (make them public API)"
+
+
+def test_no_import_cycles():
+    modules = {module_name(p) for p in MODULES}
+    graph = {module_name(p): {t for _, t in imported(p) if t in modules and t != module_name(p)} for p in MODULES}
+    assert not cycles(graph)
+
+
+def test_the_cycle_and_private_checks_can_fail():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert not cycles({"a": {"b"}, "b": set()})
+    assert private_imports("from ranker.store.build import _batches", "ranker.store.edit")
+    assert not private_imports("from ranker._version import __version__\nfrom ranker.store.build import batches",
+                               "ranker.store.edit")
 
 
 def test_models_never_import_training_code():

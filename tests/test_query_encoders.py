@@ -19,9 +19,9 @@ from ranker.rerank import query_encoders  # noqa: E402
 from ranker.rerank.biencoder import BiEncoder, BiEncoderReranker  # noqa: E402
 from ranker.rerank.config import TwinBertConfig  # noqa: E402
 from ranker.rerank.query_encoders import QueryTokenizer, make_query_encoder, query_graph  # noqa: E402
-from ranker.rerank.store import StoreMismatchError  # noqa: E402
-from ranker.rerank.store_build import build_store  # noqa: E402
 from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.store.build import build_store  # noqa: E402
+from ranker.store.embeddings import StoreMismatchError  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402
 
 QUERIES = ["what is the capital of france", "vaccines",

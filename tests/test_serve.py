@@ -73,8 +73,8 @@ def dl19(data, tmp_path_factory) -> dict:
     """Two DL19 queries, their BM25 top-100, and the shipped student's store of those passages."""
     from ranker.io.formats import read_run, read_topics, write_run
     from ranker.io.texts import texts_for
-    from ranker.rerank.store_build import build_store
     from ranker.rerank.twinbert import TwinBert
+    from ranker.store.build import build_store
 
     ms = data / "msmarco-passage"
     root = tmp_path_factory.mktemp("serve")
@@ -129,6 +129,22 @@ def test_rankings_equal_rank_run(dl19, server, tmp_path):
         status, tei, _ = server.call("POST", "/rerank", {"query": dl19["queries"][qid],
                                                          "texts": [dl19["texts"][d] for d in docnos]})
         assert status == 200 and [docnos[r["index"]] for r in tei] == want
+
+
+def test_ties_follow_the_one_rule_of_rank_run(dl19, server):
+    """Equal scores: documents with a docno by docno descending (as rank run writes them, whatever order they
+    were sent in), bare texts after them in the order sent. Two stored passages sent by id and again as their
+    texts (found by hash: the same vectors) make four documents in two tied pairs."""
+    qid = next(iter(dl19["run"]))
+    low, high = sorted(d.docno for d in dl19["run"][qid][:2])
+    documents = [dl19["texts"][high], {"id": low}, dl19["texts"][low], {"id": high}]
+    status, body, _ = server.call("POST", "/v1/rerank", {"query": dl19["queries"][qid], "raw_scores": True,
+                                                         "documents": documents})
+    assert status == 200 and body["meta"]["ranker"]["by_hash"] == 2
+    scores = {r["index"]: r["relevance_score"] for r in body["results"]}
+    assert scores[0] == scores[3] and scores[1] == scores[2]
+    pairs = [[3, 0], [1, 2]] if scores[3] > scores[1] else [[1, 2], [3, 0]]
+    assert [r["index"] for r in body["results"]] == [i for pair in pairs for i in pair]
 
 
 def test_unseen_texts_are_encoded_in_several_passes_and_counted(server):
@@ -649,7 +665,7 @@ def test_edits_committed_while_serving_are_picked_up_by_the_next_request_without
     request after each commit sees it (the new passage found, the deleted one 404, the compacted store served)."""
     import shutil
 
-    from ranker.rerank.store_edit import add_to_store, compact_store, delete_from_store
+    from ranker.store.edit import add_to_store, compact_store, delete_from_store
 
     store = tmp_path / "store"
     shutil.copytree(dl19["root"] / "store", store)

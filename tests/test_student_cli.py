@@ -126,7 +126,7 @@ def test_a_biencoder_store_built_on_onnx_serves_the_int8_query_side_and_encoding
 
 
 def test_rank_store_verbs_build_add_delete_compact_and_merge(tiny):
-    from ranker.rerank.store import EmbeddingStore
+    from ranker.store.embeddings import EmbeddingStore
 
     root, model = tiny
     lines = (root / "passages.tsv").read_text().splitlines()

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from ranker.errors import RankerError
-from ranker.rerank import store_edit
-from ranker.rerank.store import EmbeddingStore, store_files
-from ranker.rerank.store_build import build_store
+from ranker.store import edit as store_edit
+from ranker.store.build import build_store
+from ranker.store.embeddings import EmbeddingStore, store_files
 
 from .conftest import assert_input_error, rank
 from .crash_edit import DOCS, TOMBSTONED, ToyEncoder, run

@@ -16,9 +16,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ranker.errors import MissingInputError, RankerError  # noqa: E402
 from ranker.rerank.biencoder import BiEncoder  # noqa: E402
 from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.store import StoreMismatchError  # noqa: E402
-from ranker.rerank.store_build import build_store  # noqa: E402
-from ranker.rerank.twinbert import TwinBert, TwinBertReranker  # noqa: E402
+from ranker.rerank.student import TwinBertReranker  # noqa: E402
+from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.store.build import build_store  # noqa: E402
+from ranker.store.embeddings import StoreMismatchError  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402
 
 QUERIES = ["what is the capital of france", "how do vaccines work"]

@@ -75,7 +75,7 @@ def encode(
     """Encode every passage once, offline; `rank run --reranker twinbert --store` then only encodes queries."""
     from ranker.errors import RankerError
     from ranker.rerank.registry import doc_encoder
-    from ranker.rerank.store_build import build_store, convert_store, merge_stores
+    from ranker.store.build import build_store, convert_store, merge_stores
 
     _one_mode(add or delete or compact, bool(merge), from_store is not None, shard is not None, engine is Engine.ray)
     if backend is not Backend.torch and engine is Engine.ray:
@@ -91,10 +91,15 @@ def encode(
         raise RankerError("give --collection FILE to encode, --from-store STORE to re-quantize, or --merge SHARDS")
     else:
         if engine is Engine.ray:
-            from ranker.rerank.distributed import build_store_ray
+            import functools
 
-            built = build_store_ray(encoder.value, model, docs, store, dtype.value, batch_size, workers,
-                                    threads or 1, address)
+            from ranker.rerank.registry import shipped_model
+            from ranker.store.distributed import build_store_ray
+
+            if encoder is Encoder.twinbert and model is None:  # the actors' processes know no `rank --models`
+                model = str(shipped_model("twinbert"))
+            built = build_store_ray(functools.partial(doc_encoder, encoder.value, model), docs, store, dtype.value,
+                                    batch_size, workers, threads or 1, address)
         else:
             if threads:
                 import torch
@@ -141,9 +146,9 @@ def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encode
     """``--add``, ``--delete``, ``--compact`` on an existing store, in that order."""
     from ranker.errors import RankerError
     from ranker.io.formats import read_ids
-    from ranker.rerank import store_edit
     from ranker.rerank.registry import doc_encoder
-    from ranker.rerank.store import EmbeddingStore
+    from ranker.store import edit as store_edit
+    from ranker.store.embeddings import EmbeddingStore
 
     if add and docs is None:
         raise RankerError("--add needs --collection FILE")

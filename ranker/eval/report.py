@@ -204,7 +204,7 @@ def models_table(models: dict[str, Path]) -> list[list[str]]:
 
 
 def stores_table(stores: dict[str, Path]) -> list[list[str]]:
-    from ranker.rerank.store import EmbeddingStore
+    from ranker.store.embeddings import EmbeddingStore
 
     rows = []
     for name, path in stores.items():

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ranker.rerank.quantization import quantization_rule, quantize
-from ranker.rerank.store import EmbeddingStore, text_hashes
-from ranker.rerank.store_build import TEXT_HASH, _complete
+from ranker.store.build import TEXT_HASH, build_planned
+from ranker.store.embeddings import EmbeddingStore, text_hashes
+from ranker.store.quantization import quantization_rule, quantize
 
 CHUNK = 65_536
 
@@ -45,7 +45,7 @@ def synthetic_store(path: str | Path, rows: int, dim: int = 384, dtype: str = "f
             hashes = text_hashes(names)
             build.append([(names, *quantize(vectors, plan["quantization"]), hashes)])
 
-    return _complete(path, plan, fill)
+    return build_planned(path, plan, fill)
 
 
 def _rss_mb() -> float:

@@ -92,6 +92,16 @@ def passage_texts(collection: Sequence[str | Path], candidates: Ranking | None =
     return retriever.texts() if retriever is not None else None
 
 
+def shared_student(reranker: str | None, config: PipelineConfig, dense: Stage | None):
+    """The dense first stage's open student when the twinbert reranker after it would load the same model over the
+    same store with the same query settings: one model, one store, one query encoder for both stages."""
+    r = config.reranker_config
+    if reranker != "twinbert" or getattr(dense, "student", None) is None or r.query_max_length:
+        return None
+    same = (r.model == config.dense.model and r.store == config.dense.store)
+    return dense.student if same else None
+
+
 def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipeline:
     """BM25 (``config.index``) or given candidates, then the reranker cut to the top ``config.k``.
 
@@ -101,7 +111,7 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
         RankerError: Neither an index nor candidates; a candidate query not among ``queries``.
     """
     queries = dict(queries)
-    retriever = first = None
+    retriever = first = dense = None
     if config.retriever not in RETRIEVERS:
         raise RankerError(f"retriever must be one of {', '.join(RETRIEVERS)}, not {config.retriever!r}")
     if config.retriever != "bm25" and config.candidates is not None:
@@ -141,7 +151,8 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
     reranker = None
     if name is not None or config.reranker_config.model is not None:
         texts = passage_texts(config.collection, given, retriever)
-        reranker = make_reranker(name, replace(config.reranker_config, texts=texts))
+        reranker = make_reranker(name, replace(config.reranker_config, texts=texts,
+                                               student=shared_student(name, config, dense)))
     if reranker is None:
         stage = first
     elif given is None:

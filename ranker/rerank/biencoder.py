@@ -37,7 +37,7 @@ from ranker.rerank.hf import (
     sentence_max_length,
 )
 from ranker.rerank.query_encoders import GraphSource, OnnxQueryEncoder, cache_root
-from ranker.rerank.store import EmbeddingStore
+from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking, ScoredDoc
 
 BACKENDS = ("torch", "onnx", "onnx-int8")

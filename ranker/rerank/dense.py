@@ -22,7 +22,7 @@ import numpy as np
 from ranker.errors import RankerError
 from ranker.pipeline import Stage
 from ranker.rerank.fusion import znorm
-from ranker.rerank.store import EmbeddingStore
+from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking, ScoredDoc, sort_ranking
 
 SEARCHES = ("exact", "hnsw")
@@ -53,6 +53,9 @@ class DenseRetriever(Stage):
         if search not in SEARCHES:
             raise RankerError(f"dense search must be one of {', '.join(SEARCHES)}, not {search!r}")
         self.search, self.k, self.ef_search, self.hnsw_m = search, k, ef_search, hnsw_m
+        self.student = None
+        """The :class:`ranker.rerank.student.Student` searched with, when the store is a student's (a twinbert
+        reranker after this stage can score with it)."""
         self.encode = self._query_encoder(model, store, query_backend)
         if self.store.row_count == 0:
             raise RankerError(f"{store}: the embedding store holds no passages: nothing to retrieve")
@@ -63,16 +66,17 @@ class DenseRetriever(Stage):
 
         if not model or reranker_kind(model, default="biencoder") == "twinbert":
             from ranker.rerank.config import DEFAULT_QUERY_BACKEND
-            from ranker.rerank.query_encoders import make_query_encoder
+            from ranker.rerank.student import Student
             from ranker.rerank.twinbert import TwinBert
 
-            student = TwinBert.load(model or shipped_model("twinbert"), device="cpu")
-            if student.config.crossing != "cos":
-                raise RankerError(f"{student.path}: dense retrieval needs the cos crossing (an inner product of "
-                                  f"normalised vectors), this model's is {student.config.crossing!r}")
-            self.store = EmbeddingStore.load(store, student)
-            self.model_path = str(student.path)
-            return make_query_encoder(student, query_backend or DEFAULT_QUERY_BACKEND).encode
+            loaded = TwinBert.load(model or shipped_model("twinbert"), device="cpu")
+            if loaded.config.crossing != "cos":
+                raise RankerError(f"{loaded.path}: dense retrieval needs the cos crossing (an inner product of "
+                                  f"normalised vectors), this model's is {loaded.config.crossing!r}")
+            self.student = Student.open(loaded, store, query_backend or DEFAULT_QUERY_BACKEND)
+            self.store = self.student.store
+            self.model_path = str(self.student.model.path)
+            return self.student.query_vectors
         from ranker.rerank.biencoder import BiEncoder
 
         encoder = BiEncoder(model, device="cpu", progress=False)

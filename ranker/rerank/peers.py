@@ -16,8 +16,8 @@ import numpy as np
 from ranker.errors import RankerError
 from ranker.pipeline import Reranker, pending
 from ranker.rerank.hf import resolve_checkpoint
-from ranker.rerank.registry import reranker_kind
-from ranker.rerank.store import EmbeddingStore
+from ranker.rerank.kinds import reranker_kind
+from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking
 
 

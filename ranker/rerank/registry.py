@@ -12,11 +12,15 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ranker.errors import MissingInputError, RankerError
-from ranker.io.artifact import artifact_type
 from ranker.pipeline import Identity, Reranker
 from ranker.rerank.config import DEFAULT_QUERY_BACKEND
+from ranker.rerank.kinds import reranker_kind
+
+if TYPE_CHECKING:
+    from ranker.rerank.student import Student
 
 MODELS_ENV = "RANKER_MODELS"
 """Environment variable naming the folder of shipped models (default: ``models`` in the working directory)."""
@@ -72,6 +76,8 @@ class RerankerConfig:
         query_backend: What runs ``twinbert``'s query tower (:data:`ranker.rerank.config.QUERY_BACKENDS`).
         query_max_length: ``twinbert``: query tokens kept (``None``: the model's own cap).
         biencoder_backend: What runs ``biencoder``'s encoder (:data:`ranker.rerank.biencoder.BACKENDS`).
+        student: ``twinbert``: a :class:`ranker.rerank.student.Student` already open for this model and store
+            (the dense first stage's), used instead of loading them again.
     """
 
     model: str | None = None
@@ -82,6 +88,7 @@ class RerankerConfig:
     query_backend: str = DEFAULT_QUERY_BACKEND
     query_max_length: int | None = None
     biencoder_backend: str = "torch"
+    student: Student | None = None
 
 
 def _texts(config: RerankerConfig, name: str) -> Mapping[str, str]:
@@ -106,18 +113,17 @@ def _biencoder(config: RerankerConfig) -> Reranker:
 
 
 def _twinbert(config: RerankerConfig) -> Reranker:
-    from ranker.rerank.twinbert import TwinBert, TwinBertReranker
+    from ranker.rerank.student import Student, TwinBertReranker
 
-    if config.store is None:
-        raise RankerError("reranker 'twinbert' needs an embedding store: give --store DIR (built by 'rank encode')")
-    model = TwinBert.load(config.model or shipped_model("twinbert"))
-    if config.query_max_length:
-        if config.query_max_length > model.query_positions:
-            raise RankerError(f"--query-max-length {config.query_max_length} is more than the query tower's "
-                              f"{model.query_positions} positions")
-        model.config = dataclasses.replace(model.config, query_max_length=config.query_max_length)
-    return TwinBertReranker(model, config.store, config.texts, config.encode_missing, config.batch_size,
-                            config.query_backend)
+    student = config.student
+    if student is None:
+        if config.store is None:
+            raise RankerError("reranker 'twinbert' needs an embedding store: give --store DIR (built by 'rank "
+                              "encode')")
+        student = Student.open(config.model or shipped_model("twinbert"), config.store, config.query_backend,
+                               config.batch_size, config.query_max_length)
+    return TwinBertReranker(student, texts=config.texts, encode_missing=config.encode_missing,
+                            batch_size=config.batch_size)
 
 
 def _ensemble(config: RerankerConfig) -> Reranker:
@@ -149,10 +155,6 @@ RERANKERS: dict[str, Callable[[RerankerConfig], Reranker]] = {
 ALIASES = {"teacher": "cross-encoder"}
 """Other names a reranker is known by (``teacher`` is the cross-encoder's role in the pipeline)."""
 
-KINDS = {"cross-encoder": "cross-encoder", "twinbert": "twinbert", "ensemble": "ensemble"}
-"""Artifact type -> the reranker that serves it."""
-
-
 def doc_encoder(kind: str, model: str | None, batch_size: int = 64, backend: str = "torch"):
     """What ``rank encode`` encodes passages with: ``twinbert`` (default the shipped student's document tower) or
     ``biencoder`` (a sentence-transformers model: ``minilm``, ``mpnet``, a folder; on ``backend``, ``torch`` or
@@ -176,25 +178,6 @@ def doc_encoder(kind: str, model: str | None, batch_size: int = 64, backend: str
 def reranker_names() -> list[str]:
     """Every name :func:`make_reranker` takes, aliases after the registry's own."""
     return [*RERANKERS, *ALIASES]
-
-
-def reranker_kind(model: str | Path, default: str | None = None) -> str:
-    """The reranker for a model artifact, from its metadata; ``default`` for a model that is no ranker artifact
-    (a Hugging Face name or folder), if given.
-
-    Raises:
-        RankerError: The artifact is no rerankable model (a store, an index…), or no artifact and no ``default``.
-    """
-    try:
-        found = artifact_type(model)
-    except MissingInputError:
-        if default is None:
-            raise
-        return default
-    if found not in KINDS:
-        raise RankerError(f"{model} is a {found} artifact, not a model a reranker serves "
-                          f"({', '.join(KINDS)})")
-    return KINDS[found]
 
 
 def make_reranker(name: str | None, config: RerankerConfig = RerankerConfig()) -> Reranker:

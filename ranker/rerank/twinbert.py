@@ -3,7 +3,7 @@
 Each tower is a BERT-family encoder (the first ``num_layers`` layers of a checkpoint, default the bundled
 all-MiniLM-L6-v2), a pooling (a learned weighted average of the last layer's token vectors, or [CLS]) and an
 optional down-projection ``tanh(W e)``. Passage vectors do not depend on the query, so they are computed once
-and cached in an :class:`ranker.rerank.store.EmbeddingStore`; per query only the query is encoded, then crossed with
+and cached in an :class:`ranker.store.embeddings.EmbeddingStore`; per query only the query is encoded, then crossed with
 each candidate's cached vector:
 
 * ``res``: ``x = max(q, d)``, ``h = relu(W2 relu(W1 x) + x)``, logit ``w·h + b`` (symmetric in q and d);
@@ -36,13 +36,10 @@ below float16 precision share it too.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -51,9 +48,8 @@ from tqdm.auto import tqdm
 from ranker.errors import RankerError
 from ranker.io.artifact import read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir
-from ranker.pipeline import Reranker, rescored
 from ranker.rerank.biencoder import DEFAULT_MAX_LENGTH, BiEncoder
-from ranker.rerank.config import DEFAULT_QUERY_BACKEND, TwinBertConfig
+from ranker.rerank.config import TwinBertConfig
 from ranker.rerank.hf import (
     WORD_EMBEDDINGS,
     auto_device,
@@ -68,9 +64,7 @@ from ranker.rerank.hf import (
     unchanged_word_embeddings,
 )
 from ranker.rerank.layers import CosineCrossing, ResidualCrossing, Tower
-from ranker.rerank.query_encoders import make_query_encoder
-from ranker.rerank.store import EmbeddingStore, StoreMismatchError
-from ranker.types import Query, Ranking
+from ranker.store.embeddings import StoreMismatchError
 
 HEAD_WEIGHTS = "head.safetensors"
 QUERY_ENCODER, DOC_ENCODER = "query_encoder", "doc_encoder"
@@ -297,89 +291,3 @@ class TwinBert(nn.Module):
         """Pooling, projection and crossing weights in float32 on CPU, each shared tensor once."""
         return {n: p.detach().cpu().float().contiguous() for n, p in self.named_parameters()
                 if not n.startswith(("doc_tower.encoder.", "query_tower.encoder."))}
-
-
-class TwinBertReranker(Reranker):
-    """Rerank candidates by TwinBERT logit, with passage vectors from an :class:`EmbeddingStore`.
-
-    Per call, the queries are encoded in batches, every candidate's vector is looked up (dequantized), and
-    each query is crossed with its candidates. ``timing`` accumulates seconds over calls: ``query_encoding``,
-    ``lookup``, ``doc_encoding`` (candidates encoded on the fly) and ``crossing``.
-
-    Args:
-        model: A :class:`TwinBert` or a model folder.
-        store: An :class:`EmbeddingStore` or its folder; it must come from this model (same fingerprint).
-        texts: ``docno -> passage text``, for ``encode_missing``.
-        encode_missing: Encode candidates the store lacks from ``texts`` (quantized like the store's vectors)
-            instead of raising.
-        batch_size: Texts per forward pass.
-        query_backend: What runs the query tower (:mod:`ranker.rerank.query_encoders`): ``torch`` (the float32
-            reference), ``torch-bf16``, ``onnx`` or ``onnx-int8`` (the default). Crossing stays float32.
-
-    Raises:
-        StoreMismatchError: The store was built by another model.
-    """
-
-    name = "twinbert"
-
-    def __init__(self, model: TwinBert | str | Path, store: EmbeddingStore | str | Path,
-                 texts: Mapping[str, str] | None = None, encode_missing: bool = False, batch_size: int = 64,
-                 query_backend: str = DEFAULT_QUERY_BACKEND):
-        self.model = (model if isinstance(model, TwinBert) else TwinBert.load(model)).eval()
-        self.query_encoder = make_query_encoder(self.model, query_backend, batch_size)
-        self.store = store if isinstance(store, EmbeddingStore) else EmbeddingStore.load(store)
-        self.store.check_model(self.model)
-        if encode_missing and texts is None:
-            raise RankerError("encode_missing needs the passage texts")
-        self.texts, self.encode_missing, self.batch_size = texts, encode_missing, batch_size
-        self.timing = {"query_encoding": 0.0, "lookup": 0.0, "doc_encoding": 0.0, "crossing": 0.0}
-
-    @contextlib.contextmanager
-    def _timed(self, key: str) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        self.timing[key] += time.perf_counter() - started
-
-    def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
-        qids = [qid for qid in candidates if qid in queries]
-        docs = [d for qid in qids for d in candidates[qid]]
-        with self._timed("query_encoding"):
-            q_vecs = torch.from_numpy(self.query_encoder.encode([queries[qid].text for qid in qids]))
-        d_vecs = self._doc_vectors([d.docno for d in docs])
-        with self._timed("crossing"), torch.inference_mode():
-            rows = torch.tensor([i for i, qid in enumerate(qids) for _ in candidates[qid]], dtype=torch.long)
-            device = self.model.device
-            scores = self.model.cross(q_vecs[rows].to(device), torch.from_numpy(d_vecs).to(device)).cpu().tolist()
-        return rescored(docs, scores)
-
-    def _doc_vectors(self, docnos: list[str]) -> np.ndarray:
-        """One float32 row per docno: from the store, or encoded when missing and allowed."""
-        with self._timed("lookup"):
-            unique = list(dict.fromkeys(docnos))
-            rows = self.store.rows_of(unique)
-            known = [d for d, row in zip(unique, rows) if row is not None]
-            missing = [d for d, row in zip(unique, rows) if row is None]
-            if missing and not self.encode_missing:
-                raise RankerError(f"{len(missing)} candidate(s) not in the embedding store {self.store.path}: "
-                                  f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
-                                  "(rebuild the store, or encode them on the fly: --encode-missing with the "
-                                  "passage text)")
-            found = self.store.lookup_rows([row for row in rows if row is not None])
-        if missing:
-            with self._timed("doc_encoding"):
-                vectors = self.model.encode_docs(self._texts(missing), self.batch_size).numpy()
-                found = np.concatenate([found, self.store.requantize(vectors)])
-        row = {d: i for i, d in enumerate(known + missing)}
-        return found[[row[d] for d in docnos]]
-
-    def _texts(self, docnos: list[str]) -> list[str]:
-        lacking = [d for d in docnos if d not in self.texts]
-        if lacking:
-            raise RankerError(f"no text for candidate(s) missing from the store: {', '.join(lacking[:5])}")
-        return [self.texts[d] for d in docnos]
-
-    def config(self) -> dict:
-        return {"stage": self.name, **dataclasses.asdict(self.model.config), "store": str(self.store.path),
-                "store_dtype": self.store.dtype, "fingerprint": self.store.fingerprint,
-                "encode_missing": self.encode_missing, "query_backend": self.query_encoder.backend,
-                "queries_truncated": self.query_encoder.truncated}

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 
 from ranker.errors import RankerError
-from ranker.rerank.query_encoders import make_query_encoder
 from ranker.rerank.registry import shipped_model
-from ranker.rerank.store import EmbeddingStore
-from ranker.rerank.twinbert import TwinBert
+from ranker.rerank.student import Student
 from ranker.serve.config import ServeConfig
+from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query
 
 log = logging.getLogger(__name__)
@@ -51,26 +50,31 @@ class RerankService:
         torch.set_num_threads(config.threads)
         self.config = config
         self.model_path = Path(config.model) if config.model else shipped_model("twinbert")
-        self.model = TwinBert.load(self.model_path, device="cpu").eval()
-        self.store = EmbeddingStore.load(config.store, self.model)
-        """The commit the last :meth:`snapshot` found."""
+        self.student = Student.open(self.model_path, config.store, config.query_backend, config.max_batch,
+                                    device="cpu")
+        self.model = self.student.model
         self.retriever = None
         if config.index is not None:
             from ranker.first_stage.bm25 import Bm25Config, Bm25Retriever
 
             self.retriever = Bm25Retriever(config.index, Bm25Config(threads=1))
-        self.fingerprint = self.model.fingerprint()
-        self.query_encoder = make_query_encoder(self.model, config.query_backend, batch_size=config.max_batch)
+        self.fingerprint = self.student.fingerprint
+        self.query_encoder = self.student.query_encoder
+
+    @property
+    def store(self) -> EmbeddingStore:
+        """The commit the last :meth:`snapshot` found."""
+        return self.student.store
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors, one row per text (one forward pass)."""
-        return self.query_encoder.encode(list(texts))
+        return self.student.query_vectors(texts)
 
     def snapshot(self) -> EmbeddingStore:
         """The store's last commit (one ``stat`` when nothing changed); a commit that cannot be opened keeps the
         one before, with a warning."""
         try:
-            self.store = self.store.current()
+            self.student.store = self.store.current()
         except RankerError as e:
             log.warning("%s: keeping the store as last opened (generation %d)", e, self.store.generation)
         return self.store
@@ -117,7 +121,7 @@ class RerankService:
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of texts the store lacks, encoded now and quantized as the store's vectors are."""
-        return self.store.requantize(self.model.encode_docs(list(texts), self.config.encode_batch).numpy())
+        return self.student.encode_passages(texts, self.config.encode_batch)
 
     def passages(self, store: EmbeddingStore, ids: Sequence[str | None], rows: Sequence[int | None],
                  encoded: np.ndarray | None = None, ms: float = 0.0) -> Passages:
@@ -137,8 +141,7 @@ class RerankService:
 
     def cross(self, query: np.ndarray, passages: np.ndarray) -> np.ndarray:
         """Logits of one query vector against passage vectors."""
-        with torch.inference_mode():
-            return self.model.cross(torch.from_numpy(query), torch.from_numpy(passages)).numpy()
+        return self.student.cross(query, passages)
 
     def bm25(self, query: str, depth: int) -> list[tuple[str, float, str]]:
         """BM25's top ``depth``: ``(docno, score, text)``.

@@ -34,8 +34,8 @@ from ranker.io import datasets
 from ranker.io.atomic import atomic_open, write_json
 from ranker.rerank.biencoder import BiEncoder
 from ranker.rerank.hf import auto_device
-from ranker.rerank.store import text_hash
 from ranker.rerank.twinbert import TwinBert, asymmetric_config
+from ranker.store.embeddings import text_hash
 from ranker.train.config import AlignConfig
 from ranker.train.distill import student_ranking
 from ranker.train.examples import distill_data, validation_split
@@ -78,7 +78,7 @@ def alignment_texts(config: AlignConfig, exclude: set[str]) -> list[str]:
 
 
 def text_key(text: str) -> str:
-    """The cache key of a text: the store's text hash (:func:`ranker.rerank.store.text_hash`), hex."""
+    """The cache key of a text: the store's text hash (:func:`ranker.store.embeddings.text_hash`), hex."""
     return text_hash(text).hex()
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ranker.errors import RankerError
 from ranker.io.datasets import strip_prefix
-from ranker.rerank.store import DocEncoder, EmbeddingStore
+from ranker.store.embeddings import DocEncoder, EmbeddingStore
 
 
 class StoreVectors:

@@ -23,10 +23,10 @@ above (a compaction writes ``embeddings.<generation>.npy`` and the rest beside t
 is rewritten in place: an edit appends rows past ``count`` (so the ``.npy`` headers may give fewer rows than
 ``count``: ``ranker.json`` is the truth) or writes new files, then commits by one atomic rename of ``ranker.json``.
 A reader opens the files of one commit and never sees half an edit; files no commit names are a stopped edit's,
-removed by the next one (:mod:`ranker.rerank.store_edit`).
+removed by the next one (:mod:`ranker.store.edit`).
 
-Quantization rules: :mod:`ranker.rerank.quantization`. Building a store, resumably and byte-for-byte the same
-after a stop: :mod:`ranker.rerank.store_build`.
+Quantization rules: :mod:`ranker.store.quantization`. Building a store, resumably and byte-for-byte the same
+after a stop: :mod:`ranker.store.build`.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import numpy as np
 
 from ranker.errors import MissingInputError, RankerError
 from ranker.io.artifact import metadata_file, read_metadata
-from ranker.rerank.quantization import dequantize, quantize
-from ranker.rerank.store_index import SortedIndex, docno_keys, hash_keys
+from ranker.store.keys import SortedIndex, docno_keys, hash_keys
+from ranker.store.quantization import dequantize, quantize
 
 EMBEDDINGS, SCALES, DOCNOS, PROGRESS = "embeddings.npy", "scales.npy", "docnos.txt", "progress.json"
 HASHES = "text_hashes.npy"

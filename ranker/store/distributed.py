@@ -1,7 +1,7 @@
 """Encoding a store on Ray (``rank encode --engine ray``, the optional extra ``ranker[ray]``).
 
 Ray Data holds the collection as rows of whole encoder batches — the same ``batch_size`` consecutive passages a
-single :func:`ranker.rerank.store_build.build_store` encodes together — and ``map_batches`` runs the document
+single :func:`ranker.store.build.build_store` encodes together — and ``map_batches`` runs the document
 tower in a pool of actors, each loading the model once. The driver reads the rows back in collection order
 (``preserve_order``) and commits them into the store as a single build does, so the store is the single build's
 (the same bytes where every actor runs the driver's thread count on the same kind of CPU) and an interrupted
@@ -12,27 +12,26 @@ machine and merge them, which gives the same store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from ranker.errors import RankerError
-from ranker.rerank.quantization import quantize
-from ranker.rerank.registry import doc_encoder, shipped_model
-from ranker.rerank.store import EmbeddingStore, text_hashes
-from ranker.rerank.store_build import _complete, _docno_text, _skip_committed, encoder_plan
+from ranker.store.build import build_planned, docno_text, encoder_plan, skip_committed
+from ranker.store.embeddings import DocEncoder, EmbeddingStore, text_hashes
+from ranker.store.quantization import quantize
 from ranker.types import Doc
 
 
 class _DocTower:
     """A Ray actor: one model load, then one encoder batch per call."""
 
-    def __init__(self, kind: str, model: str | None, threads: int):
+    def __init__(self, encoder: Callable[[], DocEncoder], threads: int):
         import torch
 
         torch.set_num_threads(threads)
-        self.model = doc_encoder(kind, model)
+        self.model = encoder()
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vectors = [np.asarray(self.model.encode_docs(list(texts), len(texts)), dtype=np.float32).tobytes()
@@ -40,12 +39,14 @@ class _DocTower:
         return {"batch": rows["batch"], "vectors": np.array(vectors, dtype=object)}
 
 
-def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str, str]], path: str | Path,
+def build_store_ray(encoder: Callable[[], DocEncoder], docs: Iterable[Doc | tuple[str, str]], path: str | Path,
                     dtype: str = "float16", batch_size: int = 64, workers: int = 2, threads: int = 1,
                     address: str | None = None, chunk_size: int = 4096) -> EmbeddingStore:
     """Encode ``docs`` into a store at ``path`` with ``workers`` Ray actors of ``threads`` CPU threads each.
 
     Args:
+        encoder: Makes the document encoder, once in the driver (for the build plan) and once in each actor: a
+            picklable callable, e.g. ``functools.partial(ranker.rerank.registry.doc_encoder, "twinbert", path)``.
         address: A running cluster (``ray start --head`` prints it; ``auto`` finds a local one); ``None``
             starts a local Ray instance with ``workers * threads`` CPUs and stops it afterwards.
 
@@ -56,9 +57,7 @@ def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str
         import ray
     except ImportError:
         raise RankerError("--engine ray needs Ray: pip install 'ranker[ray]'") from None
-    if kind == "twinbert" and model is None:  # resolved here: the actors' processes know no `rank --models`
-        model = str(shipped_model("twinbert"))
-    driver_model = doc_encoder(kind, model)
+    driver_model = encoder()
     plan = encoder_plan(driver_model, dtype, batch_size)
     dim = plan["dim"]
     del driver_model
@@ -70,8 +69,8 @@ def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str
                  log_to_driver=False, configure_logging=False)
 
     def fill(build) -> None:
-        items = map(_docno_text, docs)
-        _skip_committed(items, build)
+        items = map(docno_text, docs)
+        skip_committed(items, build)
         remaining = list(items)
         batches = [remaining[i:i + batch_size] for i in range(0, len(remaining), batch_size)]
         if not batches:
@@ -79,8 +78,7 @@ def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         rows = ray.data.from_items([{"batch": b, "texts": [t for _, t in batch]} for b, batch in enumerate(batches)])
-        encoded = rows.map_batches(_DocTower, fn_constructor_kwargs={"kind": kind, "model": model,
-                                                                     "threads": threads},
+        encoded = rows.map_batches(_DocTower, fn_constructor_kwargs={"encoder": encoder, "threads": threads},
                                    batch_size=1, concurrency=workers, num_cpus=threads)
         pending: list = []
         for expected, row in enumerate(encoded.iter_rows()):
@@ -96,7 +94,7 @@ def build_store_ray(kind: str, model: str | None, docs: Iterable[Doc | tuple[str
         build.append(pending)
 
     try:
-        return _complete(path, plan, fill)
+        return build_planned(path, plan, fill)
     finally:
         if started:
             ray.shutdown()

@@ -30,8 +30,16 @@ from tqdm.auto import tqdm
 from ranker.errors import RankerError
 from ranker.io.artifact import write_metadata
 from ranker.io.atomic import exclusive, sync_folder
-from ranker.rerank.quantization import quantize
-from ranker.rerank.store import (
+from ranker.store.build import (
+    PartialBuild,
+    batches,
+    docno_text,
+    encoded_plan,
+    npy_header,
+    stored_rows,
+    write_indexes,
+)
+from ranker.store.embeddings import (
     DEFAULT_FILES,
     DocEncoder,
     EmbeddingStore,
@@ -41,15 +49,7 @@ from ranker.rerank.store import (
     store_files,
     text_hashes,
 )
-from ranker.rerank.store_build import (
-    _batches,
-    _docno_text,
-    _npy_header,
-    _PartialBuild,
-    encoded_plan,
-    stored_rows,
-    write_indexes,
-)
+from ranker.store.quantization import quantize
 from ranker.types import Doc
 
 COMPACTING = ".compacting"
@@ -93,7 +93,7 @@ def _clean(store: EmbeddingStore) -> None:
             file.unlink()
     for role, (dtype, shape) in _data_roles(store).items():
         row_bytes = np.dtype(dtype).itemsize * int(np.prod(shape))
-        os.truncate(store.path / files[role], len(_npy_header(dtype, (0, *shape))) + store.row_count * row_bytes)
+        os.truncate(store.path / files[role], len(npy_header(dtype, (0, *shape))) + store.row_count * row_bytes)
     os.truncate(store.path / files["docnos"], len("".join(f"{d}\n" for d in store.docnos).encode("utf-8")))
 
 
@@ -157,7 +157,7 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
         StoreMismatchError: ``model`` did not build the store.
         RankerError: A docno repeated among ``docs``, one the store holds (without ``replace``), or an OS error.
     """
-    items = [_docno_text(d) for d in docs]
+    items = [docno_text(d) for d in docs]
 
     def add(store: EmbeddingStore) -> EmbeddingStore:
         seen: set[str] = set()
@@ -173,7 +173,7 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
         deleted = set(store.deleted) | {row for row in rows if row is not None}
         files, rule = store_files(store.meta), store.meta["quantization"]
         bar = tqdm(total=len(items), desc="add", unit="doc", disable=len(items) <= store.meta["batch_size"])
-        for batch in _batches(iter(items), store.meta["batch_size"]):
+        for batch in batches(iter(items), store.meta["batch_size"]):
             texts = [t for _, t in batch]
             codes, scales = quantize(np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32), rule)
             parts = {"embeddings": codes, "scales": scales, "text_hashes": text_hashes(texts)}
@@ -214,7 +214,7 @@ def compact_store(path: str | Path, chunk_size: int = 4096) -> EmbeddingStore:
     def compact(store: EmbeddingStore) -> EmbeddingStore:
         live, generation = store.live_rows(), store.generation + 1
         work = store.path / COMPACTING
-        build = _PartialBuild(work, encoded_plan(store))
+        build = PartialBuild(work, encoded_plan(store))
         for start in range(0, len(live), chunk_size):
             build.append([stored_rows(store, live[start:start + chunk_size])])
             commit_step("append")

@@ -1,5 +1,5 @@
 """The sorted, hashed key indexes of an embedding store (docnos and text hashes): memory-mapped, so finding 100
-candidates costs about one probe each whatever the store's size (:mod:`ranker.rerank.store`)."""
+candidates costs about one probe each whatever the store's size (:mod:`ranker.store.embeddings`)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ committed (written and fsynced). After a crash (even ``kill -9``) the next :func
 model, settings and documents drops anything past the committed rows, skips the documents already stored
 (checking their docnos) and goes on. Chunks end on batch boundaries, so every passage is encoded in the same
 batch as in an uninterrupted build and the result is byte-for-byte the same (on the same hardware and thread
-count). The complete folder is renamed to ``<name>`` only at the end. The layout is :mod:`ranker.rerank.store`'s.
+count). The complete folder is renamed to ``<name>`` only at the end. The layout is :mod:`ranker.store.embeddings`'s.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 from ranker.errors import RankerError
 from ranker.io.artifact import META_FILE, read_metadata, write_metadata
 from ranker.io.atomic import exclusive, write_json
-from ranker.rerank.quantization import QUANTIZATION, quantization_rule, quantize
-from ranker.rerank.store import (
+from ranker.store.embeddings import (
     DEFAULT_FILES,
     DOCNOS,
     EMBEDDINGS,
@@ -42,7 +41,8 @@ from ranker.rerank.store import (
     read_docnos,
     text_hashes,
 )
-from ranker.rerank.store_index import SortedIndex, docno_keys, hash_keys
+from ranker.store.keys import SortedIndex, docno_keys, hash_keys
+from ranker.store.quantization import QUANTIZATION, quantization_rule, quantize
 from ranker.types import Doc
 
 COMMIT_SECONDS = 20.0
@@ -81,16 +81,16 @@ def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: 
 
         def of_shard(items: Iterable[Doc | tuple[str, str]]) -> Iterator[Doc | tuple[str, str]]:
             for k, doc in enumerate(items):  # every docno of the collection goes into its fingerprint
-                collection.update(_docno_text(doc)[0].encode("utf-8") + b"\n")
+                collection.update(docno_text(doc)[0].encode("utf-8") + b"\n")
                 if (k // batch_size) % count == index:
                     yield doc
 
-        def fill(build: _PartialBuild) -> None:
+        def fill(build: PartialBuild) -> None:
             _encode_into(build, model, of_shard(docs), chunk_size, progress)
             build.plan["collection"] = collection.hexdigest()  # merging checks that the shards share it
 
-        return _complete(path, plan, fill)
-    return _complete(path, plan, lambda build: _encode_into(build, model, docs, chunk_size, progress))
+        return build_planned(path, plan, fill)
+    return build_planned(path, plan, lambda build: _encode_into(build, model, docs, chunk_size, progress))
 
 
 PLAN_KEYS = ("dim", "dtype", "quantization", "model_fingerprint", "batch_size", "text_hash")
@@ -103,7 +103,7 @@ def encoded_plan(store: EmbeddingStore) -> dict:
 
 
 def stored_rows(store: EmbeddingStore, rows: np.ndarray) -> tuple:
-    """A chunk for :meth:`_PartialBuild.append` holding ``rows`` of ``store`` as stored (codes copied)."""
+    """A chunk for :meth:`PartialBuild.append` holding ``rows`` of ``store`` as stored (codes copied)."""
     return ([store.docnos[r] for r in rows], np.asarray(store.embeddings[rows]),
             None if store.scales is None else np.asarray(store.scales[rows]),
             None if store.hashes is None else np.asarray(store.hashes[rows]))
@@ -154,7 +154,7 @@ def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int
     plan = encoded_plan(stores[0])
     size, total = first["batch_size"], sum(len(s) for s in stores)
 
-    def interleave(build: _PartialBuild) -> None:
+    def interleave(build: PartialBuild) -> None:
         batch, chunk = build.rows // size, []
         while True:
             shard, start = by_index[batch % count], (batch // count) * size
@@ -170,7 +170,7 @@ def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int
             raise RankerError(f"the shards do not fit together: {build.rows} of their {total} rows interleave "
                               "(a shard from another collection, or a partial batch before the last)")
 
-    return _complete(path, plan, interleave)
+    return build_planned(path, plan, interleave)
 
 
 def convert_store(model: DocEncoder, source: str | Path, path: str | Path,
@@ -190,30 +190,30 @@ def convert_store(model: DocEncoder, source: str | Path, path: str | Path,
             "model_fingerprint": given.fingerprint, "batch_size": given.meta["batch_size"],
             "converted_from": given.meta["quantization"], "text_hash": given.meta.get("text_hash")}
 
-    def requantize(build: _PartialBuild) -> None:
+    def requantize(build: PartialBuild) -> None:
         for start in range(build.rows, len(given), chunk_size):
             docnos = given.docnos[start:start + chunk_size]
             hashes = None if given.hashes is None else np.asarray(given.hashes[start:start + chunk_size])
             build.append([(docnos, *quantize(given.lookup(docnos), plan["quantization"]), hashes)])
 
-    return _complete(path, plan, requantize)
+    return build_planned(path, plan, requantize)
 
 
-def _complete(path: str | Path, plan: dict, fill: Callable[[_PartialBuild], None]) -> EmbeddingStore:
+def build_planned(path: str | Path, plan: dict, fill: Callable[[PartialBuild], None]) -> EmbeddingStore:
     """Build (or resume) the store ``plan`` describes at ``path``: ``fill`` appends the rows the build lacks."""
     final = Path(path)
     with exclusive(final, "store"):  # one build at a time
         return _complete_alone(final, plan, fill)
 
 
-def _complete_alone(final: Path, plan: dict, fill: Callable[[_PartialBuild], None]) -> EmbeddingStore:
+def _complete_alone(final: Path, plan: dict, fill: Callable[[PartialBuild], None]) -> EmbeddingStore:
     if final.exists():
         raise RankerError(f"{final} already exists; remove it to rebuild")
     folder = partial_path(final)
     if (folder / META_FILE).is_file():  # finished, but stopped before the rename
         _check_plan(read_metadata(folder, "embedding-store"), plan, folder)
     else:
-        build = _PartialBuild(folder, plan)
+        build = PartialBuild(folder, plan)
         try:
             fill(build)
         except RankerError as e:
@@ -224,17 +224,17 @@ def _complete_alone(final: Path, plan: dict, fill: Callable[[_PartialBuild], Non
     return EmbeddingStore.load(final)
 
 
-def _encode_into(build: _PartialBuild, model: DocEncoder, docs: Iterable[Doc | tuple[str, str]],
+def _encode_into(build: PartialBuild, model: DocEncoder, docs: Iterable[Doc | tuple[str, str]],
                  chunk_size: int, progress: bool) -> None:
     """Encode what ``build`` lacks, committing a chunk whenever ``chunk_size`` rows are pending or
     :data:`COMMIT_SECONDS` have passed since the last commit (so a small, slow encode loses little when stopped)."""
-    items = map(_docno_text, docs)
-    _skip_committed(items, build)
+    items = map(docno_text, docs)
+    skip_committed(items, build)
     pending: list[tuple[list[str], np.ndarray, np.ndarray | None, np.ndarray]] = []
     committed = time.monotonic()
     with tqdm(total=len(docs) if isinstance(docs, Sized) else None, initial=build.rows, desc="store",
               unit="doc", disable=not progress) as bar:
-        for batch in _batches(items, build.plan["batch_size"]):
+        for batch in batches(items, build.plan["batch_size"]):
             docnos, texts = [d for d, _ in batch], [t for _, t in batch]
             vectors = np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32)
             hashes = text_hashes(texts)
@@ -246,7 +246,7 @@ def _encode_into(build: _PartialBuild, model: DocEncoder, docs: Iterable[Doc | t
         build.append(pending)
 
 
-def _skip_committed(items: Iterator[tuple[str, str]], build: _PartialBuild) -> None:
+def skip_committed(items: Iterator[tuple[str, str]], build: PartialBuild) -> None:
     """Advance ``items`` past the rows already stored, checking that their docnos are the stored ones."""
     for row, stored in enumerate(build.committed_docnos()):
         item = next(items, None)
@@ -256,12 +256,12 @@ def _skip_committed(items: Iterator[tuple[str, str]], build: _PartialBuild) -> N
                               "they are not the documents of the interrupted build; delete it to start over")
 
 
-def _batches(items: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+def batches(items: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
     while batch := list(itertools.islice(items, size)):
         yield batch
 
 
-def _docno_text(item: Doc | tuple[str, str]) -> tuple[str, str]:
+def docno_text(item: Doc | tuple[str, str]) -> tuple[str, str]:
     docno, text = (item.docno, item.contents) if isinstance(item, Doc) else item
     if not isinstance(docno, str) or not docno or "\n" in docno or "\r" in docno:
         raise RankerError(f"docno must be a non-empty string without line breaks, got {docno!r}")
@@ -275,7 +275,7 @@ def _check_plan(found: dict, plan: dict, folder: Path) -> None:
         raise RankerError(f"{folder}: an unfinished build with other settings ({details}); delete it to start over")
 
 
-def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
     """An ``.npy`` header; numpy pads it so that growing ``shape[0]`` keeps its length."""
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
@@ -283,7 +283,7 @@ def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
     return buffer.getvalue()
 
 
-class _PartialBuild:
+class PartialBuild:
     """A build in progress: ``.npy`` files with a provisional header, grown by appending committed chunks.
 
     ``progress.json`` holds the plan (model fingerprint and settings), the committed row count and the committed
@@ -312,7 +312,7 @@ class _PartialBuild:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         for name, (dtype, row_shape) in self.arrays.items():
-            (self.folder / name).write_bytes(_npy_header(dtype, (0, *row_shape)))
+            (self.folder / name).write_bytes(npy_header(dtype, (0, *row_shape)))
         (self.folder / DOCNOS).write_bytes(b"")
         self.progress = {**self.plan, "rows": 0, "docnos_bytes": 0}
         write_json(self.folder / PROGRESS, self.progress)
@@ -321,7 +321,7 @@ class _PartialBuild:
         """Drop bytes past the committed rows."""
         for name, (dtype, row_shape) in self.arrays.items():
             row_bytes = np.dtype(dtype).itemsize * int(np.prod(row_shape))
-            os.truncate(self.folder / name, len(_npy_header(dtype, (0, *row_shape))) + self.rows * row_bytes)
+            os.truncate(self.folder / name, len(npy_header(dtype, (0, *row_shape))) + self.rows * row_bytes)
         os.truncate(self.folder / DOCNOS, self.progress["docnos_bytes"])
 
     def committed_docnos(self) -> list[str]:
@@ -344,8 +344,8 @@ class _PartialBuild:
     def finish(self) -> None:
         """Give the ``.npy`` files their final shapes, write ``ranker.json`` and drop ``progress.json``."""
         for name, (dtype, row_shape) in self.arrays.items():
-            header = _npy_header(dtype, (self.rows, *row_shape))
-            if len(header) != len(_npy_header(dtype, (0, *row_shape))):
+            header = npy_header(dtype, (self.rows, *row_shape))
+            if len(header) != len(npy_header(dtype, (0, *row_shape))):
                 raise RankerError(f"{self.folder / name}: {self.rows} rows do not fit the .npy header")
             with open(self.folder / name, "r+b") as f:
                 f.write(header)
@@ -360,7 +360,7 @@ class _PartialBuild:
 
 def write_indexes(folder: Path, docnos: Sequence[str], hashes: np.ndarray | None,
                   files: dict[str, str] = DEFAULT_FILES) -> None:
-    """The sorted docno (and text-hash) indexes of a store's rows (:class:`ranker.rerank.store_index.SortedIndex`), as
+    """The sorted docno (and text-hash) indexes of a store's rows (:class:`ranker.store.keys.SortedIndex`), as
     the files ``files`` names."""
     SortedIndex.of(docno_keys(docnos)).save(folder, files, "docno")
     if hashes is not None:

@@ -1,0 +1,32 @@
+"""Which reranker serves a model artifact, read from its metadata (:mod:`ranker.io.artifact`), never from its
+name or file extension. Below the registry, so the rerankers that take any model (the sentence-transformers
+peer) can ask without importing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ranker.errors import MissingInputError, RankerError
+from ranker.io.artifact import artifact_type
+
+KINDS = {"cross-encoder": "cross-encoder", "twinbert": "twinbert", "ensemble": "ensemble"}
+"""Artifact type -> the reranker that serves it."""
+
+
+def reranker_kind(model: str | Path, default: str | None = None) -> str:
+    """The reranker for a model artifact, from its metadata; ``default`` for a model that is no ranker artifact
+    (a Hugging Face name or folder), if given.
+
+    Raises:
+        RankerError: The artifact is no rerankable model (a store, an index…), or no artifact and no ``default``.
+    """
+    try:
+        found = artifact_type(model)
+    except MissingInputError:
+        if default is None:
+            raise
+        return default
+    if found not in KINDS:
+        raise RankerError(f"{model} is a {found} artifact, not a model a reranker serves "
+                          f"({', '.join(KINDS)})")
+    return KINDS[found]

@@ -1,0 +1,174 @@
+"""What every rerank route does with a request, in steps: check the documents, get the query vector (batched with
+other requests'), find or encode the passage vectors within the request's time, cross, and order the results.
+
+:class:`Scoring` holds the running service, its one model thread and the query batcher (:func:`create_app`'s
+lifespan starts them); the routes in :mod:`ranker.serve.app` only adapt request and response shapes to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from fastapi.responses import JSONResponse
+
+from ranker.serve.batcher import QueryBatcher, QueueFull
+from ranker.serve.config import ServeConfig
+from ranker.serve.errors import ApiError
+from ranker.serve.metrics import Metrics
+from ranker.serve.schemas import CohereRerankRequest, CohereV2RerankRequest, DocumentObject
+from ranker.serve.service import Passages, RerankService
+from ranker.store.embeddings import EmbeddingStore
+from ranker.types import best_first
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
+def ranked_texts(docs: list[DocumentObject], fields: list[str] | None) -> list[str | None]:
+    """What each document is ranked on: its text, or the ``rank_fields`` values joined by a space.
+
+    Raises:
+        ApiError: 422 naming ``documents[i].FIELD`` when a document lacks a text field ``rank_fields`` names.
+    """
+    if not fields or fields == ["text"]:
+        return [d.text for d in docs]
+    texts = []
+    for i, d in enumerate(docs):
+        values = d.model_dump()
+        missing = next((f for f in fields if not isinstance(values.get(f), str)), None)
+        if missing is not None:
+            raise ApiError(422, f"documents[{i}].{missing}", "named by rank_fields, but the document has no "
+                                                              "such text field")
+        texts.append(" ".join(values[f] for f in fields))
+    return texts
+
+
+class Scoring:
+    """The service a server runs, its model thread and query batcher, and the steps of a rerank request."""
+
+    def __init__(self, config: ServeConfig, metrics: Metrics):
+        self.config, self.metrics = config, metrics
+        self.service: RerankService | None = None
+        self.executor: ThreadPoolExecutor | None = None
+        self.batcher: QueryBatcher | None = None
+
+    def start(self, service: RerankService | None) -> None:
+        """Load the service (unless one is given), start the model thread and the batcher."""
+        config = self.config
+        self.service = service or RerankService(config)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ranker-model")
+        self.batcher = QueryBatcher(self.service.encode_queries, self.executor, config.max_batch,
+                                    config.max_wait_ms, config.max_queue, self.metrics.batch.observe)
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def loaded(self) -> bool:
+        return self.service is not None
+
+    async def on_model_thread(self, function, *args):
+        """``function(*args)`` on the one model thread (model work never runs on the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def query_vector(self, text: str, field: str, deadline: float) -> np.ndarray:
+        """The query's vector, from a forward pass shared with the queries waiting beside it."""
+        config = self.config
+        if not text.strip():
+            raise ApiError(422, field, "empty: a query needs some text")
+        if len(text) > config.max_query_chars:
+            raise ApiError(413, field, f"{len(text)} characters, more than the limit {config.max_query_chars}")
+        try:
+            return await self.batcher.submit(text, max(0.001, deadline - time.monotonic()))
+        except QueueFull:
+            raise ApiError(503, "query", f"{config.max_queue} queries are waiting: retry shortly",
+                           {"Retry-After": "1"}) from None
+        except TimeoutError:
+            raise ApiError(504, "query", f"not answered within {config.timeout_s} s") from None
+
+    def check_documents(self, ids: list[str | None], texts: list[str | None], field: str) -> None:
+        """Refuse an empty request, too many documents, or a text over the size limit (413 naming it)."""
+        config = self.config
+        if not ids:
+            raise ApiError(422, field, "empty: nothing to rerank")
+        if len(ids) > config.max_documents:
+            raise ApiError(413, field, f"{len(ids)} documents, more than the limit {config.max_documents}")
+        for i, text in enumerate(texts):
+            if text is not None and len(text) > config.max_text_chars:
+                raise ApiError(413, f"{field}[{i}]", f"{len(text)} characters, more than the limit "
+                                                     f"{config.max_text_chars}")
+
+    async def score(self, q: np.ndarray, ids: list[str | None], texts: list[str | None], field: str,
+                    deadline: float, store: EmbeddingStore | None = None) -> tuple[np.ndarray, Passages]:
+        """Logits of the documents against the query vector, and where their vectors came from (one commit of the
+        store: ``store``, or the last); unseen texts are encoded a batch a turn on the model thread, each turn
+        within what is left of the request's time."""
+        config, service, metrics = self.config, self.service, self.metrics
+        store = store or service.snapshot()
+        try:
+            rows = service.locate(store, ids, texts)
+        except KeyError as e:
+            position, docno = e.args[0]
+            raise ApiError(404, f"{field}[{position}].id", f"{docno!r} is not in the embedding store") from None
+        unseen = [texts[i] or "" for i, row in enumerate(rows) if row is None]
+        if len(unseen) > config.max_encode:
+            raise ApiError(413, field, f"{len(unseen)} texts are not in the embedding store, more than the "
+                                       f"{config.max_encode} a request may encode: add them to the store "
+                                       "(rank encode --add)")
+        started, parts = time.perf_counter(), []
+        for start in range(0, len(unseen), config.encode_batch):  # one batch a turn: queries interleave
+            turn = self.on_model_thread(service.encode_passages, unseen[start:start + config.encode_batch])
+            try:
+                parts.append(await asyncio.wait_for(turn, max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                raise ApiError(504, field, f"its unseen texts were not encoded within {config.timeout_s} s") from None
+        passages = service.passages(store, ids, rows, np.concatenate(parts) if parts else None,
+                                    1000 * (time.perf_counter() - started))
+        logits = service.cross(q, passages.vectors)
+        metrics.documents.labels("id").inc(passages.by_id)
+        metrics.documents.labels("hash").inc(passages.by_hash)
+        metrics.documents.labels("encoded").inc(passages.encoded)
+        return logits, passages
+
+    async def rerank(self, query: str, ids: list[str | None], texts: list[str | None],
+                     field: str) -> tuple[np.ndarray, Passages, list[int]]:
+        """Check, encode and score one request's documents within ``--timeout`` (all of its model work);
+        the logits, where the vectors came from, and the documents' positions best first
+        (:func:`ranker.types.best_first`: ties by id, as ``rank run`` orders them, else as given)."""
+        self.check_documents(ids, texts, field)
+        deadline = time.monotonic() + self.config.timeout_s
+        logits, passages = await self.score(await self.query_vector(query, "query", deadline), ids, texts, field,
+                                            deadline)
+        return logits, passages, best_first(logits.tolist(), ids)
+
+    async def cohere_results(self, body: CohereRerankRequest | CohereV2RerankRequest, docs: list[DocumentObject],
+                             ids: list[str | None], texts: list[str | None], with_documents: bool) -> JSONResponse:
+        """The Cohere response (v1 and v2 share it): results best first, ``top_n`` of them."""
+        if body.top_n is not None and body.top_n < 1:
+            raise ApiError(422, "top_n", f"must be at least 1, got {body.top_n}")
+        if body.max_tokens_per_doc is not None and body.max_tokens_per_doc < 1:
+            raise ApiError(422, "max_tokens_per_doc", f"must be at least 1, got {body.max_tokens_per_doc}")
+        service, cap = self.service, body.max_tokens_per_doc
+        if cap is not None and cap < service.passage_tokens - 2:  # else the model reads no more than that anyway
+            self.check_documents(ids, texts, "documents")  # before cutting: the limits are on what was sent
+            texts = await self.on_model_thread(service.cut, texts, cap)
+        logits, passages, order = await self.rerank(body.query, ids, texts, "documents")
+        shown = sigmoid(logits) if not body.raw_scores else logits.astype(np.float64)
+        results = []
+        for i in order[: body.top_n or len(docs)]:
+            result = {"index": i, "relevance_score": float(shown[i])}
+            if with_documents:
+                result["document"] = {k: v for k, v in docs[i].model_dump().items() if v is not None}
+            results.append(result)
+        meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1},
+                "ranker": {"by_id": passages.by_id, "by_hash": passages.by_hash, "encoded": passages.encoded,
+                           "score": "logit" if body.raw_scores else "sigmoid(logit)",
+                           "passage_tokens": min(cap or service.passage_tokens, service.passage_tokens)}}
+        return JSONResponse({"id": str(uuid.uuid4()), "results": results, "meta": meta})
