@@ -14,7 +14,7 @@ from typing import Any
 
 from ranker._version import __version__
 from ranker.errors import FormatError, MissingInputError, RankerError
-from ranker.io.artifact import artifact_type
+from ranker.io.artifact import ARTIFACTS, artifact_type
 from ranker.io.formats import iter_collection, read_collection, read_qrels, read_run, read_topics, write_run
 from ranker.io.sources import iter_docs, load_qrels, load_topics
 from ranker.pipeline import Cutoff, Identity, Reranker, Stage
@@ -28,15 +28,6 @@ _LAZY = {
     "parse_measures": "ranker.measures", "save_run": "ranker.io.runs", "datasets": "ranker.io.datasets",
 }
 
-_LOADERS = {
-    "cross-encoder": ("ranker.rerank.cross_encoder", "CrossEncoder.from_pretrained"),
-    "twinbert": ("ranker.rerank.twinbert", "TwinBert.load"),
-    "embedding-store": ("ranker.store.embeddings", "EmbeddingStore.load"),
-    "bm25-index": ("ranker.first_stage.bm25", "Bm25Retriever"),
-    "teacher-scores": ("ranker.train.scores", "read_scores"),
-    "ensemble": ("ranker.rerank.fusion", "read_ensemble"),
-    "onnx-query-tower": ("ranker.rerank.query_encoders", "load_graph"),
-}
 
 
 def load(path: str | Path) -> Any:
@@ -46,7 +37,7 @@ def load(path: str | Path) -> Any:
     retriever, a teacher-score cache its scores (a DataFrame), an ensemble file its description, an exported
     query graph its ONNX Runtime session.
     """
-    module, attribute = _LOADERS[artifact_type(path)]
+    module, attribute = ARTIFACTS[artifact_type(path)][0].split(":")
     target: Any = importlib.import_module(module)
     for part in attribute.split("."):
         target = getattr(target, part)

@@ -16,10 +16,10 @@ import torch
 from ranker.errors import RankerError
 from ranker.io.datasets import strip_prefix
 from ranker.io.formats import read_run, write_run
-from ranker.rerank.biencoder import BiEncoder
-from ranker.rerank.config import TwinBertConfig
-from ranker.rerank.student import TwinBertReranker
-from ranker.rerank.twinbert import TwinBert, asymmetric_config
+from ranker.models.biencoder import BiEncoder
+from ranker.models.config import TwinBertConfig
+from ranker.models.twinbert import TwinBert, asymmetric_config
+from ranker.rerank.twinbert import TwinBertReranker
 from ranker.store.build import build_store
 from ranker.store.embeddings import EmbeddingStore, StoreMismatchError
 from ranker.train.config import AlignConfig, DistillConfig, LoopConfig
@@ -96,7 +96,7 @@ def test_a_changed_biencoder_is_refused_when_passages_are_encoded(tmp_path):
 
 
 def test_an_asymmetric_model_needs_separate_towers_of_the_biencoders_width():
-    from ranker.rerank.config import TwinBertConfig
+    from ranker.models.config import TwinBertConfig
 
     with pytest.raises(RankerError, match="asymmetric"):
         TwinBertConfig(doc_encoder="minilm")  # shared_encoder defaults to True
@@ -280,7 +280,7 @@ def test_a_frozen_passage_side_trains_the_query_tower_only(data, dev600, val_sto
     assert cos.fingerprint() == start.fingerprint()  # the passage side cannot move
     weight = "query_tower.encoder.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(cos.state_dict()[weight], start.state_dict()[weight])
-    from ranker.rerank.config import TwinBertConfig
+    from ranker.models.config import TwinBertConfig
 
     res = TwinBert.load(distill(config("res", reset_crossing=True,
                                        student=TwinBertConfig(crossing="res", res_width=8))), device="cpu")
@@ -296,7 +296,7 @@ def dataclasses_replace(config, **fields):
 
 
 def test_a_shared_encoder_cannot_train_against_a_frozen_passage_side(data, dev600, val_store, train_store, tmp_path):
-    from ranker.rerank.config import TwinBertConfig
+    from ranker.models.config import TwinBertConfig
     from ranker.train.distill import distill
 
     store, qids = train_store
@@ -337,7 +337,7 @@ def test_a_run_can_cap_the_query_length_and_counts_what_it_cut(val_store, tmp_pa
 
 
 def test_the_projection_starts_at_the_least_squares_map(biencoder):
-    from ranker.rerank.config import TwinBertConfig
+    from ranker.models.config import TwinBertConfig
     from ranker.train.align import fit_projection
 
     torch.manual_seed(0)
@@ -374,7 +374,7 @@ def test_the_onnx_biencoder_gives_torchs_vectors_and_int8_encodes_queries_only(b
 def test_a_frozen_word_embedding_table_is_read_from_its_checkpoint_not_stored(tmp_path, monkeypatch):
     from safetensors import safe_open
 
-    from ranker.rerank import hf
+    from ranker.models import hf
 
     model = TwinBert(asymmetric_config("minilm", encoder="minilm", num_layers=1), device="cpu")
     path = model.save(tmp_path / "student")

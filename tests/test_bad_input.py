@@ -22,8 +22,8 @@ SHIPPED = ROOT / "models"
 def work(tmp_path_factory) -> Path:
     """Fixture files: topics, a run over the fixture collection, a tiny student and its store."""
     from ranker.io.sources import iter_docs
-    from ranker.rerank.config import TwinBertConfig
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.config import TwinBertConfig
+    from ranker.models.twinbert import TwinBert
     from ranker.store.build import build_store
 
     root = tmp_path_factory.mktemp("bad-input")
@@ -62,7 +62,7 @@ def test_a_model_without_its_tokenizer_is_refused_not_run_on_unknown_tokens(work
 
 def test_the_store_fingerprint_covers_the_tokenizer(work, tmp_path):
     """A store encoded through one tokenizer is refused by a model with another (same weights)."""
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.twinbert import TwinBert
 
     other = damaged(work / "student", tmp_path / "student")
     file = other / "doc_encoder" / "tokenizer.json"
@@ -186,7 +186,7 @@ def test_a_failed_encode_says_where_its_rows_are_kept(work, tmp_path):
 def test_a_small_encode_commits_its_rows_while_it_runs(work, tmp_path, monkeypatch):
     """Rows commit every COMMIT_SECONDS, not only every chunk_size rows: a stopped small encode resumes."""
     from ranker.errors import RankerError
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.twinbert import TwinBert
     from ranker.store import build as stores
 
     monkeypatch.setattr(stores, "COMMIT_SECONDS", 0.0)

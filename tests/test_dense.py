@@ -12,9 +12,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import RankerError  # noqa: E402
-from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.dense import DenseRetriever, hybrid  # noqa: E402
-from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.first_stage.dense import DenseRetriever, hybrid  # noqa: E402
+from ranker.models.config import TwinBertConfig  # noqa: E402
+from ranker.models.twinbert import TwinBert  # noqa: E402
 from ranker.store.build import build_store  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402
 
@@ -43,7 +43,7 @@ def brute_force(model, store, k):
 
 def test_exact_search_is_the_brute_force_cosine_ranking(student, monkeypatch):
     model, store = student
-    from ranker.rerank import dense
+    from ranker.first_stage import dense
 
     monkeypatch.setattr(dense, "BLOCK_ROWS", 64)  # several blocks, each keeping its own top k
     got = DenseRetriever(store.path, str(model.path), k=20, query_backend="torch")(QUERIES)
@@ -112,7 +112,7 @@ def test_dense_retrieval_then_the_student_opens_the_student_once(student):
     model, one store, one query encoder), and the reranking equals the student's over the same candidates."""
     from ranker.rerank.assembly import DenseConfig, PipelineConfig, build_pipeline
     from ranker.rerank.registry import RerankerConfig
-    from ranker.rerank.student import TwinBertReranker
+    from ranker.rerank.twinbert import TwinBertReranker
 
     model, store = student
     settings = RerankerConfig(model=str(model.path), store=str(store.path), query_backend="torch")

@@ -9,8 +9,8 @@ import torch
 
 from ranker.errors import RankerError
 from ranker.io.formats import read_run
+from ranker.models.config import TwinBertConfig
 from ranker.pipeline import Reranker, pending, rescored
-from ranker.rerank.config import TwinBertConfig
 from ranker.train.config import DistillConfig, LoopConfig
 from ranker.train.distill import distill
 from ranker.train.examples import distill_data
@@ -122,7 +122,7 @@ def test_a_few_distillation_steps_train_and_save(small_data, data, tmp_path):
 
 
 def test_a_student_can_start_from_another_and_train_on_some_sets(small_data, data, tmp_path):
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.twinbert import TwinBert
 
     scores = tmp_path / "scores"
     score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), small_data.texts), small_data,
@@ -169,7 +169,7 @@ def test_a_scifact_only_student_is_validated_on_scifact_alone(data, tmp_path):
 
 
 def test_head_warmup_leaves_the_encoder_untouched(small_data, data, tmp_path):
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.twinbert import TwinBert
 
     scores = tmp_path / "scores"
     score_with_teacher(PairTeacher(lambda pairs: np.arange(len(pairs), dtype=float), small_data.texts), small_data,

@@ -10,8 +10,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import RankerError  # noqa: E402
-from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.models.config import TwinBertConfig  # noqa: E402
+from ranker.models.twinbert import TwinBert  # noqa: E402
 from ranker.store.build import build_store, merge_stores  # noqa: E402
 
 FILES = ("embeddings.npy", "docnos.txt", "text_hashes.npy", "ranker.json")
@@ -72,7 +72,7 @@ import sys
 from ray.cluster_utils import Cluster
 from ranker.io.sources import iter_docs
 from ranker.store.distributed import build_store_ray
-from ranker.rerank.registry import doc_encoder
+from ranker.models.loading import doc_encoder
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
 try:
     for _ in range(2):

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from ranker.errors import RankerError
-from ranker.rerank.fusion import fuse, load_ensemble, znorm
+from ranker.fusion import fuse, znorm
+from ranker.rerank.ensemble import load_ensemble
 from ranker.rerank.registry import RerankerConfig, make_reranker
 from ranker.train.fusion_weights import pick_weights
 from ranker.types import Qrel, Query, ScoredDoc
@@ -76,7 +77,7 @@ def test_ensemble_and_fuse_commands(tmp_path):
 
 def test_an_ensemble_does_not_run_a_component_of_weight_zero():
     from ranker.pipeline import Identity, Reranker
-    from ranker.rerank.fusion import EnsembleReranker
+    from ranker.rerank.ensemble import EnsembleReranker
 
     class Refuses(Reranker):
         def rerank(self, queries, candidates):
@@ -101,7 +102,7 @@ def test_shipped_ensemble_teacher_reranks_and_matches_fusing_its_components(data
     """models/ensemble-msmarco.json loads (teacher from models/, bundled bi-encoder, BM25) and fuses its parts."""
     from ranker.io.formats import read_run
     from ranker.io.texts import texts_for
-    from ranker.rerank.registry import shipped_model
+    from ranker.models.loading import shipped_model
 
     msmarco = data / "msmarco-passage"
     run = read_run(msmarco / "runs" / "bm25.dl19.top100.trec")
@@ -122,7 +123,7 @@ def test_shipped_ensemble_teacher_reranks_and_matches_fusing_its_components(data
 @pytest.mark.parametrize("weight", [float("nan"), float("inf"), 1e308, "0.5", True])
 def test_weights_must_be_finite_numbers_in_fuse_an_ensemble_and_its_file(weight, tmp_path):
     from ranker.pipeline import Identity
-    from ranker.rerank.fusion import EnsembleReranker, read_ensemble
+    from ranker.rerank.ensemble import EnsembleReranker, read_ensemble
 
     with pytest.raises(RankerError, match="weight 2 is .*: weights must be finite numbers"):
         fuse([A, B], [1.0, weight])

@@ -10,9 +10,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import RankerError  # noqa: E402
-from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.student import TwinBertReranker  # noqa: E402
-from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.models.config import TwinBertConfig  # noqa: E402
+from ranker.models.twinbert import TwinBert  # noqa: E402
+from ranker.rerank.twinbert import TwinBertReranker  # noqa: E402
 from ranker.store.build import build_store  # noqa: E402
 from ranker.store.edit import add_to_store, compact_store, delete_from_store  # noqa: E402
 from ranker.store.embeddings import DEFAULT_FILES, EmbeddingStore, StoreMismatchError, store_files  # noqa: E402
@@ -48,7 +48,7 @@ def ranked(model, store, docnos) -> dict[str, list[str]]:
 
 
 def dense_ranked(model, store) -> dict[str, list[str]]:
-    from ranker.rerank.dense import DenseRetriever
+    from ranker.first_stage.dense import DenseRetriever
 
     ranking = DenseRetriever(store.path, str(model.path), k=50, query_backend="torch")(QUERIES)
     return {q: [d.docno for d in docs] for q, docs in ranking.items()}

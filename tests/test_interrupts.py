@@ -111,8 +111,8 @@ def assert_interrupted(output: str, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from ranker.rerank.config import TwinBertConfig
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.config import TwinBertConfig
+    from ranker.models.twinbert import TwinBert
 
     torch.manual_seed(0)
     return TwinBert(TwinBertConfig(num_layers=1, doc_max_length=32)).save(tmp_path_factory.mktemp("m") / "model")

@@ -10,11 +10,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ranker"
 
-LAYERS = ["base", "ranker.io", "ranker.store", "ranker.first_stage", "ranker.rerank", "ranker.train", "ranker.eval",
-          "ranker.serve", "ranker.cli", "front door"]
+LAYERS = ["base", "ranker.io", "ranker.store", "ranker.models", "ranker.first_stage", "ranker.rerank", "ranker.train",
+          "ranker.eval", "ranker.serve", "ranker.cli", "front door"]
 """Bottom to top. A module may import from its own layer and those below, never from one above."""
 
-BASE = {"ranker._version", "ranker.errors", "ranker.types", "ranker.interrupt", "ranker.pipeline", "ranker.measures"}
+BASE = {"ranker._version", "ranker.errors", "ranker.types", "ranker.interrupt", "ranker.pipeline", "ranker.measures",
+        "ranker.fusion"}
 FRONT = {"ranker", "ranker.__main__"}
 MAX_LINES = 400
 
@@ -127,6 +128,13 @@ def test_no_module_imports_another_modules_private_names(path):
     assert not found, f"{module_name(path)} imports private names: {'; '.join(found)} (make them public API)"
 
 
+def test_every_subpackage_is_a_regular_package_that_says_what_it_holds():
+    for folder in sorted(p for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"):
+        init = folder / "__init__.py"
+        assert init.is_file(), f"{folder.name} is a namespace package: add __init__.py with a docstring"
+        assert ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), f"{init} has no docstring"
+
+
 def test_no_import_cycles():
     modules = {module_name(p) for p in MODULES}
     graph = {module_name(p): {t for _, t in imported(p) if t in modules and t != module_name(p)} for p in MODULES}
@@ -142,7 +150,7 @@ def test_the_cycle_and_private_checks_can_fail():
 
 
 def test_models_never_import_training_code():
-    for path in (PACKAGE / "rerank").glob("*.py"):
+    for path in [*(PACKAGE / "models").glob("*.py"), *(PACKAGE / "rerank").glob("*.py")]:
         assert not [t for _, t in imported(path) if t.startswith("ranker.train")], path
 
 
@@ -157,10 +165,10 @@ def test_the_checker_catches_upward_imports_however_written():
     sources = ["from ranker.train.teacher import train_teacher", "from ..train import teacher",
                "def f():\n    import ranker.cli", "from ranker import cli"]
     for source in sources:
-        assert upward("ranker.rerank.cross_encoder", imports_of(source, "ranker.rerank.cross_encoder")), source
-    assert not upward("ranker.rerank.cross_encoder", imports_of("from ..io.formats import read_run\n"
+        assert upward("ranker.models.cross_encoder", imports_of(source, "ranker.models.cross_encoder")), source
+    assert not upward("ranker.models.cross_encoder", imports_of("from ..io.formats import read_run\n"
                                                                 "from ranker.pipeline import Reranker",
-                                                                "ranker.rerank.cross_encoder"))
+                                                                "ranker.models.cross_encoder"))
 
 
 def test_the_command_line_loads_no_heavy_library():

@@ -10,17 +10,10 @@ import pytest
 import ranker
 from ranker.errors import MissingInputError, RankerError
 from ranker.io.artifact import ArtifactError, read_metadata, write_metadata
+from ranker.models.kinds import reranker_kind
+from ranker.models.loading import MODELS_ENV, models_dir, shipped_model
 from ranker.pipeline import Identity
-from ranker.rerank.registry import (
-    MODELS_ENV,
-    RERANKERS,
-    RerankerConfig,
-    make_reranker,
-    models_dir,
-    reranker_kind,
-    reranker_names,
-    shipped_model,
-)
+from ranker.rerank.registry import RERANKERS, RerankerConfig, make_reranker, reranker_names
 from ranker.types import Query, ScoredDoc
 
 
@@ -85,7 +78,7 @@ def test_shipped_models_are_found_from_any_working_folder(tmp_path):
     from pathlib import Path
 
     env = {k: v for k, v in os.environ.items() if k != MODELS_ENV}
-    found = subprocess.run([sys.executable, "-c", "from ranker.rerank.registry import shipped_model; "
+    found = subprocess.run([sys.executable, "-c", "from ranker.models.loading import shipped_model; "
                             "print(shipped_model('twinbert'))"], cwd=tmp_path, env=env, capture_output=True,
                            text=True, check=True).stdout.strip()
     assert Path(found) == Path(ranker.__file__).resolve().parents[1] / "models" / "twinbert"

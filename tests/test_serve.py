@@ -73,7 +73,7 @@ def dl19(data, tmp_path_factory) -> dict:
     """Two DL19 queries, their BM25 top-100, and the shipped student's store of those passages."""
     from ranker.io.formats import read_run, read_topics, write_run
     from ranker.io.texts import texts_for
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.twinbert import TwinBert
     from ranker.store.build import build_store
 
     ms = data / "msmarco-passage"
@@ -318,8 +318,8 @@ def test_bodies_are_limited_while_they_are_read(dl19, service):
 
 
 def test_a_store_from_another_model_refuses_to_start(dl19, tmp_path):
-    from ranker.rerank.config import TwinBertConfig
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.config import TwinBertConfig
+    from ranker.models.twinbert import TwinBert
 
     other = TwinBert(TwinBertConfig(num_layers=1), device="cpu").save(tmp_path / "other")
     result = rank("serve", "--store", dl19["root"] / "store", "--model", other, "--port", free_port(), check=False)

@@ -14,8 +14,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import MissingInputError, RankerError  # noqa: E402
-from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.models.config import TwinBertConfig  # noqa: E402
+from ranker.models.twinbert import TwinBert  # noqa: E402
 from ranker.store.build import build_store, convert_store  # noqa: E402
 from ranker.store.embeddings import EmbeddingStore, StoreMismatchError, partial_path, text_hash  # noqa: E402
 from ranker.store.quantization import dequantize, quantize  # noqa: E402

@@ -13,8 +13,8 @@ from .conftest import assert_input_error, rank
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, data):
-    from ranker.rerank.config import TwinBertConfig
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.config import TwinBertConfig
+    from ranker.models.twinbert import TwinBert
 
     root = tmp_path_factory.mktemp("student")
     model = TwinBert(TwinBertConfig(num_layers=1, doc_max_length=64)).save(root / "model")

@@ -15,10 +15,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import RankerError  # noqa: E402
 from ranker.io.texts import TextSource  # noqa: E402
-from ranker.rerank.biencoder import BiEncoder  # noqa: E402
-from ranker.rerank.config import CrossEncoderConfig  # noqa: E402
-from ranker.rerank.cross_encoder import CrossEncoder, CrossEncoderReranker  # noqa: E402
-from ranker.rerank.hf import bundled_minilm  # noqa: E402
+from ranker.models.biencoder import BiEncoder  # noqa: E402
+from ranker.models.config import CrossEncoderConfig  # noqa: E402
+from ranker.models.cross_encoder import CrossEncoder, CrossEncoderReranker  # noqa: E402
+from ranker.models.hf import bundled_minilm  # noqa: E402
 from ranker.train.config import LoopConfig, TeacherTrainingConfig  # noqa: E402
 from ranker.train.examples import build_trainset  # noqa: E402
 from ranker.train.losses import group_loss  # noqa: E402

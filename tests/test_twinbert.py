@@ -14,10 +14,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import MissingInputError, RankerError  # noqa: E402
-from ranker.rerank.biencoder import BiEncoder  # noqa: E402
-from ranker.rerank.config import TwinBertConfig  # noqa: E402
-from ranker.rerank.student import TwinBertReranker  # noqa: E402
-from ranker.rerank.twinbert import TwinBert  # noqa: E402
+from ranker.models.biencoder import BiEncoder  # noqa: E402
+from ranker.models.config import TwinBertConfig  # noqa: E402
+from ranker.models.twinbert import TwinBert  # noqa: E402
+from ranker.rerank.twinbert import TwinBertReranker  # noqa: E402
 from ranker.store.build import build_store  # noqa: E402
 from ranker.store.embeddings import StoreMismatchError  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402
@@ -213,7 +213,7 @@ def test_reranker_refuses_another_models_store(two_towers, store_path):
 
 
 def test_bfloat16_query_tower_scores_close_to_float32_and_leaves_the_model_alone(shared, store_path, monkeypatch):
-    from ranker.rerank import query_encoders
+    from ranker.models import query_encoders
 
     monkeypatch.setattr(query_encoders, "native_bfloat16", lambda: True)
     exact = {d.docno: d.score for d in TwinBertReranker(shared, store_path, query_backend="torch")(
@@ -228,7 +228,7 @@ def test_bfloat16_query_tower_scores_close_to_float32_and_leaves_the_model_alone
 
 
 def test_bfloat16_falls_back_to_float32_without_native_support(shared, store_path, monkeypatch, caplog):
-    from ranker.rerank import query_encoders
+    from ranker.models import query_encoders
 
     monkeypatch.setattr(query_encoders, "native_bfloat16", lambda: False)
     caplog.set_level("WARNING", logger="ranker")
@@ -245,7 +245,7 @@ def test_unknown_query_backend_is_refused(shared, store_path):
 def test_a_tokenizer_from_another_model_is_refused(shared, tmp_path):
     from transformers import AutoTokenizer
 
-    from ranker.rerank.cross_encoder import CrossEncoder
+    from ranker.models.cross_encoder import CrossEncoder
 
     folder = shared.save(tmp_path / "model")
     tokenizer = AutoTokenizer.from_pretrained(folder / "doc_encoder")

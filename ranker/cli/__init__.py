@@ -33,7 +33,7 @@ from ranker.cli import (
 from ranker.errors import RankerError
 from ranker.interrupt import Interrupted
 from ranker.interrupt import install as install_interrupts
-from ranker.rerank.registry import MODELS_ENV, use_models
+from ranker.models.loading import MODELS_ENV, use_models
 
 EXIT_CODES = {"ok": 0, "bad_input": 2}
 """Exit codes: 2 for anything the user can fix (bad file, missing index, wrong option), as click does."""

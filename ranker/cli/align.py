@@ -99,7 +99,7 @@ def agreement(
 
     from ranker.errors import RankerError
     from ranker.io.sources import load_qrels, load_topics
-    from ranker.rerank.twinbert import TwinBert
+    from ranker.models.twinbert import TwinBert
     from ranker.train.align import agreement as measure
 
     if judged_only and len(judged_only) != len(topics):

@@ -9,7 +9,7 @@ import typer
 
 from ranker.cli import options
 from ranker.cli.options import output_file
-from ranker.rerank.config import QUERY_BACKENDS
+from ranker.models.config import QUERY_BACKENDS
 from ranker.rerank.registry import RerankerConfig, reranker_names
 
 RERANK = RerankerConfig()

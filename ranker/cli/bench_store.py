@@ -27,7 +27,7 @@ def bench_store(
 
     fingerprint = "synthetic"
     if fingerprint_of:
-        from ranker.rerank.twinbert import TwinBert
+        from ranker.models.twinbert import TwinBert
 
         fingerprint = TwinBert.load(fingerprint_of, device="cpu").fingerprint()
     results = []

@@ -85,7 +85,7 @@ def distill(
     """Distil the teacher into a TwinBERT student; rerun the same command to resume."""
     import dataclasses
 
-    from ranker.rerank.twinbert import asymmetric_config
+    from ranker.models.twinbert import asymmetric_config
     from ranker.train.config import LoopConfig
     from ranker.train.distill import distill as train
     from ranker.train.scores import run_teacher_scores, teacher_scores

@@ -74,7 +74,7 @@ def encode(
 ) -> None:
     """Encode every passage once, offline; `rank run --reranker twinbert --store` then only encodes queries."""
     from ranker.errors import RankerError
-    from ranker.rerank.registry import doc_encoder
+    from ranker.models.loading import doc_encoder
     from ranker.store.build import build_store, convert_store, merge_stores
 
     _one_mode(add or delete or compact, bool(merge), from_store is not None, shard is not None, engine is Engine.ray)
@@ -93,7 +93,7 @@ def encode(
         if engine is Engine.ray:
             import functools
 
-            from ranker.rerank.registry import shipped_model
+            from ranker.models.loading import shipped_model
             from ranker.store.distributed import build_store_ray
 
             if encoder is Encoder.twinbert and model is None:  # the actors' processes know no `rank --models`
@@ -146,7 +146,7 @@ def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encode
     """``--add``, ``--delete``, ``--compact`` on an existing store, in that order."""
     from ranker.errors import RankerError
     from ranker.io.formats import read_ids
-    from ranker.rerank.registry import doc_encoder
+    from ranker.models.loading import doc_encoder
     from ranker.store import edit as store_edit
     from ranker.store.embeddings import EmbeddingStore
 

@@ -49,10 +49,10 @@ def fuse(
     import json
 
     from ranker.errors import RankerError
+    from ranker.fusion import fuse as fuse_rankings
     from ranker.io.formats import read_run
     from ranker.io.runs import save_run, sidecar_path
-    from ranker.rerank.fusion import fuse as fuse_rankings
-    from ranker.rerank.fusion import read_ensemble
+    from ranker.rerank.ensemble import read_ensemble
 
     not_an_input(output, [*runs, ensemble])
     weights = read_ensemble(ensemble)["weights"]

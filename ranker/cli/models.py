@@ -36,8 +36,8 @@ def list_models(
     from ranker.errors import MissingInputError
     from ranker.eval.catalog import CATALOG, catalog
     from ranker.io.checkpoints import CHECKPOINTS, checkpoint_path
-    from ranker.rerank.hf import bundled_minilm
-    from ranker.rerank.registry import models_dir
+    from ranker.models.hf import bundled_minilm
+    from ranker.models.loading import models_dir
 
     folder = models_dir()
     if (folder / CATALOG).is_file():

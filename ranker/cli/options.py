@@ -9,7 +9,7 @@ import typer
 
 from ranker.errors import RankerError
 from ranker.io.atomic import check_writable
-from ranker.rerank.config import DEFAULT_QUERY_BACKEND, QUERY_BACKENDS
+from ranker.models.config import DEFAULT_QUERY_BACKEND, QUERY_BACKENDS
 
 
 def output_file(path: Path | None) -> Path | None:
@@ -28,7 +28,7 @@ def output_folder(path: Path | None) -> Path | None:
 
 
 def query_backend(name: str) -> str:
-    """``--query-backend``: one of :data:`ranker.rerank.config.QUERY_BACKENDS`."""
+    """``--query-backend``: one of :data:`ranker.models.config.QUERY_BACKENDS`."""
     if name not in QUERY_BACKENDS:
         raise typer.BadParameter(f"{name!r} is not one of {', '.join(QUERY_BACKENDS)}")
     return name

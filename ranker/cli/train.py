@@ -49,7 +49,7 @@ def train_teacher(
     """
     import dataclasses
 
-    from ranker.rerank.config import CrossEncoderConfig
+    from ranker.models.config import CrossEncoderConfig
     from ranker.train.config import LoopConfig
     from ranker.train.teacher import train_teacher as train
 

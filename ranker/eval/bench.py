@@ -103,7 +103,7 @@ def cpu_info() -> dict:
 def encode_throughput(model: str, texts: list[str], backends: list[str], batch_size: int = 16) -> list[dict]:
     """Passages per second of the bi-encoder ``model`` on each backend over the same ``texts`` (after one untimed
     batch), and the mean and smallest cosine of each backend's vectors to the first backend's."""
-    from ranker.rerank.biencoder import BiEncoder
+    from ranker.models.biencoder import BiEncoder
 
     results, first = [], None
     for backend in backends:

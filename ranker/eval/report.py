@@ -31,7 +31,7 @@ from ranker.io.atomic import atomic_open
 from ranker.io.formats import read_run
 from ranker.io.sources import load_qrels
 from ranker.measures import parse_measures
-from ranker.rerank.fusion import read_ensemble
+from ranker.rerank.ensemble import read_ensemble
 
 MEASURES = ("nDCG@10", "RR@10", "R@100")
 

@@ -66,7 +66,7 @@ def measure(path: str | Path, candidates: int = 100, queries: int = 500, seed: i
     lookup faults in the pages it touches first)."""
     import torch
 
-    from ranker.rerank.layers import CosineCrossing
+    from ranker.models.layers import CosineCrossing
 
     torch.set_num_threads(1)
     crossing = CosineCrossing(10.0)

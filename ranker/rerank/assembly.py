@@ -52,7 +52,7 @@ class PipelineConfig:
         k: Documents kept per query (BM25's depth too).
         bm25: BM25 settings (its ``k`` is replaced by ``k``).
         retriever: The first stage over ``index``: ``bm25``; ``dense`` (nearest neighbours in ``dense``'s store,
-            no index needed) or ``hybrid`` (both fused, :mod:`ranker.rerank.dense`).
+            no index needed) or ``hybrid`` (both fused, :mod:`ranker.first_stage.dense`).
         dense: The dense retriever's settings.
     """
 
@@ -126,7 +126,7 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
             raise RankerError("the hybrid retriever needs a BM25 index: give --index DIR")
         retriever = first = Bm25Retriever(config.index, replace(config.bm25, k=config.k))
     if config.retriever != "bm25":
-        from ranker.rerank.dense import DenseRetriever, HybridRetriever
+        from ranker.first_stage.dense import DenseRetriever, HybridRetriever
 
         if config.dense.store is None:
             raise RankerError(f"the {config.retriever} retriever needs an embedding store: give --store DIR")

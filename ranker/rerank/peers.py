@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ranker.errors import RankerError
+from ranker.models.hf import resolve_checkpoint
+from ranker.models.kinds import reranker_kind
 from ranker.pipeline import Reranker, pending
-from ranker.rerank.hf import resolve_checkpoint
-from ranker.rerank.kinds import reranker_kind
 from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking
 
@@ -41,12 +41,12 @@ class SentenceTransformerReranker(Reranker):
         path = resolve_checkpoint(model)
         twinbert = reranker_kind(path, default="biencoder") == "twinbert"
         if twinbert:
-            from ranker.rerank.twinbert import TwinBert
+            from ranker.models.twinbert import TwinBert
 
             owner = TwinBert.load(path, device="cpu")
             encoder_path = owner.path / "doc_encoder"
         else:
-            from ranker.rerank.biencoder import BiEncoder
+            from ranker.models.biencoder import BiEncoder
 
             owner, encoder_path = BiEncoder(path, device="cpu"), path
         self.store = EmbeddingStore.load(store, owner)
@@ -56,7 +56,7 @@ class SentenceTransformerReranker(Reranker):
         del owner
 
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
-        from ranker.rerank.biencoder import store_scores
+        from ranker.models.biencoder import store_scores
 
         def encode(texts: list[str]) -> np.ndarray:
             return self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,

@@ -1,4 +1,5 @@
-"""Rerankers by name, as ``rank run --reranker NAME`` takes them, and the folder shipped models are found in.
+"""Rerankers by name, as ``rank run --reranker NAME`` takes them (the shipped models' folder:
+:mod:`ranker.models.loading`).
 
 Each factory imports its model code on use, so listing or validating names never loads torch. A reranker
 can also be named by its model alone: :func:`reranker_kind` reads the kind from the artifact's metadata
@@ -8,60 +9,18 @@ can also be named by its model alone: :func:`reranker_kind` reads the kind from 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ranker.errors import MissingInputError, RankerError
+from ranker.errors import RankerError
+from ranker.models.config import DEFAULT_QUERY_BACKEND
+from ranker.models.kinds import reranker_kind
+from ranker.models.loading import shipped_model
 from ranker.pipeline import Identity, Reranker
-from ranker.rerank.config import DEFAULT_QUERY_BACKEND
-from ranker.rerank.kinds import reranker_kind
 
 if TYPE_CHECKING:
-    from ranker.rerank.student import Student
-
-MODELS_ENV = "RANKER_MODELS"
-"""Environment variable naming the folder of shipped models (default: ``models`` in the working directory)."""
-
-
-PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "models"
-"""The ``models/`` beside the package: the clone's, for the editable install ``scripts/setup.sh`` makes."""
-
-
-_chosen_models: Path | None = None
-
-
-def use_models(folder: str | Path | None) -> None:
-    """Find shipped models in ``folder`` from now on (``rank --models``); ``None``: back to the default search."""
-    global _chosen_models
-    _chosen_models = Path(folder) if folder is not None else None
-
-
-def models_dir() -> Path:
-    """The folder shipped models are found in: the one :func:`use_models` chose, else ``$RANKER_MODELS``, else
-    ``./models`` where it exists (run inside a project checkout), else :data:`PACKAGE_MODELS` (any other folder)."""
-    if _chosen_models is not None:
-        return _chosen_models
-    if os.environ.get(MODELS_ENV):
-        return Path(os.environ[MODELS_ENV])
-    here = Path("models")
-    return PACKAGE_MODELS if not here.is_dir() and PACKAGE_MODELS.is_dir() else here
-
-
-def shipped_model(name: str) -> Path:
-    """The shipped model ``name`` (``teacher``, ``twinbert``, ``ensemble-msmarco.json``…) in :func:`models_dir`.
-
-    Raises:
-        MissingInputError: It is not there.
-    """
-    path = models_dir() / name
-    if not path.exists():
-        raise MissingInputError(f"no shipped model {name!r} in {models_dir()} (set {MODELS_ENV} or --models to the "
-                                "folder holding the project's models/, or give --model)")
-    return path
-
+    from ranker.models.student import Student
 
 @dataclass(frozen=True)
 class RerankerConfig:
@@ -73,10 +32,10 @@ class RerankerConfig:
         store: Embedding store folder (``twinbert``).
         batch_size: Texts or pairs per forward pass.
         encode_missing: ``twinbert``: encode candidates the store lacks from ``texts``.
-        query_backend: What runs ``twinbert``'s query tower (:data:`ranker.rerank.config.QUERY_BACKENDS`).
+        query_backend: What runs ``twinbert``'s query tower (:data:`ranker.models.config.QUERY_BACKENDS`).
         query_max_length: ``twinbert``: query tokens kept (``None``: the model's own cap).
-        biencoder_backend: What runs ``biencoder``'s encoder (:data:`ranker.rerank.biencoder.BACKENDS`).
-        student: ``twinbert``: a :class:`ranker.rerank.student.Student` already open for this model and store
+        biencoder_backend: What runs ``biencoder``'s encoder (:data:`ranker.models.biencoder.BACKENDS`).
+        student: ``twinbert``: a :class:`ranker.models.student.Student` already open for this model and store
             (the dense first stage's), used instead of loading them again.
     """
 
@@ -98,14 +57,14 @@ def _texts(config: RerankerConfig, name: str) -> Mapping[str, str]:
 
 
 def _cross_encoder(config: RerankerConfig) -> Reranker:
-    from ranker.rerank.cross_encoder import CrossEncoderReranker
+    from ranker.models.cross_encoder import CrossEncoderReranker
 
     return CrossEncoderReranker(_texts(config, "cross-encoder"), config.model or shipped_model("teacher"),
                                 config.batch_size)
 
 
 def _biencoder(config: RerankerConfig) -> Reranker:
-    from ranker.rerank.biencoder import BiEncoder, BiEncoderReranker
+    from ranker.models.biencoder import BiEncoder, BiEncoderReranker
 
     texts = config.texts if config.store is not None else _texts(config, "biencoder")
     return BiEncoderReranker(texts, BiEncoder(config.model, batch_size=config.batch_size,
@@ -113,7 +72,8 @@ def _biencoder(config: RerankerConfig) -> Reranker:
 
 
 def _twinbert(config: RerankerConfig) -> Reranker:
-    from ranker.rerank.student import Student, TwinBertReranker
+    from ranker.models.student import Student
+    from ranker.rerank.twinbert import TwinBertReranker
 
     student = config.student
     if student is None:
@@ -127,11 +87,11 @@ def _twinbert(config: RerankerConfig) -> Reranker:
 
 
 def _ensemble(config: RerankerConfig) -> Reranker:
-    from ranker.rerank.fusion import load_ensemble
+    from ranker.rerank.ensemble import load_ensemble
 
     if config.model is None:
         raise RankerError("reranker 'ensemble' needs --model FILE.json (components and weights; "
-                          "see ranker.rerank.fusion)")
+                          "see ranker.rerank.ensemble)")
     return load_ensemble(config.model, lambda name, model: make_reranker(
         name, dataclasses.replace(config, model=model)))
 
@@ -154,26 +114,6 @@ RERANKERS: dict[str, Callable[[RerankerConfig], Reranker]] = {
 
 ALIASES = {"teacher": "cross-encoder"}
 """Other names a reranker is known by (``teacher`` is the cross-encoder's role in the pipeline)."""
-
-def doc_encoder(kind: str, model: str | None, batch_size: int = 64, backend: str = "torch"):
-    """What ``rank encode`` encodes passages with: ``twinbert`` (default the shipped student's document tower) or
-    ``biencoder`` (a sentence-transformers model: ``minilm``, ``mpnet``, a folder; on ``backend``, ``torch`` or
-    ``onnx``: :data:`ranker.rerank.biencoder.BACKENDS`)."""
-    if kind == "biencoder":
-        from ranker.rerank.biencoder import BiEncoder
-
-        if backend == "onnx-int8":
-            raise RankerError("passages are encoded in float32 (--backend torch or onnx); onnx-int8 is for queries")
-        return BiEncoder(model, batch_size=batch_size, device="cpu", progress=False, backend=backend)
-    if kind != "twinbert":
-        raise RankerError(f"encoder must be 'twinbert' or 'biencoder', not {kind!r}")
-    if backend != "torch":
-        raise RankerError(f"--backend {backend} is for --encoder biencoder; the student's document tower runs on "
-                          "torch")
-    from ranker.rerank.twinbert import TwinBert
-
-    return TwinBert.load(model or shipped_model("twinbert"))
-
 
 def reranker_names() -> list[str]:
     """Every name :func:`make_reranker` takes, aliases after the registry's own."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ranker.rerank.config import DEFAULT_QUERY_BACKEND
+from ranker.models.config import DEFAULT_QUERY_BACKEND
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class ServeConfig:
         max_text_chars: Longest document text accepted (413 above).
         max_query_chars: Longest query accepted (413 above).
         threads: torch (and ONNX Runtime) CPU threads.
-        query_backend: What runs the query tower (:data:`ranker.rerank.config.QUERY_BACKENDS`).
+        query_backend: What runs the query tower (:data:`ranker.models.config.QUERY_BACKENDS`).
         max_body_bytes: Largest request body (413 above; checked by ``Content-Length`` and while it streams in).
         read_timeout_s: Longest wait for the next part of a body (408 after).
         keep_alive_s: An idle keep-alive connection is closed after this long.

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ranker.errors import RankerError
-from ranker.rerank.registry import shipped_model
-from ranker.rerank.student import Student
+from ranker.models.loading import shipped_model
+from ranker.models.student import Student
 from ranker.serve.config import ServeConfig
 from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query

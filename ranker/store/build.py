@@ -55,7 +55,7 @@ def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: 
     """Encode passages into a store at ``path``, resuming an interrupted build of the same store.
 
     Args:
-        model: The passage encoder (a :class:`ranker.rerank.twinbert.TwinBert`).
+        model: The passage encoder (a :class:`ranker.models.twinbert.TwinBert`).
         docs: :class:`Doc` records (encoded as ``contents``) or ``(docno, text)`` pairs; on resume, the same
             sequence again.
         path: The store folder; must not exist yet.

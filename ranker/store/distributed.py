@@ -46,7 +46,7 @@ def build_store_ray(encoder: Callable[[], DocEncoder], docs: Iterable[Doc | tupl
 
     Args:
         encoder: Makes the document encoder, once in the driver (for the build plan) and once in each actor: a
-            picklable callable, e.g. ``functools.partial(ranker.rerank.registry.doc_encoder, "twinbert", path)``.
+            picklable callable, e.g. ``functools.partial(ranker.models.loading.doc_encoder, "twinbert", path)``.
         address: A running cluster (``ray start --head`` prints it; ``auto`` finds a local one); ``None``
             starts a local Ray instance with ``workers * threads`` CPUs and stops it afterwards.
 

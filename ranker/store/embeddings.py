@@ -76,7 +76,7 @@ class StoreMismatchError(RankerError):
 
 
 class DocEncoder(Protocol):
-    """What a store needs from a model (:class:`ranker.rerank.twinbert.TwinBert` provides it)."""
+    """What a store needs from a model (:class:`ranker.models.twinbert.TwinBert` provides it)."""
 
     @property
     def dim(self) -> int: ...

@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 from ranker.errors import RankerError
 from ranker.io import datasets
 from ranker.io.atomic import atomic_open, write_json
-from ranker.rerank.biencoder import BiEncoder
-from ranker.rerank.hf import auto_device
-from ranker.rerank.twinbert import TwinBert, asymmetric_config
+from ranker.models.biencoder import BiEncoder
+from ranker.models.hf import auto_device
+from ranker.models.twinbert import TwinBert, asymmetric_config
 from ranker.store.embeddings import text_hash
 from ranker.train.config import AlignConfig
 from ranker.train.distill import student_ranking

@@ -12,7 +12,7 @@ from typing import Literal
 
 from ranker.io import datasets
 from ranker.io.datasets import DATA_DIR
-from ranker.rerank.config import CrossEncoderConfig, TwinBertConfig
+from ranker.models.config import CrossEncoderConfig, TwinBertConfig
 
 TEACHER_SETS = datasets.names("teacher")
 """Labelled sets the teacher trains on: DL20, DL21, DL23, dev600 and SciFact train."""

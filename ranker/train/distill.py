@@ -23,8 +23,8 @@ from ranker.errors import RankerError
 from ranker.io.artifact import read_metadata
 from ranker.io.atomic import write_json
 from ranker.io.datasets import collection_of
-from ranker.rerank.student import cross_candidates
-from ranker.rerank.twinbert import TwinBert
+from ranker.models.student import cross_candidates
+from ranker.models.twinbert import TwinBert
 from ranker.train.config import DistillConfig
 from ranker.train.examples import ValidationSet, set_queries, training_labels, validation_split
 from ranker.train.frozen import StoreVectors
@@ -56,7 +56,7 @@ def sample_groups(scores: Mapping[str, tuple[list[str], np.ndarray]], qids: Sequ
 def student_ranking(model, queries: Mapping[str, Query], candidates: Ranking, texts: Mapping[str, str] | None,
                     batch_size: int = 64, vectors: StoreVectors | None = None) -> Ranking:
     """Rerank with a TwinBERT encoding passages on the fly, or reading them from ``vectors`` (a frozen passage
-    side): for validation and small sets; scored as :class:`ranker.rerank.student.TwinBertReranker` scores."""
+    side): for validation and small sets; scored as :class:`ranker.rerank.twinbert.TwinBertReranker` scores."""
     qids = [q for q in candidates if q in queries]
     docnos = list(dict.fromkeys(d.docno for q in qids for d in candidates[q]))
     q_vecs = model.encode_queries([queries[q].text for q in qids], batch_size)

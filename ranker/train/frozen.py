@@ -1,6 +1,6 @@
 """A frozen passage side: training reads passage vectors from embedding stores instead of encoding passages.
 
-With the passages' vectors fixed (an asymmetric TwinBERT's bi-encoder side, :mod:`ranker.rerank.twinbert`), a
+With the passages' vectors fixed (an asymmetric TwinBERT's bi-encoder side, :mod:`ranker.models.twinbert`), a
 training step costs only the queries' encodings and the crossings, so the query side can be trained to
 convergence on a CPU. Training and validation ids carry their dataset's prefix (``scifact:…``); stores hold the
 collection's own ids.

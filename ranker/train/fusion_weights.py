@@ -1,6 +1,6 @@
 """Fusion weights learned on validation queries: a grid over the simplex, the best by a measure.
 
-The result is an ensemble description (:mod:`ranker.rerank.fusion`) that ``--reranker ensemble`` and
+The result is an ensemble description (:mod:`ranker.rerank.ensemble`) that ``--reranker ensemble`` and
 ``rank fuse`` read.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ranker.fusion import fuse
 from ranker.measures import parse_measures, per_query
-from ranker.rerank.fusion import fuse
 from ranker.types import Qrel, Ranking
 
 

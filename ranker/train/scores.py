@@ -21,8 +21,10 @@ from ranker.io.artifact import metadata_file, read_metadata, write_metadata
 from ranker.io.atomic import atomic_open
 from ranker.io.datasets import DATA_DIR, RUNS_DIR, collection_of, strip_prefix, with_prefix
 from ranker.io.formats import read_run
+from ranker.models.kinds import reranker_kind
+from ranker.models.loading import shipped_model
 from ranker.pipeline import Reranker, pending, rescored
-from ranker.rerank.registry import RerankerConfig, make_reranker, reranker_kind, shipped_model
+from ranker.rerank.registry import RerankerConfig, make_reranker
 from ranker.train.config import DISTILL_SETS
 from ranker.train.examples import DistillData, distill_data_held_out
 from ranker.types import Query, Ranking, ScoredDoc
@@ -36,7 +38,7 @@ def score_with_teacher(teacher: Reranker, data: DistillData, folder: str | Path,
     """The ``teacher`` reranker's scores for every (query, candidate) of ``data``, cached in ``folder`` as Parquet.
 
     The teacher is any reranker over ``data.texts``: the cross-encoder (scores are its raw logits) or an
-    ensemble (``score_type`` ``fused-z``: fused z-scores, :mod:`ranker.rerank.fusion`); ``name`` identifies it
+    ensemble (``score_type`` ``fused-z``: fused z-scores, :mod:`ranker.fusion`); ``name`` identifies it
     in the folder's metadata, and a folder made by another teacher is refused. A part holds whole queries (with
     query and passage text, so training needs nothing else) and appears atomically, so an interrupted run
     resumes at the first query without scores.

@@ -1,6 +1,6 @@
 """Teacher training: fine-tune a cross-encoder on every labelled set (:mod:`ranker.train.examples`' rule).
 
-The model is :class:`ranker.rerank.cross_encoder.CrossEncoder`; held-out validation queries pick the checkpoint.
+The model is :class:`ranker.models.cross_encoder.CrossEncoder`; held-out validation queries pick the checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ranker.rerank.cross_encoder import CrossEncoder, CrossEncoderReranker
+from ranker.models.cross_encoder import CrossEncoder, CrossEncoderReranker
 from ranker.train.config import TeacherTrainingConfig
 from ranker.train.examples import QueryExamples, TrainSet, ValidationSet, build_trainset
 from ranker.train.loop import TrainingRun

@@ -25,8 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ranker.errors import RankerError
-from ranker.pipeline import Reranker, pending, rescored
-from ranker.rerank.hf import (
+from ranker.models.hf import (
     auto_device,
     length_order,
     load_tokenizer,
@@ -36,7 +35,8 @@ from ranker.rerank.hf import (
     resolve_checkpoint,
     sentence_max_length,
 )
-from ranker.rerank.query_encoders import GraphSource, OnnxQueryEncoder, cache_root
+from ranker.models.query_encoders import GraphSource, OnnxQueryEncoder, cache_root
+from ranker.pipeline import Reranker, pending, rescored
 from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking, ScoredDoc
 
@@ -56,7 +56,7 @@ class BiEncoder:
         device: ``"cpu"``, ``"cuda"``…; default: CUDA when available.
         progress: Show a tqdm bar while encoding.
         backend: One of :data:`BACKENDS`; the ONNX ones run on CPU, their graph cached under ``$RANKER_CACHE``
-            (default ``~/.cache/ranker``; :mod:`ranker.rerank.query_encoders`), not in the installed model.
+            (default ``~/.cache/ranker``; :mod:`ranker.models.query_encoders`), not in the installed model.
     """
 
     def __init__(self, model: str | Path | None = None, max_length: int | None = None,
@@ -104,7 +104,7 @@ class BiEncoder:
         return False
 
     def fingerprint(self) -> str:
-        """SHA-256 of what the vectors depend on (:func:`ranker.rerank.hf.module_fingerprint`)."""
+        """SHA-256 of what the vectors depend on (:func:`ranker.models.hf.module_fingerprint`)."""
         settings = {"encoder": "biencoder", "pooling": "mean", "normalized": True, "max_length": self.max_length}
         return module_fingerprint(self.tokenizer, self.encoder, settings)
 

@@ -37,9 +37,9 @@ import torch
 from ranker.errors import RankerError
 from ranker.io.artifact import read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir
-from ranker.rerank.config import DEFAULT_QUERY_BACKEND, QUERY_BACKENDS
-from ranker.rerank.hf import TOKENIZER_PROBE, length_order
-from ranker.rerank.layers import Tower
+from ranker.models.config import DEFAULT_QUERY_BACKEND, QUERY_BACKENDS
+from ranker.models.hf import TOKENIZER_PROBE, length_order
+from ranker.models.layers import Tower
 
 log = logging.getLogger(__name__)
 GRAPH_TYPE = "onnx-query-tower"
@@ -167,7 +167,7 @@ class OnnxQueryEncoder(_BatchedEncoder):
 
 def make_query_encoder(model: Any, backend: str = DEFAULT_QUERY_BACKEND, batch_size: int = 64,
                        cache: str | Path | None = None) -> QueryEncoder:
-    """The query encoder of a :class:`ranker.rerank.twinbert.TwinBert` on ``backend`` (one of
+    """The query encoder of a :class:`ranker.models.twinbert.TwinBert` on ``backend`` (one of
     :data:`QUERY_BACKENDS`); ONNX backends run on CPU, so a model on a GPU gets the ``torch`` backend's speed
     only from ``torch``."""
     if backend not in QUERY_BACKENDS:
@@ -313,7 +313,7 @@ def _stale(folder: Path, fingerprint: str, recipe: dict) -> str | None:
 
 
 class _Embed(torch.nn.Module):
-    """A tower's :meth:`ranker.rerank.layers.Tower.embed` as its forward, for export."""
+    """A tower's :meth:`ranker.models.layers.Tower.embed` as its forward, for export."""
 
     def __init__(self, tower: Tower):
         super().__init__()

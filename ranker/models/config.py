@@ -14,7 +14,7 @@ from ranker.errors import RankerError
 
 HEADS = ("span-cos", "cls")
 QUERY_BACKENDS: tuple[str, ...] = ("torch", "torch-bf16", "onnx", "onnx-int8")
-"""What can run TwinBERT's query tower (:mod:`ranker.rerank.query_encoders`)."""
+"""What can run TwinBERT's query tower (:mod:`ranker.models.query_encoders`)."""
 DEFAULT_QUERY_BACKEND = "onnx-int8"
 """The fastest backend that keeps quality: within 0.002 nDCG@10 of float32 on DL19 and SciFact
 (docs/experiments.md "Query encoding", measured by ``scripts/backends.sh``)."""
@@ -68,7 +68,7 @@ class TwinBertConfig:
         query_max_length: Tokens kept per query.
         doc_max_length: Tokens kept per passage.
         doc_encoder: An asymmetric TwinBERT: the passage side is this sentence-transformers bi-encoder (a name such
-            as ``mpnet``, or a folder; mean pooling, unit vectors, :mod:`ranker.rerank.biencoder`), frozen and read
+            as ``mpnet``, or a folder; mean pooling, unit vectors, :mod:`ranker.models.biencoder`), frozen and read
             from its embedding store, and only the query tower (``encoder``, ``num_layers``, pooling and, when
             the sizes differ, a projection ``proj_dim`` to the bi-encoder's size) is trained. The folder then holds
             no document tower.

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ranker.errors import MissingInputError, RankerError
-from ranker.io.artifact import artifact_type
+from ranker.io.artifact import ARTIFACTS, artifact_type
 
-KINDS = {"cross-encoder": "cross-encoder", "twinbert": "twinbert", "ensemble": "ensemble"}
-"""Artifact type -> the reranker that serves it."""
+KINDS = {type: reranker for type, (_, reranker) in ARTIFACTS.items() if reranker is not None}
+"""Artifact type -> the reranker that serves it (from :data:`ranker.io.artifact.ARTIFACTS`)."""
 
 
 def reranker_kind(model: str | Path, default: str | None = None) -> str:

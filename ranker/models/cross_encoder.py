@@ -38,9 +38,9 @@ from tqdm.auto import tqdm
 from ranker.errors import RankerError
 from ranker.io.artifact import metadata_file, read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir, write_json
+from ranker.models.config import CrossEncoderConfig
+from ranker.models.hf import auto_device, length_order, load_tokenizer, loading, mean_pool, resolve_checkpoint
 from ranker.pipeline import Reranker, pending, rescored
-from ranker.rerank.config import CrossEncoderConfig
-from ranker.rerank.hf import auto_device, length_order, load_tokenizer, loading, mean_pool, resolve_checkpoint
 from ranker.types import Query, Ranking
 
 TRAINING = "training.json"

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ranker.errors import RankerError
+from ranker.fusion import znorm
 from ranker.pipeline import Stage
-from ranker.rerank.fusion import znorm
 from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking, ScoredDoc, sort_ranking
 
@@ -38,7 +38,7 @@ class DenseRetriever(Stage):
             ``cos``) or, for a bi-encoder store, ``minilm``, ``mpnet`` or a folder.
         search: ``exact`` or ``hnsw``.
         k: Passages per query.
-        query_backend: The student's query tower backend (:mod:`ranker.rerank.query_encoders`).
+        query_backend: The student's query tower backend (:mod:`ranker.models.query_encoders`).
         ef_search: HNSW's candidate list size per query.
 
     Raises:
@@ -54,7 +54,7 @@ class DenseRetriever(Stage):
             raise RankerError(f"dense search must be one of {', '.join(SEARCHES)}, not {search!r}")
         self.search, self.k, self.ef_search, self.hnsw_m = search, k, ef_search, hnsw_m
         self.student = None
-        """The :class:`ranker.rerank.student.Student` searched with, when the store is a student's (a twinbert
+        """The :class:`ranker.models.student.Student` searched with, when the store is a student's (a twinbert
         reranker after this stage can score with it)."""
         self.encode = self._query_encoder(model, store, query_backend)
         if self.store.row_count == 0:
@@ -62,12 +62,13 @@ class DenseRetriever(Stage):
         self.hnsw = self._hnsw() if search == "hnsw" else None
 
     def _query_encoder(self, model: str | None, store: str | Path, query_backend: str | None):
-        from ranker.rerank.registry import reranker_kind, shipped_model
+        from ranker.models.kinds import reranker_kind
+        from ranker.models.loading import shipped_model
 
         if not model or reranker_kind(model, default="biencoder") == "twinbert":
-            from ranker.rerank.config import DEFAULT_QUERY_BACKEND
-            from ranker.rerank.student import Student
-            from ranker.rerank.twinbert import TwinBert
+            from ranker.models.config import DEFAULT_QUERY_BACKEND
+            from ranker.models.student import Student
+            from ranker.models.twinbert import TwinBert
 
             loaded = TwinBert.load(model or shipped_model("twinbert"), device="cpu")
             if loaded.config.crossing != "cos":
@@ -77,7 +78,7 @@ class DenseRetriever(Stage):
             self.store = self.student.store
             self.model_path = str(self.student.model.path)
             return self.student.query_vectors
-        from ranker.rerank.biencoder import BiEncoder
+        from ranker.models.biencoder import BiEncoder
 
         encoder = BiEncoder(model, device="cpu", progress=False)
         self.store = EmbeddingStore.load(store, encoder)

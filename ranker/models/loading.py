@@ -1,0 +1,69 @@
+"""Where models come from: the folder of shipped models (``rank --models``, ``$RANKER_MODELS``, ``./models``, the
+clone's beside the package) and the passage encoders ``rank encode`` builds stores with."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ranker.errors import MissingInputError, RankerError
+
+MODELS_ENV = "RANKER_MODELS"
+"""Environment variable naming the folder of shipped models (default: ``models`` in the working directory)."""
+
+
+PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "models"
+"""The ``models/`` beside the package: the clone's, for the editable install ``scripts/setup.sh`` makes."""
+
+
+_chosen_models: Path | None = None
+
+
+def use_models(folder: str | Path | None) -> None:
+    """Find shipped models in ``folder`` from now on (``rank --models``); ``None``: back to the default search."""
+    global _chosen_models
+    _chosen_models = Path(folder) if folder is not None else None
+
+
+def models_dir() -> Path:
+    """The folder shipped models are found in: the one :func:`use_models` chose, else ``$RANKER_MODELS``, else
+    ``./models`` where it exists (run inside a project checkout), else :data:`PACKAGE_MODELS` (any other folder)."""
+    if _chosen_models is not None:
+        return _chosen_models
+    if os.environ.get(MODELS_ENV):
+        return Path(os.environ[MODELS_ENV])
+    here = Path("models")
+    return PACKAGE_MODELS if not here.is_dir() and PACKAGE_MODELS.is_dir() else here
+
+
+def shipped_model(name: str) -> Path:
+    """The shipped model ``name`` (``teacher``, ``twinbert``, ``ensemble-msmarco.json``…) in :func:`models_dir`.
+
+    Raises:
+        MissingInputError: It is not there.
+    """
+    path = models_dir() / name
+    if not path.exists():
+        raise MissingInputError(f"no shipped model {name!r} in {models_dir()} (set {MODELS_ENV} or --models to the "
+                                "folder holding the project's models/, or give --model)")
+    return path
+
+
+def doc_encoder(kind: str, model: str | None, batch_size: int = 64, backend: str = "torch"):
+    """What ``rank encode`` encodes passages with: ``twinbert`` (default the shipped student's document tower) or
+    ``biencoder`` (a sentence-transformers model: ``minilm``, ``mpnet``, a folder; on ``backend``, ``torch`` or
+    ``onnx``: :data:`ranker.models.biencoder.BACKENDS`)."""
+    if kind == "biencoder":
+        from ranker.models.biencoder import BiEncoder
+
+        if backend == "onnx-int8":
+            raise RankerError("passages are encoded in float32 (--backend torch or onnx); onnx-int8 is for queries")
+        return BiEncoder(model, batch_size=batch_size, device="cpu", progress=False, backend=backend)
+    if kind != "twinbert":
+        raise RankerError(f"encoder must be 'twinbert' or 'biencoder', not {kind!r}")
+    if backend != "torch":
+        raise RankerError(f"--backend {backend} is for --encoder biencoder; the student's document tower runs on "
+                          "torch")
+    from ranker.models.twinbert import TwinBert
+
+    return TwinBert.load(model or shipped_model("twinbert"))
