@@ -93,11 +93,11 @@ def encode(
         if engine is Engine.ray:
             import functools
 
-            from ranker.models.loading import shipped_model
+            from ranker.models.loading import student_path
             from ranker.store.distributed import build_store_ray
 
-            if encoder is Encoder.twinbert and model is None:  # the actors' processes know no `rank --models`
-                model = str(shipped_model("twinbert"))
+            if encoder is Encoder.twinbert:  # resolved here: the actors' processes know no `rank --models`
+                model = str(student_path(model))
             built = build_store_ray(functools.partial(doc_encoder, encoder.value, model), docs, store, dtype.value,
                                     batch_size, workers, threads or 1, address)
         else:

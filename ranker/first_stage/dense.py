@@ -62,15 +62,15 @@ class DenseRetriever(Stage):
         self.hnsw = self._hnsw() if search == "hnsw" else None
 
     def _query_encoder(self, model: str | None, store: str | Path, query_backend: str | None):
-        from ranker.models.kinds import reranker_kind
-        from ranker.models.loading import shipped_model
+        from ranker.models.kinds import is_student
+        from ranker.models.loading import student_path
 
-        if not model or reranker_kind(model, default="biencoder") == "twinbert":
+        if is_student(model):
             from ranker.models.config import DEFAULT_QUERY_BACKEND
             from ranker.models.student import Student
             from ranker.models.twinbert import TwinBert
 
-            loaded = TwinBert.load(model or shipped_model("twinbert"), device="cpu")
+            loaded = TwinBert.load(student_path(model), device="cpu")
             if loaded.config.crossing != "cos":
                 raise RankerError(f"{loaded.path}: dense retrieval needs the cos crossing (an inner product of "
                                   f"normalised vectors), this model's is {loaded.config.crossing!r}")

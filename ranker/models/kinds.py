@@ -30,3 +30,9 @@ def reranker_kind(model: str | Path, default: str | None = None) -> str:
         raise RankerError(f"{model} is a {found} artifact, not a model a reranker serves "
                           f"({', '.join(KINDS)})")
     return KINDS[found]
+
+
+def is_student(model: str | Path | None) -> bool:
+    """Whether ``model`` names a TwinBERT student (``None``: the shipped one) rather than a bi-encoder (a
+    sentence-transformers name or folder): how the dense retriever and the peer read a store's model."""
+    return not model or reranker_kind(model, default="biencoder") == "twinbert"

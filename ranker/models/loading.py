@@ -49,6 +49,11 @@ def shipped_model(name: str) -> Path:
     return path
 
 
+def student_path(model: str | Path | None) -> Path:
+    """``model``, or the shipped student (``twinbert``) where none is given: the one place that default lives."""
+    return Path(model) if model else shipped_model("twinbert")
+
+
 def doc_encoder(kind: str, model: str | None, batch_size: int = 64, backend: str = "torch"):
     """What ``rank encode`` encodes passages with: ``twinbert`` (default the shipped student's document tower) or
     ``biencoder`` (a sentence-transformers model: ``minilm``, ``mpnet``, a folder; on ``backend``, ``torch`` or
@@ -66,4 +71,4 @@ def doc_encoder(kind: str, model: str | None, batch_size: int = 64, backend: str
                           "torch")
     from ranker.models.twinbert import TwinBert
 
-    return TwinBert.load(model or shipped_model("twinbert"))
+    return TwinBert.load(student_path(model))

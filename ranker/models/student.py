@@ -20,6 +20,7 @@ import torch
 
 from ranker.errors import RankerError
 from ranker.models.config import DEFAULT_QUERY_BACKEND
+from ranker.models.loading import student_path
 from ranker.models.query_encoders import QueryEncoder, make_query_encoder
 from ranker.models.twinbert import TwinBert
 from ranker.pipeline import rescored
@@ -53,10 +54,11 @@ class Student:
     query_encoder: QueryEncoder
 
     @classmethod
-    def open(cls, model: TwinBert | str | Path, store: EmbeddingStore | str | Path,
+    def open(cls, model: TwinBert | str | Path | None, store: EmbeddingStore | str | Path,
              query_backend: str = DEFAULT_QUERY_BACKEND, batch_size: int = 64,
              query_max_length: int | None = None, device: str | None = None) -> Student:
-        """Load the model (a folder, or one already loaded) and its store, and build the query encoder.
+        """Load the model (a folder, one already loaded, or ``None``: the shipped student) and its store, and
+        build the query encoder.
 
         Args:
             query_max_length: Query tokens kept (``None``: the model's own cap).
@@ -65,7 +67,7 @@ class Student:
             StoreMismatchError: The store was built by another model.
             RankerError: ``query_max_length`` is more than the query tower's positions.
         """
-        student = (model if isinstance(model, TwinBert) else TwinBert.load(model, device=device)).eval()
+        student = (model if isinstance(model, TwinBert) else TwinBert.load(student_path(model), device=device)).eval()
         if query_max_length:
             if query_max_length > student.query_positions:
                 raise RankerError(f"--query-max-length {query_max_length} is more than the query tower's "

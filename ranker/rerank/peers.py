@@ -15,7 +15,7 @@ import numpy as np
 
 from ranker.errors import RankerError
 from ranker.models.hf import resolve_checkpoint
-from ranker.models.kinds import reranker_kind
+from ranker.models.kinds import is_student
 from ranker.pipeline import Reranker, pending
 from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking
@@ -39,7 +39,7 @@ class SentenceTransformerReranker(Reranker):
         from sentence_transformers import SentenceTransformer
 
         path = resolve_checkpoint(model)
-        twinbert = reranker_kind(path, default="biencoder") == "twinbert"
+        twinbert = is_student(path)
         if twinbert:
             from ranker.models.twinbert import TwinBert
 

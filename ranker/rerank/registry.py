@@ -80,7 +80,7 @@ def _twinbert(config: RerankerConfig) -> Reranker:
         if config.store is None:
             raise RankerError("reranker 'twinbert' needs an embedding store: give --store DIR (built by 'rank "
                               "encode')")
-        student = Student.open(config.model or shipped_model("twinbert"), config.store, config.query_backend,
+        student = Student.open(config.model, config.store, config.query_backend,
                                config.batch_size, config.query_max_length)
     return TwinBertReranker(student, texts=config.texts, encode_missing=config.encode_missing,
                             batch_size=config.batch_size)

@@ -13,13 +13,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ranker.errors import RankerError
-from ranker.models.loading import shipped_model
 from ranker.models.student import Student
 from ranker.serve.config import ServeConfig
 from ranker.store.embeddings import EmbeddingStore
@@ -49,9 +47,8 @@ class RerankService:
     def __init__(self, config: ServeConfig):
         torch.set_num_threads(config.threads)
         self.config = config
-        self.model_path = Path(config.model) if config.model else shipped_model("twinbert")
-        self.student = Student.open(self.model_path, config.store, config.query_backend, config.max_batch,
-                                    device="cpu")
+        self.student = Student.open(config.model, config.store, config.query_backend, config.max_batch, device="cpu")
+        self.model_path = self.student.model.path
         self.model = self.student.model
         self.retriever = None
         if config.index is not None:
