@@ -155,6 +155,7 @@ def test_a_store_miss_names_the_option_that_encodes_it(work, tmp_path):
     assert_input_error(result, "d9", "--encode-missing")
 
 
+@pytest.mark.slow
 @pytest.mark.java
 def test_candidates_with_an_index_must_be_in_it(work, tmp_path):
     index = tmp_path / "index"

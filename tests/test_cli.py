@@ -26,6 +26,7 @@ def test_index_run_evaluate_on_fixture(tmp_path):
     assert table["systems"]["bm25"]["RR@10"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.java
 def test_scifact_bm25_through_the_cli(data, scifact_index, tmp_path):
     scifact = data / "beir-scifact"

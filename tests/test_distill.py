@@ -226,6 +226,7 @@ def test_distill_command_can_train_on_the_cache_as_it_is(small_data, data, tmp_p
     assert meta["training_queries"] == len(small_data.queries) and meta["pairs_seen"] == 4
 
 
+@pytest.mark.slow
 def test_distill_stopped_by_sigterm_resumes_from_its_checkpoint(small_data, data, tmp_path):
     import signal
 

@@ -100,6 +100,7 @@ def collection(setup, tmp_path_factory):
 
 # Ray runs in a child process: a driver installs signal handlers that the in-process JVM of other tests (which
 # takes SIGSEGV for its own null checks) cannot live with.
+@pytest.mark.slow
 def test_ray_with_two_workers_makes_the_single_store(setup, collection):
     pytest.importorskip("ray")
     from .conftest import rank
@@ -111,6 +112,7 @@ def test_ray_with_two_workers_makes_the_single_store(setup, collection):
     assert same_files(folder / "ray", folder / "single")
 
 
+@pytest.mark.slow
 def test_ray_cluster_of_two_nodes_by_address(setup, collection):
     pytest.importorskip("ray")
     import subprocess

@@ -165,6 +165,7 @@ def test_index_add_delete_compact_ranks_as_a_rebuild(corpus, tmp_path):
         {q: [(d.docno, round(d.score, 5)) for d in v] for q, v in want.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.java
 def test_bad_index_edits_are_one_line_and_change_nothing(data, tmp_path):
     from ranker.first_stage.bm25 import Bm25Retriever
@@ -225,6 +226,55 @@ def test_an_index_edit_stopped_at_any_step_leaves_the_index_as_it_was(tmp_path, 
         fcntl.flock(lock, fcntl.LOCK_UN)
     assert index_edit.add_to_index(new, index, replace=True) == 4
     assert held() == {**before, "d2": "gene expression rewritten", "d4": "a new document"}
+
+KILLED_INDEX_EDIT = """
+import os, signal, sys
+from ranker.first_stage import index_edit
+from ranker.types import Doc
+calls = [0]
+def step(name):
+    calls[0] += 1
+    if calls[0] == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+index_edit.commit_step = step
+index_edit.add_to_index([Doc("d2", "gene expression rewritten"), Doc("d4", "a new document")], sys.argv[1],
+                        replace=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.java
+def test_an_index_edit_killed_at_any_step_leaves_the_index_before_or_after(tmp_path):
+    """SIGKILL (no handler runs, no rollback) at each step of --add --replace: the index opens with the old
+    versions (before Lucene's commit) or the new ones (after it), never a mix, and the next edit works."""
+    import subprocess
+    import sys
+
+    from ranker.first_stage.bm25 import Bm25Retriever, build_index
+
+    docs = [Doc("d1", "vitamin d and bones"), Doc("d2", "gene expression"), Doc("d3", "cancer cells")]
+    before = {"d1": "vitamin d and bones", "d2": "gene expression", "d3": "cancer cells"}
+    after = {**before, "d2": "gene expression rewritten", "d4": "a new document"}
+
+    def held(index) -> dict[str, str]:
+        retriever = Bm25Retriever(index)
+        return {d: retriever.text(d) for d in ("d1", "d2", "d3", "d4") if retriever._searcher.doc(d) is not None}
+
+    seen = []
+    for step, (name, expected) in enumerate((("indexed", before), ("deleted", before), ("added", before),
+                                             ("committed", after)), start=1):
+        index = tmp_path / f"index-{name}"
+        build_index(docs, index)
+        killed = subprocess.run([sys.executable, "-c", KILLED_INDEX_EDIT, str(index), str(step)],
+                                capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        seen.append(held(index))
+        assert seen[-1] == expected, name
+        from ranker.first_stage import index_edit
+
+        assert index_edit.add_to_index([Doc("d5", "one more")], index) == len(expected) + 1
+    assert len(seen) == 4
+
 
 def _tiny_model(tmp_path):
     torch.manual_seed(0)

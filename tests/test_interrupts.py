@@ -118,6 +118,7 @@ def tiny_model(tmp_path_factory) -> Path:
     return TwinBert(TwinBertConfig(num_layers=1, doc_max_length=32)).save(tmp_path_factory.mktemp("m") / "model")
 
 
+@pytest.mark.slow
 def test_sigterm_during_encode_leaves_a_store_that_resumes(tiny_model, data, tmp_path):
     store = tmp_path / "store"
     corpus = data / "beir-scifact" / "corpus.jsonl"

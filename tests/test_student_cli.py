@@ -30,6 +30,7 @@ def tiny(tmp_path_factory, data):
     return root, model
 
 
+@pytest.mark.slow
 def test_encode_then_rerank_from_the_store(tiny, data):
     root, model = tiny
     store = root / "store"
@@ -99,6 +100,7 @@ def test_a_query_cap_beyond_the_towers_positions_and_an_output_that_is_an_input_
     assert (root / "cands.trec").read_bytes() == before and not (root / "capped.trec").exists()
 
 
+@pytest.mark.slow
 def test_a_biencoder_store_built_on_onnx_serves_the_int8_query_side_and_encoding_is_benchmarked(tiny, data):
     root, _ = tiny
     store = root / "minilm-onnx"
@@ -125,6 +127,7 @@ def test_a_biencoder_store_built_on_onnx_serves_the_int8_query_side_and_encoding
     assert results[1]["min_cosine_to_first"] > 0.9999 and results[1]["passages_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_rank_store_verbs_build_add_delete_compact_and_merge(tiny):
     from ranker.store.embeddings import EmbeddingStore
 

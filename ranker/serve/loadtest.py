@@ -144,12 +144,12 @@ def rss_mb(pid: int) -> float:
 class ServerProcess:
     """``rank serve`` in a subprocess on a free loopback port, stopped (SIGTERM) on exit."""
 
-    def __init__(self, *options: str, start_timeout: float = 180):
+    def __init__(self, *options: str, start_timeout: float = 180, cwd: str | Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen([sys.executable, "-m", "ranker", "serve", *options, "--host", "127.0.0.1",
                                          "--port", str(self.port)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, cwd=cwd)
         started = time.monotonic()
         while True:
             if self.process.poll() is not None:
