@@ -131,7 +131,14 @@ def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_p
     root = Path(ranker.__file__).resolve().parents[1]
     models = tmp_path / "clone" / "models"
     models.mkdir(parents=True)
-    (models / "twinbert").symlink_to(root / "models" / "twinbert")
+    import shutil
+
+    shutil.copytree(root / "models" / "twinbert", models / "twinbert", ignore=shutil.ignore_patterns("onnx"))
+    own = sum(f.stat().st_size for f in (models / "twinbert").rglob("*") if f.is_file()) / 1e6
+    cached = models / "twinbert" / "onnx" / "query-graph" / "model.onnx"  # an exported graph cached beside it
+    cached.parent.mkdir(parents=True)
+    with open(cached, "wb") as f:
+        f.truncate(80_000_000)
     (models / "teacher").symlink_to(root / "models" / "teacher")
     judged = [q for q in read_qrels(data / "msmarco-passage/qrels/dl19.txt") if q.relevance > 0]
     best = sorted(judged, key=lambda q: (q.qid, -q.relevance))
@@ -149,5 +156,6 @@ def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_p
     student = next(line for line in lines if "twinbert" in line)
     teacher = next(line for line in lines if " teacher " in line)
     assert student.startswith("* twinbert") and " twinbert " in student and "dl19 1.0000" in student
+    assert f"{own:5.0f} MB" in student  # the model's own files, not the graph cache
     assert teacher.startswith("* teacher") and "cross-encoder" in teacher and "dl19 —" in teacher
     assert "the student" in printed and "encodes: its store" in printed and "checkpoints" in printed

@@ -37,7 +37,8 @@ def catalog(models: Path, root: Path, data: Path) -> list[ModelEntry]:
     for name, about in described.items():
         path = models / name
         kind = artifact_type(path)
-        size = sum(f.stat().st_size for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if "onnx" not in f.relative_to(path).parts]
+        size = sum(f.stat().st_size for f in files if f.is_file())  # not the exported query graphs cached beside it
         figures = {collection: _ndcg10(root / run, data, collection) for collection, run in about["runs"].items()}
         entries.append(ModelEntry(name, kind, about["purpose"], about["encode"], size / 1e6,
                                   DEFAULTS.get(kind) == name, figures))
