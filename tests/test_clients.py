@@ -71,3 +71,4 @@ def test_haystack_cohere_ranker(served):
     ranker = CohereRanker(api_key=Secret.from_token("unused"), api_base_url=url, top_k=5)
     ranked = ranker.run(query=query, documents=[Document(content=t) for t in texts])["documents"]
     assert [texts.index(d.content) for d in ranked] == want[:5] and ranked[0].score >= ranked[-1].score
+

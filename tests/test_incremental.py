@@ -272,7 +272,9 @@ def test_an_index_edit_killed_at_any_step_leaves_the_index_before_or_after(tmp_p
         assert seen[-1] == expected, name
         from ranker.first_stage import index_edit
 
+        assert list(tmp_path.glob(f".{index.name}.add.*"))  # the killed edit's work folder
         assert index_edit.add_to_index([Doc("d5", "one more")], index) == len(expected) + 1
+        assert not list(tmp_path.glob(f".{index.name}.add.*"))  # removed by the next edit, under the lock
     assert len(seen) == 4
 
 

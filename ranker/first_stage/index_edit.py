@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -64,10 +65,12 @@ def _writer(index_dir: Path) -> Iterator[object]:
 
 @contextlib.contextmanager
 def _editing(index_dir: Path) -> Iterator[None]:
-    """The index's writer lock, its type checked, its document count refreshed (a stop after the last commit may
-    have left it stale)."""
+    """The index's writer lock, its type checked, the work folder of an edit that was killed removed, its document
+    count refreshed (a stop after the last commit may have left it stale)."""
     read_metadata(index_dir, "bm25-index")
     with exclusive(index_dir, "index"):
+        for left in index_dir.parent.glob(f".{index_dir.name}.add.*"):  # an edit killed before it could clean up
+            shutil.rmtree(left, ignore_errors=True)
         start_jvm()
         _recount(index_dir)
         yield
