@@ -13,12 +13,15 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ranker.errors import RankerError
+from ranker.models.query_encoders import QueryEncoder
 from ranker.models.student import Student
+from ranker.models.twinbert import TwinBert
 from ranker.serve.config import ServeConfig
 from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query
@@ -48,15 +51,27 @@ class RerankService:
         torch.set_num_threads(config.threads)
         self.config = config
         self.student = Student.open(config.model, config.store, config.query_backend, config.max_batch, device="cpu")
-        self.model_path = self.student.model.path
-        self.model = self.student.model
         self.retriever = None
         if config.index is not None:
             from ranker.first_stage.bm25 import Bm25Config, Bm25Retriever
 
             self.retriever = Bm25Retriever(config.index, Bm25Config(threads=1))
-        self.fingerprint = self.student.fingerprint
-        self.query_encoder = self.student.query_encoder
+
+    @property
+    def model(self) -> TwinBert:
+        return self.student.model
+
+    @property
+    def model_path(self) -> Path:
+        return self.student.model.path
+
+    @property
+    def fingerprint(self) -> str:
+        return self.student.fingerprint
+
+    @property
+    def query_encoder(self) -> QueryEncoder:
+        return self.student.query_encoder
 
     @property
     def store(self) -> EmbeddingStore:

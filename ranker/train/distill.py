@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +93,11 @@ class TeacherTargets:
     validation: ValidationSet
     validation_texts: Mapping[str, str]
     pairs: int
+    qids: list[str] = field(init=False)
+    """The training queries in sorted order (what each step samples from)."""
 
-    @property
-    def qids(self) -> list[str]:
-        return sorted(self.scores)
+    def __post_init__(self) -> None:
+        self.qids = sorted(self.scores)
 
     @classmethod
     def read(cls, config: DistillConfig) -> TeacherTargets:
