@@ -5,6 +5,8 @@
 #                            sentence-transformers peer), through ONNX Runtime (float32; the same vectors as
 #                            PyTorch to 1e-3 per component, checked at export): 828 s on this 2-core CPU
 #   stores/dl19.twinbert-v2  student v2's own passage tower (float16)
+#   stores/dl19.minilm       all-MiniLM-L6-v2 (the sentence-transformers MiniLM peer and the MiniLM bi-encoder;
+#                            float16)
 #
 # Usage: bash scripts/committed_stores.sh [--data DIR] [--out DIR]   (default: stores/, each store replaced)
 set -euo pipefail
@@ -23,3 +25,4 @@ build() {  # build NAME ENCODE_OPTIONS...: $OUT/NAME, built beside and swapped i
 rank models fetch mpnet >/dev/null
 build dl19.mpnet --encoder biencoder --model mpnet --backend onnx --threads 2
 build dl19.twinbert-v2 --model models/twinbert-v2
+build dl19.minilm --encoder biencoder --model minilm

@@ -285,6 +285,13 @@ def test_a_frozen_passage_side_trains_the_query_tower_only(data, dev600, val_sto
     res = TwinBert.load(distill(config("res", reset_crossing=True,
                                        student=TwinBertConfig(crossing="res", res_width=8))), device="cpu")
     assert res.config.crossing == "res" and res.crossing.w1.out_features == 8
+    # student v3's recipe: the borrowed token table stays as it starts, also after head-only warm-up steps
+    distill(config("frozen-table", freeze_embeddings=True, head_warmup_steps=1))
+    frozen = TwinBert.load(tmp_path / "frozen-table" / "checkpoint", device="cpu").state_dict()
+    table = "query_tower.encoder.embeddings.word_embeddings.weight"
+    assert torch.equal(frozen[table], start.state_dict()[table]) and not torch.equal(cos.state_dict()[table],
+                                                                                    start.state_dict()[table])
+    assert not torch.equal(frozen[weight], start.state_dict()[weight])
     with pytest.raises(RankerError, match="in none of the stores"):
         distill(dataclasses_replace(config("lacking"), doc_stores=(str(val_store),)))
 

@@ -81,6 +81,9 @@ def distill(
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = RECIPE.threads,
     reset_crossing: Annotated[bool, typer.Option(
         help="With --init: a fresh crossing of --crossing's kind on the towers of --init.")] = False,
+    freeze_embeddings: Annotated[bool, typer.Option(
+        help="Keep the query encoder's word embeddings as they start (student v3's are mpnet's own, kept by "
+             "reference).")] = RECIPE.freeze_embeddings,
 ) -> None:
     """Distil the teacher into a TwinBERT student; rerun the same command to resume."""
     import dataclasses
@@ -100,7 +103,8 @@ def distill(
         queries_per_step=queries_per_step, data_dir=str(data), val_depth=val_depth,
         loop=LoopConfig(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
                         checkpoint_every=eval_every, seed=seed),
-        doc_stores=tuple(str(p) for p in doc_store or ()), reset_crossing=reset_crossing, threads=threads)
+        doc_stores=tuple(str(p) for p in doc_store or ()), reset_crossing=reset_crossing, threads=threads,
+        freeze_embeddings=freeze_embeddings)
     if teacher_run or not cached_only:
         frame = (run_teacher_scores(scores, dict(split_spec(spec, "--teacher-run") for spec in teacher_run),
                                     data, sets, seed, runs) if teacher_run else

@@ -129,6 +129,11 @@ class TwinBert(nn.Module):
         self.config = dataclasses.replace(self.config, crossing=crossing, res_width=res_width, cos_scale=cos_scale)
         self.crossing = self._new_crossing().to(self.device)
 
+    def freeze_query_word_embeddings(self) -> None:
+        """Keep the query encoder's word embeddings as they are (a borrowed table, e.g. mpnet's, then stays the
+        checkpoint's own and is saved by reference, not copied)."""
+        self.query_tower.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+
     @property
     def dim(self) -> int:
         """Size of a query or passage vector."""

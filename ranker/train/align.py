@@ -185,7 +185,7 @@ def align(config: AlignConfig) -> Path:
     if model.query_tower.projection is not None and not run.resuming:
         fit_projection(model, texts, targets)
     if config.freeze_embeddings:  # the checkpoint's own token vectors: a quarter of each step's optimizer work
-        model.query_tower.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+        model.freeze_query_word_embeddings()
     head = [p for n, p in model.named_parameters() if ".encoder." not in n]
     body = [p for n, p in model.named_parameters() if ".encoder." in n and p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}],

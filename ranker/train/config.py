@@ -132,6 +132,8 @@ class DistillConfig:
             empty: passages are encoded and the towers train end to end.
         reset_crossing: With ``init``: a fresh crossing of ``student.crossing``'s kind (and its ``res_width``,
             ``cos_scale``) on the towers of ``init`` (e.g. the residual crossing on an aligned query tower).
+        freeze_embeddings: Keep the query encoder's word embeddings as they start (e.g. student v3's, mpnet's own
+            table, which its folder records by hash rather than carries).
     """
 
     output: str
@@ -156,6 +158,7 @@ class DistillConfig:
     threads: int | None = 2
     doc_stores: tuple[str, ...] = ()
     reset_crossing: bool = False
+    freeze_embeddings: bool = False
 
 
 @dataclass

@@ -147,8 +147,10 @@ class Distillation:
         self.vectors = StoreVectors(config.doc_stores, model) if config.doc_stores else None
         if self.vectors is not None:
             self.vectors(list(targets.texts))  # every training passage must be stored: fail before the first step
-        trained = [(n, p) for n, p in model.named_parameters()
-                   if self.vectors is None or not n.startswith("doc_tower.")]
+        if config.freeze_embeddings:
+            model.freeze_query_word_embeddings()
+        trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad and
+                   (self.vectors is None or not n.startswith("doc_tower."))]
         head = [p for n, p in trained if ".encoder." not in n]
         self.body = [p for n, p in trained if ".encoder." in n]
         self.optimizer = torch.optim.AdamW([{"params": self.body, "lr": config.lr},
