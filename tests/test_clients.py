@@ -72,3 +72,17 @@ def test_haystack_cohere_ranker(served):
     ranked = ranker.run(query=query, documents=[Document(content=t) for t in texts])["documents"]
     assert [texts.index(d.content) for d in ranked] == want[:5] and ranked[0].score >= ranked[-1].score
 
+
+
+def test_the_readme_client_block_runs_as_printed(served):
+    """README's Serving block, executed as a reader would paste it, with its address pointed at the test server."""
+    url, query, texts, want = served
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("```python\nimport cohere") + len("```python\n"):]
+    block = block[:block.index("```")]
+    assert block.count("http://127.0.0.1:8000") == 3  # every client is pointed at the server below
+    namespace = {"query": query, "texts": texts}
+    exec(compile(block.replace("http://127.0.0.1:8000", url), "README.md", "exec"), namespace)
+    assert [r.index for r in namespace["results"]] == want[:10]
+    assert [texts.index(d.page_content) for d in namespace["kept"]] == want[:5]
+    assert [texts.index(d.content) for d in namespace["ranked"]] == want[:5]
