@@ -4,14 +4,17 @@
 # start; a 768 -> 768 projection started at the ridge-regression map to mpnet's vectors; cosine loss), aligned on
 # the 48,794 MS MARCO training queries (dataset msmarco-train, text alone) and the distillation queries, validated
 # on the 27 held-out DL20/DL21 queries (BM25 depth 50). k = 1 and 2 are trained; validation picks; the pick is
-# shipped as models/twinbert-v3 and reranks DL19 (committed mpnet store) and SciFact test (zero-shot).
+# then distilled from teacher v2 (the MS MARCO distillation queries, BM25 top-20, mpnet's passage vectors frozen,
+# the borrowed token table frozen); validation picks among the aligned and distilled towers, the pick is shipped
+# as models/twinbert-v3 and reranks DL19 (committed mpnet store) and SciFact test (zero-shot).
 # The targets (all-mpnet-base-v2's vectors of every text) are computed once, through ONNX Runtime, into a cache
 # keyed by text hash that every run shares.
 #
 # Usage: bash scripts/student_v3.sh [--data DIR] [--out DIR] [--models DIR] [--runs DIR] [--steps N]
 # Measured on this 2-core CPU (docs/student-experiments.md "Student v3"): mpnet stores of the validation
 # candidates ~7 min and of SciFact's corpus ~12 min (ONNX Runtime), targets 10 min, alignment ~10 min (k=1) and
-# ~20 min (k=2) at 2 threads.
+# ~20 min (k=2) at 2 threads; the mpnet store of the 15,955 distillation passages ~55 min, the cross-encoder over
+# their 16,250 pairs ~6 min, each distillation ~6 min at one thread (two side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/v3 MODELS=models RUNS=runs STEPS=1200
@@ -42,16 +45,51 @@ for k in 1 2; do
     rank align --output "$OUT/align-mpnet$k" "${ALIGN[@]}" --num-layers "$k"
 done
 
-step "ship the validation pick as models/twinbert-v3"
-pick=$(.venv/bin/python -c 'import json, sys
+best() {  # best RUN...: the run folder whose model validation scores highest
+    .venv/bin/python -c 'import json, sys
 score = {r: json.load(open(f"{r}/model/training.json"))["best"]["val_ndcg10"] for r in sys.argv[1:]}
-print(max(score, key=score.get))' "$OUT/align-mpnet1" "$OUT/align-mpnet2")
+print(max(score, key=score.get))' "$@"
+}
+aligned=$(best "$OUT/align-mpnet1" "$OUT/align-mpnet2")
+echo "validation pick of the aligned towers: $aligned"
+
+step "teacher v2 over the MS MARCO distillation queries (829 x BM25 top-20) and mpnet's store of their passages"
+D=$OUT/distill
+[ -d "$D" ] || rank datasets distill --data "$DATA" --sets dl20 --sets dl21 --sets dl22 --sets dl23 --sets dev600 \
+    --depth 20 --output "$D"
+DISTILL_TEXT=(--collection "$MS/dev600/passages.tsv" --collection "$MS/passages/dl20.tsv"
+              --collection "$MS/passages/dl21.tsv" --collection "$MS/passages/dl22.tsv" --collection "$MS/passages/dl23.tsv")
+mpnet_store msmarco-distill.mpnet "${DISTILL_TEXT[@]}" --candidates "$D/msmarco.candidates.trec"
+made() { [ -f "$1" ] && [ -f "$1.json" ]; }  # a run and its sidecar: done (both are written atomically)
+made "$D/mpnet.trec" || rank run --topics "$D/msmarco.topics.tsv" --candidates "$D/msmarco.candidates.trec" \
+    --reranker biencoder --model mpnet --store "$S/msmarco-distill.mpnet" --output "$D/mpnet.trec"
+made "$D/teacher.trec" || rank run --topics "$D/msmarco.topics.tsv" --candidates "$D/msmarco.candidates.trec" \
+    "${DISTILL_TEXT[@]}" --reranker cross-encoder --model models/teacher --output "$D/teacher.trec"
+# ensemble-v2's MiniLM weight is 0 ('-': left out)
+rank fuse --ensemble models/ensemble-v2-msmarco.json --output "$D/teacher-v2.trec" "$D/teacher.trec" - \
+    "$D/mpnet.trec" "$D/msmarco.candidates.trec"
+
+step "distil the aligned pick from teacher v2, mpnet's passages frozen, two encoder learning rates side by side"
+DISTILL=(--init "$aligned/model" --sets dl20 --sets dl21 --sets dl22
+         --sets dl23 --sets dev600 --doc-store "$S/msmarco-val.mpnet" --doc-store "$S/msmarco-distill.mpnet"
+         --scores "$OUT/scores-distill" --freeze-embeddings --head-lr 1e-4 --label-weight 0.5 --max-steps 1500
+         --eval-every 100 --threads 1 --data "$DATA")
+rank distill --output "$OUT/distill-lr1" "${DISTILL[@]}" --teacher-run "msmarco=$D/teacher-v2.trec" --score-only
+rank distill --output "$OUT/distill-lr1" "${DISTILL[@]}" --lr 1e-5 --cached-only &
+rank distill --output "$OUT/distill-lr3" "${DISTILL[@]}" --lr 3e-5 --cached-only
+wait
+
+step "ship the validation pick (aligned or distilled) as models/twinbert-v3"
+pick=$(best "$aligned" "$OUT/distill-lr1" "$OUT/distill-lr3")
 echo "validation pick: $pick"
 ship "$pick" twinbert-v3
 
 step "DL19 (the committed mpnet store of its BM25 candidates) and SciFact test, zero-shot; agreement with mpnet"
 rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
     --model "$MODELS/twinbert-v3" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3.dl19.trec"
+# the distilled tower's last step (lr 3e-5), whatever validation picked: the figure of distillation as trained
+rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
+    --model "$OUT/distill-lr3/checkpoint" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3-distilled.dl19.trec"
 rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
     --model "$MODELS/twinbert-v3" --store "$S/scifact.mpnet" --output "$RUNS/twinbert-v3.scifact-test.trec"
 rank agreement --model "$MODELS/twinbert-v3" --topics "$MS/topics/dl19.tsv" --judged-only "$MS/qrels/dl19.txt" \
