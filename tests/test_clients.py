@@ -73,7 +73,6 @@ def test_haystack_cohere_ranker(served):
     assert [texts.index(d.content) for d in ranked] == want[:5] and ranked[0].score >= ranked[-1].score
 
 
-
 def test_the_readme_client_block_runs_as_printed(served):
     """README's Serving block, executed as a reader would paste it, with its address pointed at the test server."""
     url, query, texts, want = served

@@ -163,14 +163,13 @@ def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_p
 
 def test_the_readme_model_table_shows_what_rank_models_list_computes(data):
     """Every catalog model has a README row whose DL19 / SciFact figures are the ones computed from its runs."""
-    from pathlib import Path
-
     from ranker.eval.catalog import catalog
 
-    root = Path(ranker.__file__).resolve().parents[1]
-    computed = {e.name: e.ndcg10 for e in catalog(root / "models", root, data)}
+    from .conftest import ROOT
+
+    computed = {e.name: e.ndcg10 for e in catalog(ROOT / "models", ROOT, data)}
     shown = {}
-    for line in (root / "README.md").read_text().splitlines():
+    for line in (ROOT / "README.md").read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| `") and len(cells) == 4 and cells[0].split("`")[1] in computed:
             shown[cells[0].split("`")[1]] = [c.strip() for c in cells[2].split("/")]

@@ -159,7 +159,7 @@ def test_unseen_texts_are_encoded_in_several_passes_and_counted(server):
 
 def test_health_and_metrics(server, service):
     status, body, _ = server.call("GET", "/health")
-    assert status == 200 and body["fingerprint"] == service.fingerprint and body["store"]["passages"] == 200
+    assert status == 200 and body["fingerprint"] == service.student.fingerprint and body["store"]["passages"] == 200
     status, text, _ = server.call("GET", "/metrics")
     assert status == 200 and "ranker_requests_total" in text and "ranker_query_batch_size_bucket" in text
 

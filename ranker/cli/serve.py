@@ -78,7 +78,7 @@ def serve(
 
     logging.getLogger("ranker.serve").setLevel(log_level.value.upper())
     service = RerankService(config)  # a store from another model, a missing folder: one line, before listening
-    typer.echo(f"serving {service.model_path} with {len(service.store):,} cached passages on http://{host}:{port}",
+    typer.echo(f"serving {service.model.path} with {len(service.store):,} cached passages on http://{host}:{port}",
                err=True)
     import gc
 

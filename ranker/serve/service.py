@@ -13,13 +13,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ranker.errors import RankerError
-from ranker.models.query_encoders import QueryEncoder
 from ranker.models.student import Student
 from ranker.models.twinbert import TwinBert
 from ranker.serve.config import ServeConfig
@@ -60,18 +58,6 @@ class RerankService:
     @property
     def model(self) -> TwinBert:
         return self.student.model
-
-    @property
-    def model_path(self) -> Path:
-        return self.student.model.path
-
-    @property
-    def fingerprint(self) -> str:
-        return self.student.fingerprint
-
-    @property
-    def query_encoder(self) -> QueryEncoder:
-        return self.student.query_encoder
 
     @property
     def store(self) -> EmbeddingStore:
@@ -168,8 +154,8 @@ class RerankService:
 
     def health(self) -> dict:
         store = self.snapshot()
-        return {"status": "ok", "model": str(self.model_path), "fingerprint": self.fingerprint,
-                "query_backend": self.query_encoder.backend,
+        return {"status": "ok", "model": str(self.model.path), "fingerprint": self.student.fingerprint,
+                "query_backend": self.student.query_encoder.backend,
                 "store": {"path": str(store.path), "passages": len(store), "dtype": store.dtype,
                           "text_hashes": store.hashes is not None, "generation": store.generation},
                 "index": str(self.config.index) if self.config.index else None,
