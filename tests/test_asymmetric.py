@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ranker.errors import RankerError
+from ranker.first_stage.dense import DenseRetriever
 from ranker.io.datasets import strip_prefix
 from ranker.io.formats import read_run, write_run
 from ranker.models.biencoder import BiEncoder
@@ -341,6 +342,11 @@ def test_a_run_can_cap_the_query_length_and_counts_what_it_cut(val_store, tmp_pa
         return reranker.config()["queries_truncated"], reranker.model.config.query_max_length
 
     assert truncated(None) == (0, 32) and truncated(6) == (1, 6)
+    capped = tmp_path / "capped"
+    TwinBert(small(query_max_length=6), device="cpu").save(capped)
+    dense = DenseRetriever(val_store, str(capped), k=3, query_backend="torch")
+    dense.transform(long_query | {"short": Query("short", "delta")})
+    assert dense.config()["queries_truncated"] == 1 and dense.config()["query_max_length"] == 6
 
 
 def test_the_projection_starts_at_the_least_squares_map(biencoder):

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import http.client
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -162,6 +163,18 @@ def test_health_and_metrics(server, service):
     assert status == 200 and body["fingerprint"] == service.student.fingerprint and body["store"]["passages"] == 200
     status, text, _ = server.call("GET", "/metrics")
     assert status == 200 and "ranker_requests_total" in text and "ranker_query_batch_size_bucket" in text
+
+
+def test_a_query_longer_than_the_cap_is_counted(server):
+    def cut() -> float:
+        _, text, _ = server.call("GET", "/metrics")
+        return float(re.search(r"^ranker_queries_truncated_total (\S+)$", text, re.M).group(1))
+
+    _, health, _ = server.call("GET", "/health")
+    before, words = cut(), " ".join(["river"] * health["query_max_length"])
+    for query in ("a short query", words):
+        assert server.call("POST", "/v1/rerank", {"query": query, "documents": ["a passage"]})[0] == 200
+    assert cut() == before + 1
 
 
 def test_metrics_are_labelled_by_route_so_unknown_paths_share_one_label(server):
@@ -362,7 +375,7 @@ class SlowService:
     def encode_queries(self, texts):
         self.batches.append(len(texts))
         time.sleep(self.seconds)
-        return np.ones((len(texts), 4), dtype=np.float32)
+        return np.ones((len(texts), 4), dtype=np.float32), 0
 
     def snapshot(self):
         return self.store

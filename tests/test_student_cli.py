@@ -100,6 +100,21 @@ def test_a_query_cap_beyond_the_towers_positions_and_an_output_that_is_an_input_
     assert (root / "cands.trec").read_bytes() == before and not (root / "capped.trec").exists()
 
 
+def test_queries_cut_to_the_cap_are_counted_and_said(tiny, data):
+    root, model = tiny
+    store = root / "store-cut"
+    rank("encode", "--collection", root / "passages.tsv", "--store", store, "--model", model)
+    common = ("run", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--reranker", "twinbert", "--model",
+              model, "--store", store, "--candidates", root / "cands.trec")
+    cut = rank(*common, "--query-max-length", 5, "--output", root / "cut.trec")
+    stage = json.loads((root / "cut.trec.json").read_text())["pipeline"]["stages"][0]
+    assert stage["query_max_length"] == 5 and stage["queries_truncated"] > 0
+    assert f"twinbert: {stage['queries_truncated']} of " in cut.stderr and "longer than 5 tokens" in cut.stderr
+    whole = rank(*common, "--output", root / "whole.trec")
+    assert json.loads((root / "whole.trec.json").read_text())["pipeline"]["stages"][0]["queries_truncated"] == 0
+    assert "warning" not in whole.stderr
+
+
 @pytest.mark.slow
 def test_a_biencoder_store_built_on_onnx_serves_the_int8_query_side_and_encoding_is_benchmarked(tiny, data):
     root, _ = tiny

@@ -103,3 +103,13 @@ def run(
     save_run(ranking, output, tag or output.stem, metadata)
     typer.echo(f"{pipeline.stage.name}: {len(pipeline.queries)} queries, "
                f"{metadata['timing']['ms_per_query']:.1f} ms/query -> {output}")
+    for stage in cut_queries(metadata["pipeline"]):
+        typer.echo(f"warning: {stage['stage']}: {stage['queries_truncated']} of {len(pipeline.queries)} queries "
+                   f"were longer than {stage['query_max_length']} tokens and cut to them (queries_truncated in "
+                   f"{output}.json; --query-max-length raises the cap)", err=True)
+
+
+def cut_queries(config: dict) -> list[dict]:
+    """The stages of a pipeline's config whose query tower cut queries to its cap."""
+    stages = [config] if config.get("queries_truncated") else []
+    return stages + [cut for stage in config.get("stages", []) for cut in cut_queries(stage)]

@@ -56,6 +56,8 @@ class DenseRetriever(Stage):
         self.student = None
         """The :class:`ranker.models.student.Student` searched with, when the store is a student's (a twinbert
         reranker after this stage can score with it)."""
+        self.queries_truncated = 0
+        """Queries a student's query tower cut to its query cap."""
         self.encode = self._query_encoder(model, store, query_backend)
         if self.store.row_count == 0:
             raise RankerError(f"{store}: the embedding store holds no passages: nothing to retrieve")
@@ -77,13 +79,18 @@ class DenseRetriever(Stage):
             self.student = Student.open(loaded, store, query_backend or DEFAULT_QUERY_BACKEND)
             self.store = self.student.store
             self.model_path = str(self.student.model.path)
-            return self.student.query_vectors
+            return self._counted_query_vectors
         from ranker.models.biencoder import BiEncoder
 
         encoder = BiEncoder(model, device="cpu", progress=False)
         self.store = EmbeddingStore.load(store, encoder)
         self.model_path = encoder.model_path
         return encoder.encode
+
+    def _counted_query_vectors(self, texts: list[str]) -> np.ndarray:
+        vectors, cut = self.student.counted_query_vectors(texts)
+        self.queries_truncated += cut
+        return vectors
 
     def _blocks(self):
         rows = self.store.row_count
@@ -137,7 +144,9 @@ class DenseRetriever(Stage):
 
     def config(self) -> dict:
         return {"stage": self.name, "store": str(self.store.path), "model": self.model_path, "search": self.search,
-                "k": self.k, **({"ef_search": self.ef_search, "hnsw_m": self.hnsw_m} if self.hnsw else {})}
+                "k": self.k, **({"ef_search": self.ef_search, "hnsw_m": self.hnsw_m} if self.hnsw else {}),
+                **({"query_max_length": self.student.model.config.query_max_length,
+                    "queries_truncated": self.queries_truncated} if self.student else {})}
 
 
 def hybrid(bm25: Ranking, dense: Ranking, weight: float) -> Ranking:

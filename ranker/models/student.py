@@ -86,6 +86,12 @@ class Student:
         """Query vectors, float32, one row per text."""
         return self.query_encoder.encode(list(texts))
 
+    def counted_query_vectors(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """Query vectors and how many of the texts were longer than the query cap and cut to it."""
+        before = self.query_encoder.truncated
+        vectors = self.query_vectors(texts)
+        return vectors, self.query_encoder.truncated - before
+
     def encode_passages(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Vectors of passages the store lacks, encoded now and quantized as the store's vectors are."""
         return self.store.requantize(self.model.encode_docs(list(texts), batch_size).numpy())

@@ -54,6 +54,8 @@ class TwinBertReranker(Reranker):
             raise RankerError("encode_missing needs the passage texts")
         self.texts, self.encode_missing, self.batch_size = texts, encode_missing, batch_size
         self.timing = {"query_encoding": 0.0, "lookup": 0.0, "doc_encoding": 0.0, "crossing": 0.0}
+        self.queries_truncated = 0
+        """Queries this stage cut to the query cap (a dense stage sharing the student counts its own)."""
 
     @property
     def model(self) -> TwinBert:
@@ -76,7 +78,8 @@ class TwinBertReranker(Reranker):
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
         qids = [qid for qid in candidates if qid in queries]
         with self._timed("query_encoding"):
-            q_vecs = self.student.query_vectors([queries[qid].text for qid in qids])
+            q_vecs, cut = self.student.counted_query_vectors([queries[qid].text for qid in qids])
+        self.queries_truncated += cut
         docnos = list(dict.fromkeys(d.docno for qid in qids for d in candidates[qid]))
         d_vecs = self._doc_vectors(docnos)
         with self._timed("crossing"):
@@ -112,4 +115,4 @@ class TwinBertReranker(Reranker):
         return {"stage": self.name, **dataclasses.asdict(self.model.config), "store": str(self.store.path),
                 "store_dtype": self.store.dtype, "fingerprint": self.store.fingerprint,
                 "encode_missing": self.encode_missing, "query_backend": self.query_encoder.backend,
-                "queries_truncated": self.query_encoder.truncated}
+                "queries_truncated": self.queries_truncated}

@@ -1,5 +1,5 @@
-"""The server's Prometheus series: requests and latency by route template, query batch sizes, and how each
-document's vector was found."""
+"""The server's Prometheus series: requests and latency by route template, query batch sizes, queries cut to the
+query cap, and how each document's vector was found."""
 
 from __future__ import annotations
 
@@ -19,5 +19,7 @@ class Metrics:
                                  registry=self.registry)
         self.batch = Histogram("ranker_query_batch_size", "Queries per forward pass of the query tower",
                                buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.queries_truncated = Counter("ranker_queries_truncated", "Queries longer than the query tower's cap "
+                                         "(/health's query_max_length), cut to it", registry=self.registry)
         self.documents = Counter("ranker_documents", "Documents reranked, by how their vector was found",
                                  ["source"], registry=self.registry)

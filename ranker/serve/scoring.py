@@ -62,9 +62,14 @@ class Scoring:
         config = self.config
         self.service = service or RerankService(config)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ranker-model")
-        self.batcher = QueryBatcher(self.service.encode_queries, self.executor, config.max_batch,
+        self.batcher = QueryBatcher(self._encode_queries, self.executor, config.max_batch,
                                     config.max_wait_ms, config.max_queue, self.metrics.batch.observe)
         self.batcher.start()
+
+    def _encode_queries(self, texts: list[str]) -> np.ndarray:
+        vectors, cut = self.service.encode_queries(texts)
+        self.metrics.queries_truncated.inc(cut)
+        return vectors
 
     async def stop(self) -> None:
         await self.batcher.stop()

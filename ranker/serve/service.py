@@ -64,9 +64,9 @@ class RerankService:
         """The commit the last :meth:`snapshot` found."""
         return self.student.store
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Query vectors, one row per text (one forward pass)."""
-        return self.student.query_vectors(texts)
+    def encode_queries(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """Query vectors, one row per text (one forward pass), and how many texts were cut to the query cap."""
+        return self.student.counted_query_vectors(texts)
 
     def snapshot(self) -> EmbeddingStore:
         """The store's last commit (one ``stat`` when nothing changed); a commit that cannot be opened keeps the
@@ -156,6 +156,7 @@ class RerankService:
         store = self.snapshot()
         return {"status": "ok", "model": str(self.model.path), "fingerprint": self.student.fingerprint,
                 "query_backend": self.student.query_encoder.backend,
+                "query_max_length": self.model.config.query_max_length,
                 "store": {"path": str(store.path), "passages": len(store), "dtype": store.dtype,
                           "text_hashes": store.hashes is not None, "generation": store.generation},
                 "index": str(self.config.index) if self.config.index else None,
