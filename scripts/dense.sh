@@ -2,14 +2,18 @@
 # The retrieval TwinBERT as a first stage (issue 24): dense (exact and HNSW) and hybrid BM25 + dense retrieval over
 # all of SciFact and over the DL19 passage pool, the hybrid weight picked on SciFact's validation queries (DL19's
 # pool judges none of them: an even 0.5 there), and the student reranking the hybrid candidates. Writes runs/{dense,dense-hnsw,hybrid,hybrid-twinbert}.*.
+# Then student v3 and all-mpnet-base-v2 itself, dense and hybrid over all of SciFact through mpnet's store of the
+# corpus (issue 30): runs/{dense,hybrid}-{twinbert-v3,mpnet}.scifact-test.trec.
 #
-# Usage: bash scripts/dense.sh [--data DIR] [--out DIR]
-#   --out  work folder: indexes, stores, validation runs (default work/dense; rerun to resume)
+# Usage: bash scripts/dense.sh [--data DIR] [--out DIR] [--v3-store DIR]
+#   --out       work folder: indexes, stores, validation runs (default work/dense; rerun to resume)
+#   --v3-store  all-mpnet-base-v2's store of SciFact's corpus (default work/v3/stores/scifact.mpnet)
+#   --collections  the students' collections to run first (default "scifact dl19"; "" runs the v3 part alone)
 # Run time on the 2-core CPU: README ("Dense and hybrid retrieval").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=../shared/data OUT=work/dense
-OPTIONS="data out"
+DATA=../shared/data OUT=work/dense V3_STORE=work/v3/stores/scifact.mpnet COLLECTIONS="scifact dl19"
+OPTIONS="data out v3-store collections"
 source scripts/lib.sh
 mkdir -p "$OUT/val"
 step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
@@ -25,10 +29,10 @@ declare -A QRELS=([scifact]=$SF/qrels/test.tsv [dl19]=$MS/qrels/dl19.txt)
 declare -A VAL=([scifact]=scifact [dl19]=msmarco) EXTRA=([scifact]=--remove-query-id [dl19]=)
 made() { [ -f "$1" ] && [ -f "$1.json" ]; }
 
-pick_weight() {  # pick_weight COLLECTION INDEX: sets best, best_score (validation nDCG@10 of each weight)
+pick_weight() {  # pick_weight COLLECTION INDEX [NAME]: sets best, best_score (validation nDCG@10 of each weight)
     best=0 best_score=-1
     for w in 0.0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0; do
-        run=$OUT/val/$1.hybrid-$w.trec
+        run=$OUT/val/$1.${3:-hybrid}-$w.trec
         # shellcheck disable=SC2086
         made "$run" || rank run --topics "$V/${VAL[$1]}.topics.tsv" --index "$2" "${dense[@]}" ${EXTRA[$1]} \
             --retriever hybrid --hybrid-weight "$w" --output "$run" > /dev/null
@@ -39,7 +43,7 @@ pick_weight() {  # pick_weight COLLECTION INDEX: sets best, best_score (validati
     done
 }
 
-for c in scifact dl19; do
+for c in $COLLECTIONS; do
     t=${TEST[$c]} store=$OUT/stores/$c.float16 index=$OUT/indexes/$c
     step "$c: index and whole-collection store (DL19: its judged passage pool, not all of MS MARCO)"
     [ -d "$index" ] || rank index --collection "${TEXT[$c]}" --index "$index"
@@ -73,4 +77,27 @@ for c in scifact dl19; do
     rank evaluate --qrels "${QRELS[$c]}" "runs/bm25-pool.$t.trec" "runs/dense.$t.trec" "runs/dense-hnsw.$t.trec" \
         "runs/hybrid.$t.trec" "runs/hybrid-twinbert.$t.trec" --measures "nDCG@10 R@100" --format table
 done
+
+# student v3 (mpnet's first layers over all-mpnet-base-v2's passage vectors) and mpnet itself, over all of SciFact:
+# the mpnet store of the corpus is scripts/student_v3.sh's (built here if missing, ~46 min through ONNX Runtime)
+index=$OUT/indexes/scifact
+[ -d "$index" ] || rank index --collection "${TEXT[scifact]}" --index "$index"
+[ -f "$V3_STORE/ranker.json" ] || rank encode --encoder biencoder --model mpnet --backend onnx --threads 2 \
+    --collection "$SF/corpus.jsonl" --batch-size 16 --store "$V3_STORE"
+for name in twinbert-v3 mpnet; do
+    model=models/$name
+    [ "$name" = mpnet ] && model=mpnet
+    dense=(--retriever dense --store "$V3_STORE" --dense-model "$model" --k 100)
+    step "SciFact, $name: dense exact, the hybrid weight on the validation queries, hybrid"
+    # shellcheck disable=SC2086
+    rank run --topics ${TOPICS[scifact]} "${dense[@]}" --output "runs/dense-$name.scifact-test.trec"
+    pick_weight scifact "$index" "hybrid-$name"
+    echo "$best $best_score" > "$OUT/hybrid-weight.scifact-$name.txt"
+    # shellcheck disable=SC2086
+    rank run --topics ${TOPICS[scifact]} --index "$index" "${dense[@]}" --remove-query-id --retriever hybrid \
+        --hybrid-weight "$best" --output "runs/hybrid-$name.scifact-test.trec"
+done
+rank evaluate --qrels "${QRELS[scifact]}" runs/bm25-pool.scifact-test.trec runs/dense.scifact-test.trec \
+    runs/hybrid.scifact-test.trec runs/dense-{twinbert-v3,mpnet}.scifact-test.trec \
+    runs/hybrid-{twinbert-v3,mpnet}.scifact-test.trec --measures "nDCG@10 R@100" --format table
 step "done"

@@ -10,9 +10,10 @@
 #             bi-encoder and ensemble runs are the committed ones (a cross-encoder over SciFact's 30,000 pairs
 #             alone takes ~13 min here), and so are the all-mpnet-base-v2 runs (scripts/mpnet.sh); the serving
 #             benchmark starts rank serve on a loopback port and stops it.
-#   --profile full: retrain the teacher (scripts/teacher.sh) and the student (scripts/student.sh, every
-#             distillation query) into models/, rerank everything, encode the whole DL19 passage set, benchmark
-#             every reranker on all 43 queries, then RESULTS.md. A GPU is used when present.
+#   --profile full: retrain the teacher (scripts/teacher.sh) and the students (scripts/student.sh, every
+#             distillation query; scripts/student_v2.sh; scripts/student_v3.sh) into models/, rerank
+#             everything, encode the whole DL19 passage set, benchmark every reranker on all 43 queries, then
+#             RESULTS.md. A GPU is used when present.
 #   --data    the shared data folder (default ../shared/data)
 #   --out     work folder: index, stores, training runs (default work/reproduce; rerun to resume)
 # Runs go to runs/ and models to models/, over the committed ones: `git diff --stat runs/ models/` then shows
@@ -57,8 +58,11 @@ if [ "$PROFILE" = full ]; then
     bash scripts/mpnet.sh --data "$DATA" --out "$OUT/mpnet" --models models --runs runs
     step "student v2 and teacher v2's trained variant: mpnet stores, alignment, distillation (cos, res)"
     bash scripts/student_v2.sh --data "$DATA" --out "$OUT/v2" --models models --runs runs --mpnet "$OUT/mpnet"
-    step "dense and hybrid first stages (SciFact, the DL19 pool), encoding speed, stores up to 1M vectors"
-    bash scripts/dense.sh --data "$DATA" --out "$OUT/dense"
+    step "student v3: mpnet's first layers aligned on the training queries, distilled, SciFact-adapted; query cap"
+    bash scripts/student_v3.sh --data "$DATA" --out "$OUT/v3" --models models --runs runs
+    bash scripts/query_cap.sh --data "$DATA" --out "$OUT/query-cap" --stores "$OUT/v3/stores"
+    step "dense and hybrid first stages (SciFact, the DL19 pool; v3 and mpnet over SciFact), encoding speed, stores"
+    bash scripts/dense.sh --data "$DATA" --out "$OUT/dense" --v3-store "$OUT/v3/stores/scifact.mpnet"
     bash scripts/encode_speed.sh --data "$DATA" --out "$OUT/encode-speed"
     rank bench-store --folder "$OUT/scale" --rows 10000 --rows 1000000 --fingerprint-of models/twinbert \
         --queries 1000 --output runs/bench-store.json

@@ -5,16 +5,22 @@
 # the 48,794 MS MARCO training queries (dataset msmarco-train, text alone) and the distillation queries, validated
 # on the 27 held-out DL20/DL21 queries (BM25 depth 50). k = 1 and 2 are trained; validation picks; the pick is
 # then distilled from teacher v2 (the MS MARCO distillation queries, BM25 top-20, mpnet's passage vectors frozen,
-# the borrowed token table frozen); validation picks among the aligned and distilled towers, the pick is shipped
-# as models/twinbert-v3 and reranks DL19 (committed mpnet store) and SciFact test (zero-shot).
+# the borrowed token table frozen) and, apart, score-matched to mpnet's own cosines over the same candidates (a
+# fresh crossing of scale 1); the mean nDCG@10 over both validation sets (27 DL20/DL21, 50 SciFact train; BM25
+# top-100) picks among the aligned, distilled and score-matched towers; the pick is shipped as models/twinbert-v3
+# and reranks DL19 (committed mpnet store) and SciFact test (zero-shot). Then the SciFact-adapted v3: the pick
+# distilled from teacher v2's SciFact ensemble on SciFact train (759 queries x BM25 top-20) at four learning
+# rates, SciFact validation picks, shipped as models/twinbert-v3-scifact.
 # The targets (all-mpnet-base-v2's vectors of every text) are computed once, through ONNX Runtime, into a cache
 # keyed by text hash that every run shares.
 #
 # Usage: bash scripts/student_v3.sh [--data DIR] [--out DIR] [--models DIR] [--runs DIR] [--steps N]
 # Measured on this 2-core CPU (docs/student-experiments.md "Student v3"): mpnet stores of the validation
-# candidates ~7 min and of SciFact's corpus ~12 min (ONNX Runtime), targets 10 min, alignment ~10 min (k=1) and
-# ~20 min (k=2) at 2 threads; the mpnet store of the 15,955 distillation passages ~55 min, the cross-encoder over
-# their 16,250 pairs ~6 min, each distillation ~6 min at one thread (two side by side).
+# candidates ~7 min and of SciFact's corpus ~46 min alone (ONNX Runtime, 1.9 abstracts/s; 58 min shared),
+# targets 10 min, alignment ~10 min (k=1) and ~20 min (k=2) at 2 threads; the mpnet store of the 15,955
+# distillation passages ~55 min, the cross-encoder over their 16,250 pairs ~6 min, each distillation ~6 min at one
+# thread (two side by side), score matching ~3 min; SciFact: the SciFact cross-encoder over 15,180 pairs ~27 min
+# (shared), each SciFact distillation ~8-10 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/v3 MODELS=models RUNS=runs STEPS=1200
@@ -83,24 +89,74 @@ step "score matching: mpnet's own dot products over the same candidates as the t
 rank distill --output "$OUT/distill-mpnet-s1" "${DISTILL[@]}" --teacher-run "msmarco=$D/mpnet.trec" \
     --scores "$OUT/scores-mpnet" --reset-crossing --crossing cos --cos-scale 1 --label-weight 0 --lr 3e-5 \
     --max-steps 1000 --threads 2
-rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
-    --model "$OUT/distill-mpnet-s1/model" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3-mpnet-scores.dl19.trec"
 
-step "ship the validation pick (aligned or distilled) as models/twinbert-v3"
-# session 11 stopped before shipping distill-mpnet-s1, its validation pick (0.6936 against the aligned 0.6862):
-# its SciFact run needs scifact.mpnet, not built that session; models/twinbert-v3 is still the aligned tower
-pick=$(best "$aligned" "$OUT/distill-lr1" "$OUT/distill-lr3" "$OUT/distill-mpnet-s1")
+step "both validation sets for every candidate tower (27 DL20/DL21, 50 SciFact train; BM25 top-100); the pick"
+declare -A VSTORE=([msmarco]=msmarco-val.mpnet [scifact]=scifact.mpnet)
+pick_by_validation() {  # pick_by_validation RUN...: the run folder whose model has the best mean nDCG@10 over both sets
+    local run c out score sum best="" best_mean=-1
+    mkdir -p "$OUT/val-runs"
+    for run in "$@"; do
+        sum=0
+        for c in msmarco scifact; do
+            out=$OUT/val-runs/${run##*/}.$c.trec
+            made "$out" || rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" --reranker twinbert \
+                --model "$run/model" --store "$S/${VSTORE[$c]}" --output "$out" > /dev/null
+            score=$(rank evaluate --qrels "$V/$c.qrels.txt" "$out" --measures nDCG@10 --format csv \
+                | awk -F, 'NR == 2 {print $NF}')
+            echo "   ${run##*/} $c validation nDCG@10 $score" >&2
+            sum=$(awk "BEGIN {print $sum + $score}")
+        done
+        if awk "BEGIN {exit !($sum / 2 > $best_mean)}"; then best=$run best_mean=$(awk "BEGIN {print $sum / 2}"); fi
+    done
+    echo "$best"
+}
+pick=$(pick_by_validation "$aligned" "$OUT/distill-lr1" "$OUT/distill-lr3" "$OUT/distill-mpnet-s1")
 echo "validation pick: $pick"
 ship "$pick" twinbert-v3
 
 step "DL19 (the committed mpnet store of its BM25 candidates) and SciFact test, zero-shot; agreement with mpnet"
 rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
     --model "$MODELS/twinbert-v3" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3.dl19.trec"
-# the distilled tower's last step (lr 3e-5), whatever validation picked: the figure of distillation as trained
+# the aligned tower (before distillation or score matching) and the distilled tower's last step (lr 3e-5), whatever
+# validation picked: the figures of alignment alone and of distillation as trained
+for set in dl19 scifact-test; do
+    [ $set = dl19 ] && topics=$MS/topics/dl19.tsv candidates=$MS/runs/bm25.dl19.top100.trec store=stores/dl19.mpnet
+    [ $set = dl19 ] || topics=$SF/queries.jsonl candidates=runs/bm25.scifact-test.trec store=$S/scifact.mpnet
+    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --model "$aligned/model" \
+        --store "$store" --output "$RUNS/twinbert-v3-aligned.$set.trec"
+done
 rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
     --model "$OUT/distill-lr3/checkpoint" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3-distilled.dl19.trec"
 rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
     --model "$MODELS/twinbert-v3" --store "$S/scifact.mpnet" --output "$RUNS/twinbert-v3.scifact-test.trec"
 rank agreement --model "$MODELS/twinbert-v3" --topics "$MS/topics/dl19.tsv" --judged-only "$MS/qrels/dl19.txt" \
     --topics "$SF/queries.jsonl" --judged-only "$SF/qrels/test.tsv"
+
+step "SciFact-adapted v3: the pick distilled from teacher v2's SciFact ensemble on SciFact train (759 x BM25 top-20)"
+DS=$OUT/distill-sf R=$OUT/runs-sf
+[ -d "$DS" ] || rank datasets distill --data "$DATA" --sets scifact-train --depth 20 --output "$DS"
+mkdir -p "$R"
+made "$R/mpnet.trec" || rank run --topics "$DS/scifact.topics.tsv" --candidates "$DS/scifact.candidates.trec" \
+    --reranker biencoder --model mpnet --store "$S/scifact.mpnet" --output "$R/mpnet.trec"
+made "$R/teacher.trec" || rank run --topics "$DS/scifact.topics.tsv" --candidates "$DS/scifact.candidates.trec" \
+    --collection "$SF/corpus.jsonl" --reranker cross-encoder --model models/teacher-scifact --output "$R/teacher.trec"
+# ensemble-v2-scifact's MiniLM weight is 0 ('-': left out)
+rank fuse --ensemble models/ensemble-v2-scifact.json --output "$R/teacher-v2.trec" "$R/teacher.trec" - \
+    "$R/mpnet.trec" "$DS/scifact.candidates.trec"
+# a fresh cos crossing at scale 7: teacher v2's per-query spread of scores is ~7x mpnet's cosines (0.87 / 0.13)
+SF_DISTILL=(--init "$pick/model" --sets scifact-train --doc-store "$S/msmarco-val.mpnet" --doc-store "$S/scifact.mpnet"
+            --teacher-run "scifact=$R/teacher-v2.trec" --scores "$OUT/scores-sf" --freeze-embeddings --reset-crossing
+            --crossing cos --cos-scale 7 --head-lr 1e-4 --label-weight 0.5 --max-steps 800 --eval-every 100
+            --threads 2 --data "$DATA")
+rank distill --output "$OUT/scifact-lr1" "${SF_DISTILL[@]}" --score-only
+for lr in 1 3 10 30; do  # encoder learning rates 1e-5 ... 3e-4; validation: SciFact's 50 held-out train queries
+    rank distill --output "$OUT/scifact-lr$lr" "${SF_DISTILL[@]}" --lr "$(awk "BEGIN {print $lr / 100000}")" \
+        --cached-only
+done
+scifact_pick=$(best "$OUT"/scifact-lr{1,3,10,30})
+echo "validation pick (SciFact): $scifact_pick"
+ship "$scifact_pick" twinbert-v3-scifact
+rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
+    --model "$MODELS/twinbert-v3-scifact" --store "$S/scifact.mpnet" \
+    --output "$RUNS/twinbert-v3-scifact.scifact-test.trec"
 step "done"
