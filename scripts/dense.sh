@@ -36,8 +36,7 @@ pick_weight() {  # pick_weight COLLECTION INDEX [NAME]: sets best, best_score (v
         # shellcheck disable=SC2086
         made "$run" || rank run --topics "$V/${VAL[$1]}.topics.tsv" --index "$2" "${dense[@]}" ${EXTRA[$1]} \
             --retriever hybrid --hybrid-weight "$w" --output "$run" > /dev/null
-        score=$(rank evaluate --qrels "$V/${VAL[$1]}.qrels.txt" "$run" --measures "nDCG@10" --format csv \
-            | awk -F, 'NR == 2 {print $NF}')
+        score=$(ndcg10 "$V/${VAL[$1]}.qrels.txt" "$run")
         echo "   weight $w: validation nDCG@10 $score"
         if awk "BEGIN {exit !($score > $best_score)}"; then best=$w best_score=$score; fi
     done

@@ -19,6 +19,10 @@ start=$(date +%s)
 
 rank() { .venv/bin/rank "$@"; }
 
+ndcg10() {  # ndcg10 QRELS RUN: the run's mean nDCG@10
+    rank evaluate --qrels "$1" "$2" --measures "nDCG@10" --format csv | awk -F, 'NR == 2 {print $NF}'
+}
+
 ship() {  # ship RUN_FOLDER NAME: the fp16 model folder RUN_FOLDER/model into MODELS/NAME, replaced whole
     rm -rf "$MODELS/$2.tmp" && cp -r "$1/model" "$MODELS/$2.tmp"
     rm -rf "${MODELS:?}/$2" && mv "$MODELS/$2.tmp" "$MODELS/$2"

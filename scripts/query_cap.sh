@@ -36,8 +36,7 @@ for set in msmarco-val dl19 scifact-val scifact-test; do
         read -r topics cut < <(.venv/bin/python -c 'import json, sys
 side = json.load(open(sys.argv[1]))
 print(side["queries"], side["pipeline"]["stages"][0]["queries_truncated"])' "$run.json")
-        ndcg=$(rank evaluate --qrels "${QRELS[$set]}" "$run" --measures "nDCG@10" --format csv \
-            | awk -F, 'NR == 2 {print $NF}')
+        ndcg=$(ndcg10 "${QRELS[$set]}" "$run")
         echo "$set,$cap,$topics,$cut,$ndcg" | tee -a "$partial"
     done
 done

@@ -101,8 +101,7 @@ pick_by_validation() {  # pick_by_validation RUN...: the run folder whose model 
             out=$OUT/val-runs/${run##*/}.$c.trec
             made "$out" || rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" --reranker twinbert \
                 --model "$run/model" --store "$S/${VSTORE[$c]}" --output "$out" > /dev/null
-            score=$(rank evaluate --qrels "$V/$c.qrels.txt" "$out" --measures nDCG@10 --format csv \
-                | awk -F, 'NR == 2 {print $NF}')
+            score=$(ndcg10 "$V/$c.qrels.txt" "$out")
             echo "   ${run##*/} $c validation nDCG@10 $score" >&2
             sum=$(awk "BEGIN {print $sum + $score}")
         done
@@ -119,12 +118,10 @@ rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.
     --model "$MODELS/twinbert-v3" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3.dl19.trec"
 # the aligned tower (before distillation or score matching) and the distilled tower's last step (lr 3e-5), whatever
 # validation picked: the figures of alignment alone and of distillation as trained
-for set in dl19 scifact-test; do
-    [ $set = dl19 ] && topics=$MS/topics/dl19.tsv candidates=$MS/runs/bm25.dl19.top100.trec store=stores/dl19.mpnet
-    [ $set = dl19 ] || topics=$SF/queries.jsonl candidates=runs/bm25.scifact-test.trec store=$S/scifact.mpnet
-    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --model "$aligned/model" \
-        --store "$store" --output "$RUNS/twinbert-v3-aligned.$set.trec"
-done
+rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
+    --model "$aligned/model" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3-aligned.dl19.trec"
+rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
+    --model "$aligned/model" --store "$S/scifact.mpnet" --output "$RUNS/twinbert-v3-aligned.scifact-test.trec"
 rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
     --model "$OUT/distill-lr3/checkpoint" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3-distilled.dl19.trec"
 rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
