@@ -11,6 +11,9 @@
 # and reranks DL19 (committed mpnet store) and SciFact test (zero-shot). Then the SciFact-adapted v3: the pick
 # distilled from teacher v2's SciFact ensemble on SciFact train (759 queries x BM25 top-20) at four learning
 # rates and the best one twice as long, SciFact validation picks, shipped as models/twinbert-v3-scifact.
+# Last, the issue's other starts on the same texts, options and validation (trained after the chain above, which
+# was not re-run from them): MiniLM-L6 with the ridge projection (its 3a), mpnet's first 3 and 4 layers; the pick
+# of all five aligned towers reranks DL19 and SciFact test (runs/twinbert-v3-aligned-best.*).
 # The targets (all-mpnet-base-v2's vectors of every text) are computed once, through ONNX Runtime, into a cache
 # keyed by text hash that every run shares.
 #
@@ -44,11 +47,11 @@ mpnet_store scifact.mpnet --collection "$SF/corpus.jsonl" --batch-size 16
 
 ALIGN=(--doc-store "$S/msmarco-val.mpnet" --doc-encoder mpnet --sets dl20 --sets dl21 --sets dl22 --sets dl23
        --sets dev600 --query-set msmarco-train --sentences 0 --targets "$OUT/targets" --query-max-length 64
-       --max-steps "$STEPS" --eval-every 200 --threads 2 --data "$DATA" --encoder mpnet --proj-dim 768
+       --max-steps "$STEPS" --eval-every 200 --threads 2 --data "$DATA" --proj-dim 768
        --freeze-embeddings --loss cosine)
 for k in 1 2; do
     step "align: mpnet's first $k layer(s)"
-    rank align --output "$OUT/align-mpnet$k" "${ALIGN[@]}" --num-layers "$k"
+    rank align --output "$OUT/align-mpnet$k" "${ALIGN[@]}" --encoder mpnet --num-layers "$k"
 done
 
 best() {  # best RUN...: the run folder whose model validation scores highest
@@ -56,6 +59,8 @@ best() {  # best RUN...: the run folder whose model validation scores highest
 score = {r: json.load(open(f"{r}/model/training.json"))["best"]["val_ndcg10"] for r in sys.argv[1:]}
 print(max(score, key=score.get))' "$@"
 }
+# the start of every step below: the pick of k = 1, 2 (the deeper starts were trained later, at the end; the chain
+# was not re-run from their pick)
 aligned=$(best "$OUT/align-mpnet1" "$OUT/align-mpnet2")
 echo "validation pick of the aligned towers: $aligned"
 
@@ -158,4 +163,18 @@ ship "$scifact_pick" twinbert-v3-scifact
 rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
     --model "$MODELS/twinbert-v3-scifact" --store "$S/scifact.mpnet" \
     --output "$RUNS/twinbert-v3-scifact.scifact-test.trec"
+
+step "the other starts on the same texts and validation: MiniLM-L6 with the ridge projection, mpnet's first 3 and 4 layers"
+rank align --output "$OUT/align-minilm" "${ALIGN[@]}" --num-layers 6
+for k in 3 4; do
+    rank align --output "$OUT/align-mpnet$k" "${ALIGN[@]}" --encoder mpnet --num-layers "$k"
+done
+deep=$(best "$OUT/align-minilm" "$OUT"/align-mpnet{1,2,3,4})
+echo "validation pick of every aligned tower: $deep"
+rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
+    --model "$deep/model" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3-aligned-best.dl19.trec"
+rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
+    --model "$deep/model" --store "$S/scifact.mpnet" --output "$RUNS/twinbert-v3-aligned-best.scifact-test.trec"
+rank agreement --model "$deep/model" --topics "$MS/topics/dl19.tsv" --judged-only "$MS/qrels/dl19.txt" \
+    --topics "$SF/queries.jsonl" --judged-only "$SF/qrels/test.tsv"
 step "done"
