@@ -20,7 +20,8 @@
 # Usage: bash scripts/student_v3.sh [--data DIR] [--out DIR] [--models DIR] [--runs DIR] [--steps N]
 # Measured on this 2-core CPU (docs/student-experiments.md "Student v3"): mpnet stores of the validation
 # candidates ~7 min and of SciFact's corpus ~46 min alone (ONNX Runtime, 1.9 abstracts/s; 58 min shared),
-# targets 10 min, alignment ~10 min (k=1) and ~20 min (k=2) at 2 threads; the mpnet store of the 15,955
+# targets 10 min, alignment ~10 min (k=1) and ~20 min (k=2) at 2 threads (MiniLM ~10 min, k=3 ~15 min and k=4
+# ~20 min, session 13); the mpnet store of the 15,955
 # distillation passages ~55 min, the cross-encoder over their 16,250 pairs ~6 min, each distillation ~6 min at one
 # thread (two side by side), score matching ~3 min; SciFact: the SciFact cross-encoder over 15,180 pairs ~27 min
 # (shared), each SciFact distillation ~8-10 min.
@@ -119,18 +120,21 @@ echo "validation pick: $pick"
 ship "$pick" twinbert-v3
 
 step "DL19 (the committed mpnet store of its BM25 candidates) and SciFact test, zero-shot; agreement with mpnet"
-rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
-    --model "$MODELS/twinbert-v3" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3.dl19.trec"
+dl19_run() {  # dl19_run MODEL STEM: RUNS/STEM.dl19.trec, MODEL over DL19's BM25 top-100 (the committed mpnet store)
+    rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
+        --model "$1" --store stores/dl19.mpnet --output "$RUNS/$2.dl19.trec"
+}
+scifact_run() {  # scifact_run MODEL STEM: RUNS/STEM.scifact-test.trec, MODEL over SciFact test's BM25 top-100
+    rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
+        --model "$1" --store "$S/scifact.mpnet" --output "$RUNS/$2.scifact-test.trec"
+}
+dl19_run "$MODELS/twinbert-v3" twinbert-v3
+scifact_run "$MODELS/twinbert-v3" twinbert-v3
 # the aligned tower (before distillation or score matching) and the distilled tower's last step (lr 3e-5), whatever
 # validation picked: the figures of alignment alone and of distillation as trained
-rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
-    --model "$aligned/model" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3-aligned.dl19.trec"
-rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
-    --model "$aligned/model" --store "$S/scifact.mpnet" --output "$RUNS/twinbert-v3-aligned.scifact-test.trec"
-rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
-    --model "$OUT/distill-lr3/checkpoint" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3-distilled.dl19.trec"
-rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
-    --model "$MODELS/twinbert-v3" --store "$S/scifact.mpnet" --output "$RUNS/twinbert-v3.scifact-test.trec"
+dl19_run "$aligned/model" twinbert-v3-aligned
+scifact_run "$aligned/model" twinbert-v3-aligned
+dl19_run "$OUT/distill-lr3/checkpoint" twinbert-v3-distilled
 rank agreement --model "$MODELS/twinbert-v3" --topics "$MS/topics/dl19.tsv" --judged-only "$MS/qrels/dl19.txt" \
     --topics "$SF/queries.jsonl" --judged-only "$SF/qrels/test.tsv"
 
@@ -160,9 +164,7 @@ rank distill --output "$OUT/scifact-lr30-long" "${SF_DISTILL[@]}" --lr 3e-4 --ma
 scifact_pick=$(best "$OUT"/scifact-lr{1,3,10,30,30-long})
 echo "validation pick (SciFact): $scifact_pick"
 ship "$scifact_pick" twinbert-v3-scifact
-rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
-    --model "$MODELS/twinbert-v3-scifact" --store "$S/scifact.mpnet" \
-    --output "$RUNS/twinbert-v3-scifact.scifact-test.trec"
+scifact_run "$MODELS/twinbert-v3-scifact" twinbert-v3-scifact
 
 step "the other starts on the same texts and validation: MiniLM-L6 with the ridge projection, mpnet's first 3 and 4 layers"
 rank align --output "$OUT/align-minilm" "${ALIGN[@]}" --num-layers 6
@@ -171,10 +173,8 @@ for k in 3 4; do
 done
 deep=$(best "$OUT/align-minilm" "$OUT"/align-mpnet{1,2,3,4})
 echo "validation pick of every aligned tower: $deep"
-rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
-    --model "$deep/model" --store stores/dl19.mpnet --output "$RUNS/twinbert-v3-aligned-best.dl19.trec"
-rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
-    --model "$deep/model" --store "$S/scifact.mpnet" --output "$RUNS/twinbert-v3-aligned-best.scifact-test.trec"
+dl19_run "$deep/model" twinbert-v3-aligned-best
+scifact_run "$deep/model" twinbert-v3-aligned-best
 rank agreement --model "$deep/model" --topics "$MS/topics/dl19.tsv" --judged-only "$MS/qrels/dl19.txt" \
     --topics "$SF/queries.jsonl" --judged-only "$SF/qrels/test.tsv"
 step "done"
