@@ -3,28 +3,26 @@
 # frozen and read from the installed mpnet, so the folder stays small; mean pooling as the weighted pooling's
 # start; a 768 -> 768 projection started at the ridge-regression map to mpnet's vectors; cosine loss), aligned on
 # the 48,794 MS MARCO training queries (dataset msmarco-train, text alone) and the distillation queries, validated
-# on the 27 held-out DL20/DL21 queries (BM25 depth 50). k = 1 and 2 are trained; validation picks; the pick is
-# then distilled from teacher v2 (the MS MARCO distillation queries, BM25 top-20, mpnet's passage vectors frozen,
-# the borrowed token table frozen) and, apart, score-matched to mpnet's own cosines over the same candidates (a
-# fresh crossing of scale 1); the mean nDCG@10 over both validation sets (27 DL20/DL21, 50 SciFact train; BM25
-# top-100) picks among the aligned, distilled and score-matched towers; the pick is shipped as models/twinbert-v3
-# and reranks DL19 (committed mpnet store) and SciFact test (zero-shot). Then the SciFact-adapted v3: the pick
-# distilled from teacher v2's SciFact ensemble on SciFact train (759 queries x BM25 top-20) at four learning
-# rates and the best one twice as long, SciFact validation picks, shipped as models/twinbert-v3-scifact.
-# Last, the issue's other starts on the same texts, options and validation (trained after the chain above, which
-# was not re-run from them): MiniLM-L6 with the ridge projection (its 3a), mpnet's first 3 and 4 layers; the pick
-# of all five aligned towers reranks DL19 and SciFact test (runs/twinbert-v3-aligned-best.*).
+# on the 27 held-out DL20/DL21 queries (BM25 depth 50). Five starts are aligned on the same texts and options:
+# mpnet's first k = 1, 2, 3, 4 layers and MiniLM-L6 with the ridge projection (the issue's 3a). The validation pick
+# of all five reranks DL19 and SciFact test (runs/twinbert-v3-aligned-best.*); the pick of those within the 50 MB
+# query-side limit is then distilled from teacher v2 (the MS MARCO distillation queries, BM25 top-20, mpnet's
+# passage vectors frozen, the borrowed token table frozen) and, apart, score-matched to mpnet's own cosines over the
+# same candidates (a fresh crossing of scale 1); the mean nDCG@10 over both validation sets (27 DL20/DL21, 50
+# SciFact train; BM25 top-100) picks among the aligned, distilled and score-matched towers; the pick is shipped as
+# models/twinbert-v3 and reranks DL19 (committed mpnet store) and SciFact test (zero-shot). Then the SciFact-adapted
+# v3: the pick distilled from teacher v2's SciFact ensemble on SciFact train (759 queries x BM25 top-20) at four
+# learning rates and the best one twice as long, SciFact validation picks, shipped as models/twinbert-v3-scifact.
 # The targets (all-mpnet-base-v2's vectors of every text) are computed once, through ONNX Runtime, into a cache
 # keyed by text hash that every run shares.
 #
 # Usage: bash scripts/student_v3.sh [--data DIR] [--out DIR] [--models DIR] [--runs DIR] [--steps N]
 # Measured on this 2-core CPU (docs/student-experiments.md "Student v3"): mpnet stores of the validation
 # candidates ~7 min and of SciFact's corpus ~46 min alone (ONNX Runtime, 1.9 abstracts/s; 58 min shared),
-# targets 10 min, alignment ~10 min (k=1) and ~20 min (k=2) at 2 threads (MiniLM ~10 min, k=3 ~15 min and k=4
-# ~20 min, session 13); the mpnet store of the 15,955
-# distillation passages ~55 min, the cross-encoder over their 16,250 pairs ~6 min, each distillation ~6 min at one
-# thread (two side by side), score matching ~3 min; SciFact: the SciFact cross-encoder over 15,180 pairs ~27 min
-# (shared), each SciFact distillation ~8-10 min.
+# targets 10 min, alignment at 2 threads ~10 min (k = 1, MiniLM), ~15 min (k = 3), ~20 min (k = 2, 4); the mpnet
+# store of the 15,955 distillation passages ~40-55 min, the cross-encoder over their 16,250 pairs ~6 min, each
+# distillation ~6 min at one thread (two side by side), score matching ~3 min; SciFact: the SciFact cross-encoder
+# over 15,180 pairs ~27 min (shared), each SciFact distillation ~8-10 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/v3 MODELS=models RUNS=runs STEPS=1200
@@ -50,20 +48,35 @@ ALIGN=(--doc-store "$S/msmarco-val.mpnet" --doc-encoder mpnet --sets dl20 --sets
        --sets dev600 --query-set msmarco-train --sentences 0 --targets "$OUT/targets" --query-max-length 64
        --max-steps "$STEPS" --eval-every 200 --threads 2 --data "$DATA" --proj-dim 768
        --freeze-embeddings --loss cosine)
-for k in 1 2; do
-    step "align: mpnet's first $k layer(s)"
+step "align the five starts: MiniLM-L6 with the ridge projection, mpnet's first 1-4 layers"
+rank align --output "$OUT/align-minilm" "${ALIGN[@]}" --num-layers 6
+for k in 1 2 3 4; do
     rank align --output "$OUT/align-mpnet$k" "${ALIGN[@]}" --encoder mpnet --num-layers "$k"
 done
 
-best() {  # best RUN...: the run folder whose model validation scores highest
-    .venv/bin/python -c 'import json, sys
-score = {r: json.load(open(f"{r}/model/training.json"))["best"]["val_ndcg10"] for r in sys.argv[1:]}
+best() {  # best MAX_MB MAX_COST RUN...: the run folder validation scores highest among those whose model (its onnx/
+          # cache aside) is at most MAX_MB MB and whose query tower costs at most MAX_COST x v1's a token (layers x width^2)
+    .venv/bin/python -c 'import json, pathlib, sys
+def megabytes(model):
+    return sum(f.stat().st_size for f in model.rglob("*") if f.is_file() and "onnx" not in f.relative_to(model).parts) / 1e6
+def cost(config):
+    config = json.loads(config.read_text())
+    return config["num_hidden_layers"] * config["hidden_size"] ** 2
+v1 = cost(pathlib.Path("models/twinbert/doc_encoder/config.json"))
+score = {}
+for run in sys.argv[3:]:
+    model = pathlib.Path(run, "model")
+    tower = model / "query_encoder" / "config.json"
+    if megabytes(model) <= float(sys.argv[1]) and (not tower.exists() or cost(tower) <= float(sys.argv[2]) * v1):
+        score[run] = json.loads((model / "training.json").read_text())["best"]["val_ndcg10"]
 print(max(score, key=score.get))' "$@"
 }
-# the start of every step below: the pick of k = 1, 2 (the deeper starts were trained later, at the end; the chain
-# was not re-run from their pick)
-aligned=$(best "$OUT/align-mpnet1" "$OUT/align-mpnet2")
-echo "validation pick of the aligned towers: $aligned"
+STARTS=("$OUT/align-minilm" "$OUT"/align-mpnet{1,2,3,4})
+deep=$(best inf inf "${STARTS[@]}")
+# the start of every step below: the query-side budget is 50 MB and a query tower at most 1.5x v1's cost a token
+# (6 layers x 384): mpnet's k = 3 (45 MB, 2x) measured 1.66x v1's p50 (runs/bench-v3-k3.dl19.json), k = 2 1.1-1.3x
+aligned=$(best 50 1.5 "${STARTS[@]}")
+echo "validation pick of every aligned tower: $deep; of those within the budget: $aligned"
 
 step "teacher v2 over the MS MARCO distillation queries (829 x BM25 top-20) and mpnet's store of their passages"
 D=$OUT/distill
@@ -82,19 +95,19 @@ rank fuse --ensemble models/ensemble-v2-msmarco.json --output "$D/teacher-v2.tre
     "$D/mpnet.trec" "$D/msmarco.candidates.trec"
 
 step "distil the aligned pick from teacher v2, mpnet's passages frozen, two encoder learning rates side by side"
-DISTILL=(--init "$aligned/model" --sets dl20 --sets dl21 --sets dl22
+DISTILL=(--sets dl20 --sets dl21 --sets dl22
          --sets dl23 --sets dev600 --doc-store "$S/msmarco-val.mpnet" --doc-store "$S/msmarco-distill.mpnet"
          --scores "$OUT/scores-distill" --freeze-embeddings --head-lr 1e-4 --label-weight 0.5 --max-steps 1500
          --eval-every 100 --threads 1 --data "$DATA")
-rank distill --output "$OUT/distill-lr1" "${DISTILL[@]}" --teacher-run "msmarco=$D/teacher-v2.trec" --score-only
-rank distill --output "$OUT/distill-lr1" "${DISTILL[@]}" --lr 1e-5 --cached-only &
-rank distill --output "$OUT/distill-lr3" "${DISTILL[@]}" --lr 3e-5 --cached-only
+rank distill --output "$OUT/distill-lr1" --init "$aligned/model" "${DISTILL[@]}" --teacher-run "msmarco=$D/teacher-v2.trec" --score-only
+rank distill --output "$OUT/distill-lr1" --init "$aligned/model" "${DISTILL[@]}" --lr 1e-5 --cached-only &
+rank distill --output "$OUT/distill-lr3" --init "$aligned/model" "${DISTILL[@]}" --lr 3e-5 --cached-only
 wait
 
 step "score matching: mpnet's own dot products over the same candidates as the teacher (a fresh crossing of scale 1)"
-rank distill --output "$OUT/distill-mpnet-s1" "${DISTILL[@]}" --teacher-run "msmarco=$D/mpnet.trec" \
-    --scores "$OUT/scores-mpnet" --reset-crossing --crossing cos --cos-scale 1 --label-weight 0 --lr 3e-5 \
-    --max-steps 1000 --threads 2
+SCORE_MATCH=("${DISTILL[@]}" --teacher-run "msmarco=$D/mpnet.trec" --scores "$OUT/scores-mpnet" --reset-crossing
+             --crossing cos --cos-scale 1 --label-weight 0 --lr 3e-5 --max-steps 1000 --threads 2)
+rank distill --output "$OUT/distill-mpnet-s1" --init "$aligned/model" "${SCORE_MATCH[@]}"
 
 step "both validation sets for every candidate tower (27 DL20/DL21, 50 SciFact train; BM25 top-100); the pick"
 declare -A VSTORE=([msmarco]=msmarco-val.mpnet [scifact]=scifact.mpnet)
@@ -137,6 +150,11 @@ scifact_run "$aligned/model" twinbert-v3-aligned
 dl19_run "$OUT/distill-lr3/checkpoint" twinbert-v3-distilled
 rank agreement --model "$MODELS/twinbert-v3" --topics "$MS/topics/dl19.tsv" --judged-only "$MS/qrels/dl19.txt" \
     --topics "$SF/queries.jsonl" --judged-only "$SF/qrels/test.tsv"
+# the pick of all five aligned towers, whatever its size
+dl19_run "$deep/model" twinbert-v3-aligned-best
+scifact_run "$deep/model" twinbert-v3-aligned-best
+rank agreement --model "$deep/model" --topics "$MS/topics/dl19.tsv" --judged-only "$MS/qrels/dl19.txt" \
+    --topics "$SF/queries.jsonl" --judged-only "$SF/qrels/test.tsv"
 
 step "SciFact-adapted v3: the pick distilled from teacher v2's SciFact ensemble on SciFact train (759 x BM25 top-20)"
 DS=$OUT/distill-sf R=$OUT/runs-sf
@@ -161,20 +179,24 @@ for lr in 1 3 10 30; do  # encoder learning rates 1e-5 ... 3e-4; validation: Sci
 done
 # the best rate's curve still rose at 800 steps: twice as long
 rank distill --output "$OUT/scifact-lr30-long" "${SF_DISTILL[@]}" --lr 3e-4 --max-steps 1600 --cached-only
-scifact_pick=$(best "$OUT"/scifact-lr{1,3,10,30,30-long})
+scifact_pick=$(best inf inf "$OUT"/scifact-lr{1,3,10,30,30-long})
 echo "validation pick (SciFact): $scifact_pick"
 ship "$scifact_pick" twinbert-v3-scifact
 scifact_run "$MODELS/twinbert-v3-scifact" twinbert-v3-scifact
 
-step "the other starts on the same texts and validation: MiniLM-L6 with the ridge projection, mpnet's first 3 and 4 layers"
-rank align --output "$OUT/align-minilm" "${ALIGN[@]}" --num-layers 6
-for k in 3 4; do
-    rank align --output "$OUT/align-mpnet$k" "${ALIGN[@]}" --encoder mpnet --num-layers "$k"
-done
-deep=$(best "$OUT/align-minilm" "$OUT"/align-mpnet{1,2,3,4})
-echo "validation pick of every aligned tower: $deep"
-dl19_run "$deep/model" twinbert-v3-aligned-best
-scifact_run "$deep/model" twinbert-v3-aligned-best
-rank agreement --model "$deep/model" --topics "$MS/topics/dl19.tsv" --judged-only "$MS/qrels/dl19.txt" \
-    --topics "$SF/queries.jsonl" --judged-only "$SF/qrels/test.tsv"
+step "mpnet's first 3 layers (45 MB, over the cost budget), score-matched as above: both validation sets, test, latency"
+k3=$OUT/align-mpnet3
+[ -f "$S/dl19.twinbert/ranker.json" ] || rank encode --collection "$MS/passages/dl19.tsv" \
+    --candidates "$MS/runs/bm25.dl19.top100.trec" --store "$S/dl19.twinbert"  # v1's store of DL19's candidates
+rank distill --output "$OUT/distill-k3-mpnet-s1" --init "$k3/model" "${SCORE_MATCH[@]}"
+echo "validation pick from k = 3: $(pick_by_validation "$k3" "$OUT/distill-k3-mpnet-s1")"
+dl19_run "$OUT/distill-k3-mpnet-s1/model" twinbert-v3-k3
+scifact_run "$OUT/distill-k3-mpnet-s1/model" twinbert-v3-k3
+# one run, one thread: v1, the shipped v3 and k = 3's on the int8 query graph, sentence-transformers mpnet
+rank bench --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --collection "$MS/passages/dl19.tsv" \
+    --store stores/dl19.mpnet \
+    --threads 1 --repeats 3 --reranker identity --reranker "twinbert=models/twinbert@$S/dl19.twinbert" \
+    --reranker "twinbert=$MODELS/twinbert-v3@stores/dl19.mpnet" \
+    --reranker "twinbert=$OUT/distill-k3-mpnet-s1/model@stores/dl19.mpnet" --query-backend onnx-int8 \
+    --reranker "sentence-transformers=mpnet@stores/dl19.mpnet" --output "$RUNS/bench-v3-k3.dl19.json"
 step "done"
