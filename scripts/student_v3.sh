@@ -13,6 +13,8 @@
 # models/twinbert-v3 and reranks DL19 (committed mpnet store) and SciFact test (zero-shot). Then the SciFact-adapted
 # v3: the pick distilled from teacher v2's SciFact ensemble on SciFact train (759 queries x BM25 top-20) at four
 # learning rates and the best one twice as long, SciFact validation picks, shipped as models/twinbert-v3-scifact.
+# Last, mpnet's first 3 layers (45 MB, twice v1's cost a token) score-matched the same way: both validation sets,
+# DL19 and SciFact test (runs/twinbert-v3-k3.*) and one benchmark run beside v1 and the shipped v3.
 # The targets (all-mpnet-base-v2's vectors of every text) are computed once, through ONNX Runtime, into a cache
 # keyed by text hash that every run shares.
 #
