@@ -8,7 +8,8 @@
 # of all five reranks DL19 and SciFact test (runs/twinbert-v3-aligned-best.*); the pick of those within the 50 MB
 # query-side limit and 1.5x v1's cost a token is then distilled from teacher v2 (the MS MARCO distillation queries, BM25 top-20, mpnet's
 # passage vectors frozen, the borrowed token table frozen) and, apart, score-matched to mpnet's own cosines over the
-# same candidates (a fresh crossing of scale 1); the mean nDCG@10 over both validation sets (27 DL20/DL21, 50
+# same candidates (a fresh crossing of scale 1), then that score matching continued on the 48,794 training queries as
+# well (BM25 top-20 over the 15,955 distillation passages, mpnet's dot products); the mean nDCG@10 over both validation sets (27 DL20/DL21, 50
 # SciFact train; BM25 top-100) picks among the aligned, distilled and score-matched towers; the pick is shipped as
 # models/twinbert-v3 and reranks DL19 (committed mpnet store) and SciFact test (zero-shot). Then the SciFact-adapted
 # v3: the pick distilled from teacher v2's SciFact ensemble on SciFact train (759 queries x BM25 top-20) at four
@@ -82,8 +83,8 @@ echo "validation pick of every aligned tower: $deep; of those within the budget:
 
 step "teacher v2 over the MS MARCO distillation queries (829 x BM25 top-20) and mpnet's store of their passages"
 D=$OUT/distill
-[ -d "$D" ] || rank datasets distill --data "$DATA" --sets dl20 --sets dl21 --sets dl22 --sets dl23 --sets dev600 \
-    --depth 20 --output "$D"
+[ -f "$D/msmarco.passages.tsv" ] || rank datasets distill --data "$DATA" --sets dl20 --sets dl21 --sets dl22 \
+    --sets dl23 --sets dev600 --depth 20 --output "$D"
 DISTILL_TEXT=(--collection "$MS/dev600/passages.tsv" --collection "$MS/passages/dl20.tsv"
               --collection "$MS/passages/dl21.tsv" --collection "$MS/passages/dl22.tsv" --collection "$MS/passages/dl23.tsv")
 mpnet_store msmarco-distill.mpnet "${DISTILL_TEXT[@]}" --candidates "$D/msmarco.candidates.trec"
@@ -111,6 +112,18 @@ SCORE_MATCH=("${DISTILL[@]}" --teacher-run "msmarco=$D/mpnet.trec" --scores "$OU
              --crossing cos --cos-scale 1 --label-weight 0 --lr 3e-5 --max-steps 1000 --threads 2)
 rank distill --output "$OUT/distill-mpnet-s1" --init "$aligned/model" "${SCORE_MATCH[@]}"
 
+step "score matching on the 48,794 MS MARCO training queries too: BM25 top-20 over the distillation passages (mpnet's store holds them), mpnet's dot products"
+T=$OUT/train
+[ -f "$T/pool.index/ranker.json" ] || rank index --index "$T/pool.index" --collection "$D/msmarco.passages.tsv"
+made "$T/bm25.msmarco-train.trec" || rank run --index "$T/pool.index" --topics "$MS/train-queries/queries.tsv" --k 20 \
+    --output "$T/bm25.msmarco-train.trec"
+made "$T/mpnet.trec" || rank run --topics "$MS/train-queries/queries.tsv" --candidates "$T/bm25.msmarco-train.trec" \
+    --reranker biencoder --model mpnet --biencoder-backend onnx --store "$S/msmarco-distill.mpnet" --output "$T/mpnet.trec"
+[ -f "$T/teacher.trec" ] || { cat "$D/mpnet.trec" "$T/mpnet.trec" > "$T/teacher.tmp" && mv "$T/teacher.tmp" "$T/teacher.trec"; }
+# from the score-matched tower, one pass over the training queries (8 a step); --runs: where bm25.msmarco-train.trec is
+rank distill --output "$OUT/distill-train" --init "$OUT/distill-mpnet-s1/model" "${SCORE_MATCH[@]}" --sets msmarco-train \
+    --runs "$T" --teacher-run "msmarco=$T/teacher.trec" --scores "$OUT/scores-mpnet-train" --max-steps 6000 --eval-every 500
+
 step "both validation sets for every candidate tower (27 DL20/DL21, 50 SciFact train; BM25 top-100); the pick"
 declare -A VSTORE=([msmarco]=msmarco-val.mpnet [scifact]=scifact.mpnet)
 pick_by_validation() {  # pick_by_validation RUN...: the run folder whose model has the best mean nDCG@10 over both sets
@@ -130,7 +143,7 @@ pick_by_validation() {  # pick_by_validation RUN...: the run folder whose model 
     done
     echo "$best"
 }
-pick=$(pick_by_validation "$aligned" "$OUT/distill-lr1" "$OUT/distill-lr3" "$OUT/distill-mpnet-s1")
+pick=$(pick_by_validation "$aligned" "$OUT/distill-lr1" "$OUT/distill-lr3" "$OUT/distill-mpnet-s1" "$OUT/distill-train")
 echo "validation pick: $pick"
 ship "$pick" twinbert-v3
 

@@ -16,7 +16,7 @@ import torch
 from ranker.errors import RankerError
 from ranker.first_stage.dense import DenseRetriever
 from ranker.io.datasets import strip_prefix
-from ranker.io.formats import read_run, write_run
+from ranker.io.formats import read_collection, read_run, write_run
 from ranker.models.biencoder import BiEncoder
 from ranker.models.config import TwinBertConfig
 from ranker.models.twinbert import TwinBert, asymmetric_config
@@ -323,6 +323,10 @@ def test_cli_exports_distillation_candidates_and_checks_teacher_run_specs(data, 
     rank("datasets", "distill", "--output", tmp_path / "out", "--sets", "dl23", "--depth", "4", "--data", data)
     run = read_run(tmp_path / "out" / "msmarco.candidates.trec")
     assert len(run) == 73 and max(len(d) for d in run.values()) == 4
+    passages = read_collection(tmp_path / "out" / "msmarco.passages.tsv")  # the text of exactly those candidates
+    dl23 = read_collection(data / "msmarco-passage/passages/dl23.tsv")
+    assert set(passages) == {d.docno for docs in run.values() for d in docs}
+    assert all(passages[d].contents == " ".join(dl23[d].contents.split()) for d in passages)
     assert_input_error(rank("distill", "--output", tmp_path / "d", "--scores", tmp_path / "s", "--teacher-run",
                             "no-equals-sign", "--data", data, "--sets", "dl23", check=False),
                        "--teacher-run takes KEY=VALUE")

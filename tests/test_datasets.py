@@ -9,12 +9,14 @@ from ranker.io import datasets
 from ranker.io.datasets import POSITIVE_GRADE, Dataset, collection_of, register, strip_prefix
 from ranker.io.formats import read_qrels
 from ranker.train.config import DISTILL_SETS, SPARSE_SETS, TEACHER_SETS
+from ranker.types import ScoredDoc
 
 
 def test_the_registry_names_every_set_in_one_order():
     assert datasets.names() == ("dl19", "dl20", "dl21", "dl22", "dl23", "dev600", "msmarco-train", "scifact-train",
                                 "scifact-test")
     assert datasets.names("align") == ("msmarco-train",)
+    assert datasets.names("distill") == ("dl20", "dl21", "dl22", "dl23", "dev600", "msmarco-train", "scifact-train")
     assert datasets.names("test") == ("dl19", "scifact-test")
     assert TEACHER_SETS == ("dl20", "dl21", "dl23", "dev600", "scifact-train")
     assert DISTILL_SETS == ("dl20", "dl21", "dl22", "dl23", "dev600", "scifact-train")
@@ -58,12 +60,22 @@ def test_each_pool_kind_reads_what_it_declares(data, tmp_path):
     assert scifact.texts()["scifact:4983"].startswith("Microstructural")
 
 
-def test_the_training_queries_are_text_alone_and_share_no_query_with_validation_or_test(data):
-    train = datasets.load("msmarco-train", data, use="align")
+def test_the_training_queries_have_no_labels_and_share_no_query_with_validation_or_test(data, tmp_path):
+    train = datasets.load("msmarco-train", data, runs_dir=tmp_path, use="align")
     assert len(train.queries()) == 48_794 and train.qrels is None and train.candidates() == {}
-    with pytest.raises(RankerError, match="has no passages"):
-        train.texts()
     assert datasets.overlap("msmarco-train", data) == []
+    dl19 = set(datasets.load("dl19", data).texts())
+    texts = train.texts()  # the training sets' passages: every file but DL19's, so DL19-only passages are absent
+    assert set(datasets.load("dl22", data).texts()) <= set(texts) and dl19 - set(texts)
+    with pytest.raises(RankerError, match="bm25.msmarco-train.trec: no such file"):
+        train.pool_candidates()  # distilling on it needs the BM25 run the user makes
+    qid = next(iter(train.queries()))
+    docno = next(iter(datasets.load("dl22", data).texts()))
+    (tmp_path / "bm25.msmarco-train.trec").write_text(f"{qid} Q0 {docno} 1 7.5 bm25\nnope Q0 {docno} 1 7.5 bm25\n")
+    from ranker.train.examples import distill_data
+
+    pairs = distill_data(data, ("msmarco-train",), runs_dir=tmp_path)
+    assert pairs.candidates == {qid: [ScoredDoc(qid, docno, 7.5)]} and pairs.source == {qid: "msmarco-train"}
 
 
 def test_overlap_finds_a_held_out_query_by_id_and_by_normalised_text(data, tmp_path):

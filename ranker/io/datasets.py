@@ -49,8 +49,8 @@ class Dataset:
         name: Registry key, e.g. ``dl20``.
         collection: The document collection its ids belong to (``msmarco``, ``scifact``).
         topics: Queries file.
-        passages: Collection file holding the text of every passage the set names; ``None`` for a set of
-            query text alone (``msmarco-train``).
+        passages: Collection file (or files, read in order) holding the text of every passage the set names;
+            ``None`` for a set of query text alone.
         qrels: Judgements, if any.
         grades: Qrels grade -> DL 0–3 grade, where the set's scale differs.
         official: Sparse official positives, each raised to at least :data:`POSITIVE_GRADE` (dev600).
@@ -64,6 +64,7 @@ class Dataset:
         held_out: Validation queries held out of training: a ``fraction`` of the judged queries (the trainer's
             ``val_fraction``) or a number of ``queries`` (its ``scifact_val``); ``None``: none.
         uses: What the project uses the set for; DL19 and SciFact test are ``test`` only.
+        named_only: Used only where named, never by default (its first stage is a run the user makes).
         data_dir: The folder ``{data}`` stands for.
         runs_dir: The folder ``{runs}`` stands for.
     """
@@ -71,7 +72,7 @@ class Dataset:
     name: str
     collection: str
     topics: str
-    passages: str | None = None
+    passages: str | tuple[str, ...] | None = None
     qrels: str | None = None
     grades: Mapping[int, int] | None = None
     official: str | None = None
@@ -83,6 +84,7 @@ class Dataset:
     sparse: bool = False
     held_out: Literal["fraction", "queries"] | None = None
     uses: frozenset[Use] = frozenset()
+    named_only: bool = False
     data_dir: Path = DATA_DIR
     runs_dir: Path = RUNS_DIR
 
@@ -126,7 +128,8 @@ class Dataset:
         """``docno -> contents`` of the set's passage file, prefixed docnos."""
         if self.passages is None:
             raise RankerError(f"dataset {self.name!r} has no passages")
-        source = TextSource([self.path(self.passages)])
+        templates = (self.passages,) if isinstance(self.passages, str) else self.passages
+        source = TextSource([self.path(t) for t in templates])
         if not self.id_prefix:
             return source
         return {self.id_prefix + d: text for d, text in source.items()}
@@ -190,9 +193,11 @@ def load(name: str, data_dir: str | Path = DATA_DIR, runs_dir: str | Path = RUNS
     return dataclasses.replace(_REGISTRY[name], data_dir=Path(data_dir), runs_dir=Path(runs_dir))
 
 
-def names(use: Use | None = None) -> tuple[str, ...]:
-    """Registered names in registration order, those with ``use`` only when given."""
-    return tuple(n for n, d in _REGISTRY.items() if use is None or use in d.uses)
+def names(use: Use | None = None, defaults_only: bool = False) -> tuple[str, ...]:
+    """Registered names in registration order: those with ``use`` only when given, and with ``defaults_only``
+    none of the :attr:`Dataset.named_only` sets."""
+    return tuple(n for n, d in _REGISTRY.items()
+                 if (use is None or use in d.uses) and not (defaults_only and d.named_only))
 
 
 def normalised(text: str) -> str:
@@ -261,8 +266,13 @@ register(Dataset(
     qrels=f"{_MS}/dev600/qrels.human.txt",
     grades={0: 0, 1: 1, 2: 2, 3: 3, 4: 3}, official=f"{_MS}/dev600/qrels.official.txt",
     first_stage=f"{_MS}/dev600/candidates.trec", sparse=True, uses=frozenset({"teacher", "distill"})))
-register(Dataset("msmarco-train", "msmarco", f"{_MS}/train-queries/queries.tsv", uses=frozenset({"align"})))
-"""48,794 MS MARCO training queries, text alone: alignment texts (no passages, labels or candidates)."""
+register(Dataset(
+    "msmarco-train", "msmarco", f"{_MS}/train-queries/queries.tsv",
+    (f"{_MS}/dev600/passages.tsv", *(f"{_MS}/passages/dl{year}.tsv" for year in ("20", "21", "22", "23"))),
+    first_stage="{runs}/bm25.msmarco-train.trec", uses=frozenset({"align", "distill"}), named_only=True))
+"""48,794 MS MARCO training queries, no labels: alignment texts, and distillation queries over BM25 candidates
+the user retrieves from the training sets' passages (never DL19's) into ``{runs}/bm25.msmarco-train.trec``
+(``scripts/student_v3.sh``)."""
 register(Dataset("scifact-train", qrels=f"{_SF}/qrels/train.tsv", first_stage="{runs}/bm25.scifact-train.trec",
                  held_out="queries", uses=frozenset({"teacher", "distill", "validation"}), **_SCIFACT))
 register(Dataset("scifact-test", qrels=f"{_SF}/qrels/test.tsv", first_stage="{runs}/bm25.scifact-test.trec",

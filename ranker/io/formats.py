@@ -183,6 +183,14 @@ def _parse_collection(path: PathLike) -> Iterator[tuple[int, Doc]]:
             yield lineno, Doc(_id(path, lineno, docno, "document id"), text)
 
 
+def write_collection(docs: Iterable[Doc], path: PathLike) -> None:
+    """Write a TSV collection (``docno<TAB>contents``, whitespace collapsed) atomically: what ``rank index``
+    and ``rank encode --collection`` read."""
+    with atomic_open(path) as f:
+        for doc in docs:
+            f.write(f"{doc.docno}\t{' '.join(doc.contents.split())}\n")
+
+
 def read_collection(path: PathLike) -> dict[str, Doc]:
     """A whole (small) collection by docno; a repeated docno is an error."""
     return {doc.docno: doc for doc in iter_collection(path)}

@@ -16,8 +16,9 @@ from ranker.models.config import CrossEncoderConfig, TwinBertConfig
 
 TEACHER_SETS = datasets.names("teacher")
 """Labelled sets the teacher trains on: DL20, DL21, DL23, dev600 and SciFact train."""
-DISTILL_SETS = datasets.names("distill")
-"""Sets whose candidates the student distils on: no labels needed."""
+DISTILL_SETS = datasets.names("distill", defaults_only=True)
+"""Sets whose candidates the student distils on by default: no labels needed (``msmarco-train`` only when
+named: its BM25 run is made by ``scripts/student_v3.sh``)."""
 SPARSE_SETS = tuple(n for n in datasets.names() if datasets.load(n).sparse)
 """Sets whose unjudged candidates are not negatives by default (one official positive per query)."""
 SCIFACT_VAL_QUERIES = 50

@@ -33,10 +33,10 @@ from pathlib import Path
 from ranker.errors import RankerError
 from ranker.io import datasets
 from ranker.io.datasets import DATA_DIR, POSITIVE_GRADE, RUNS_DIR, collection_of, strip_prefix
-from ranker.io.formats import write_qrels, write_run, write_topics
+from ranker.io.formats import write_collection, write_qrels, write_run, write_topics
 from ranker.measures import parse_measures, per_query
 from ranker.train.config import DISTILL_SETS, SCIFACT_VAL_QUERIES, SPARSE_SETS, TEACHER_SETS
-from ranker.types import Qrel, Query, Ranking, ScoredDoc
+from ranker.types import Doc, Qrel, Query, Ranking, ScoredDoc
 
 
 @dataclass
@@ -214,17 +214,20 @@ class DistillData:
             self.source[qid] = name
 
     def write(self, folder: str | Path, depth: int | None = None) -> None:
-        """Per collection ``NAME.topics.tsv`` and ``NAME.candidates.trec`` (the collection's own ids; with
-        ``depth``, each query's first ``depth`` candidates): what a teacher's rerankers score with ``rank run``,
-        for :func:`ranker.train.scores.run_teacher_scores`."""
+        """Per collection ``NAME.topics.tsv``, ``NAME.candidates.trec`` and ``NAME.passages.tsv`` (the text of
+        every candidate written; the collection's own ids; with ``depth``, each query's first ``depth``
+        candidates): what a teacher's rerankers score with ``rank run``, for
+        :func:`ranker.train.scores.run_teacher_scores`, and what ``rank index`` makes a pool of."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name in sorted({collection_of(q) for q in self.queries}):
             qids = [q for q in self.queries if collection_of(q) == name]
+            kept = {q: self.candidates[q][:depth] for q in qids}
             write_topics([Query(strip_prefix(q), self.queries[q].text) for q in qids], folder / f"{name}.topics.tsv")
-            write_run({strip_prefix(q): [ScoredDoc(strip_prefix(q), strip_prefix(d.docno), d.score)
-                                         for d in self.candidates[q][:depth]] for q in qids},
-                      folder / f"{name}.candidates.trec", "distill")
+            write_run({strip_prefix(q): [ScoredDoc(strip_prefix(q), strip_prefix(d.docno), d.score) for d in docs]
+                       for q, docs in kept.items()}, folder / f"{name}.candidates.trec", "distill")
+            docnos = dict.fromkeys(d.docno for docs in kept.values() for d in docs)
+            write_collection([Doc(strip_prefix(d), self.texts[d]) for d in docnos], folder / f"{name}.passages.tsv")
 
     def within(self, ranking: Ranking) -> DistillData:
         """The queries and candidates that ``ranking`` (prefixed ids) scores, in this data's order."""
