@@ -122,7 +122,8 @@ made "$T/mpnet.trec" || rank run --topics "$MS/train-queries/queries.tsv" --cand
 [ -f "$T/teacher.trec" ] || { cat "$D/mpnet.trec" "$T/mpnet.trec" > "$T/teacher.tmp" && mv "$T/teacher.tmp" "$T/teacher.trec"; }
 # from the score-matched tower, one pass over the training queries (8 a step); --runs: where bm25.msmarco-train.trec is
 rank distill --output "$OUT/distill-train" --init "$OUT/distill-mpnet-s1/model" "${SCORE_MATCH[@]}" --sets msmarco-train \
-    --runs "$T" --teacher-run "msmarco=$T/teacher.trec" --scores "$OUT/scores-mpnet-train" --max-steps 6000 --eval-every 500
+    --runs "$T" --teacher-run "msmarco=$T/teacher.trec" --scores "$OUT/scores-mpnet-train" --no-reset-crossing \
+    --max-steps 6000 --eval-every 500
 
 step "both validation sets for every candidate tower (27 DL20/DL21, 50 SciFact train; BM25 top-100); the pick"
 declare -A VSTORE=([msmarco]=msmarco-val.mpnet [scifact]=scifact.mpnet)

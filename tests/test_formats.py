@@ -111,6 +111,12 @@ def test_duplicate_docno_in_a_streamed_collection_names_its_line(tmp_path):
         formats.read_collection(path)
 
 
+def test_a_written_collection_reads_back_with_its_whitespace_collapsed(tmp_path):
+    path = tmp_path / "passages.tsv"
+    formats.write_collection([Doc("7", "a\tpassage\nover lines"), Doc("8", "text", title="Title")], path)
+    assert formats.read_collection(path) == {"7": Doc("7", "a passage over lines"), "8": Doc("8", "Title text")}
+
+
 def test_run_round_trip_sorts_and_breaks_ties_like_trec_eval(tmp_path):
     ranking = {"q1": [ScoredDoc("q1", "a", 1.0), ScoredDoc("q1", "c", 2.0), ScoredDoc("q1", "b", 2.0)],
                "q2": [ScoredDoc("q2", "z", 0.1 + 0.2)]}
