@@ -75,6 +75,34 @@ def test_int8_graph_stays_close_to_float32_and_a_querys_vector_ignores_its_batch
     assert (alone == got).all()  # activation scales are per pass: a batch would mix them
 
 
+@pytest.mark.parametrize("machine, flags, seven_bits", [
+    ("x86_64", {"avx2", "fma"}, True),  # AVX2 alone: 16-bit pair sums saturate
+    ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, False),
+    ("AMD64", {"avx2", "avx_vnni"}, False),
+    ("x86_64", set(), True),  # flags unreadable: the safe side
+    ("aarch64", {"asimd", "asimddp"}, False),
+])
+def test_int8_weights_keep_seven_bits_only_on_x86_without_vnni(monkeypatch, machine, flags, seven_bits):
+    monkeypatch.setattr(query_encoders.platform, "machine", lambda: machine)
+    monkeypatch.setattr(query_encoders, "cpu_flags", lambda: frozenset(flags))
+    assert query_encoders.int8_reduce_range() is seven_bits
+
+
+def test_seven_bit_int8_graphs_are_cached_apart_and_stay_close_to_float32(model, monkeypatch):
+    from ranker.io.artifact import read_metadata
+
+    graphs = {}
+    for seven_bits in (False, True):
+        monkeypatch.setattr(query_encoders, "int8_reduce_range", lambda seven_bits=seven_bits: seven_bits)
+        graphs[seven_bits] = query_graph(model, "int8")
+        recipe = read_metadata(graphs[seven_bits].parent, query_encoders.GRAPH_TYPE)["recipe"]
+        assert recipe.get("reduce_range", False) is seven_bits
+        assert {k: v for k, v in recipe.items() if k != "reduce_range"} == query_encoders.RECIPE["int8"]
+        got = make_query_encoder(model, "onnx-int8").encode(QUERIES)
+        assert cosine(got, reference(model, QUERIES)).min() > 0.98
+    assert graphs[False].parent != graphs[True].parent and graphs[False].is_file()  # a CPU of each kind keeps its own
+
+
 def test_a_graph_is_cached_beside_the_model_and_reused(model, caplog):
     caplog.set_level("INFO", logger="ranker")
     first = query_graph(model, "float32")

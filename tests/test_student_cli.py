@@ -130,6 +130,8 @@ def test_a_biencoder_store_built_on_onnx_serves_the_int8_query_side_and_encoding
     flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split())
     assert ("avx2" in written["cpu"]["vector_extensions"]) == ("avx2" in flags)  # the CPU's extensions recorded
     assert ("avx512_vnni" in written["cpu"]["vector_extensions"]) == ("avx512_vnni" in flags)
+    vnni = not flags.isdisjoint({"avx512_vnni", "avx_vnni", "amx_int8"})
+    assert written["cpu"]["int8_weight_bits"] == (8 if vnni else 7)  # x86 without VNNI: 7-bit int8 weights
     assert {r["name"] for r in written["results"]} == {"biencoder[onnx-int8]=minilm@store", "biencoder=minilm"}
     assert_input_error(rank("bench", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates",
                             root / "cands.trec", "--collection", root / "passages.tsv", "--reranker",
