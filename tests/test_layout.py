@@ -14,8 +14,8 @@ LAYERS = ["base", "ranker.io", "ranker.store", "ranker.models", "ranker.first_st
           "ranker.eval", "ranker.serve", "ranker.cli", "front door"]
 """Bottom to top. A module may import from its own layer and those below, never from one above."""
 
-BASE = {"ranker._version", "ranker.errors", "ranker.types", "ranker.interrupt", "ranker.pipeline", "ranker.measures",
-        "ranker.fusion"}
+BASE = {"ranker._version", "ranker.cpu", "ranker.errors", "ranker.types", "ranker.interrupt", "ranker.pipeline",
+        "ranker.measures", "ranker.fusion"}
 FRONT = {"ranker", "ranker.__main__"}
 MAX_LINES = 400
 

@@ -13,6 +13,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from ranker import cpu  # noqa: E402
 from ranker.errors import RankerError  # noqa: E402
 from ranker.eval.floor import encoder_flops  # noqa: E402
 from ranker.models import query_encoders  # noqa: E402
@@ -83,9 +84,9 @@ def test_int8_graph_stays_close_to_float32_and_a_querys_vector_ignores_its_batch
     ("aarch64", {"asimd", "asimddp"}, False),
 ])
 def test_int8_weights_keep_seven_bits_only_on_x86_without_vnni(monkeypatch, machine, flags, seven_bits):
-    monkeypatch.setattr(query_encoders.platform, "machine", lambda: machine)
-    monkeypatch.setattr(query_encoders, "cpu_flags", lambda: frozenset(flags))
-    assert query_encoders.int8_reduce_range() is seven_bits
+    monkeypatch.setattr(cpu.platform, "machine", lambda: machine)
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(flags))
+    assert cpu.int8_reduce_range() is seven_bits
 
 
 def test_seven_bit_int8_graphs_are_cached_apart_and_stay_close_to_float32(model, monkeypatch):

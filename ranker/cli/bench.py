@@ -51,8 +51,9 @@ def bench(
 
     import torch
 
+    from ranker.cpu import cpu_info
     from ranker.errors import RankerError
-    from ranker.eval.bench import cpu_info, time_reranker
+    from ranker.eval.bench import time_reranker
     from ranker.eval.floor import query_floor
     from ranker.io.atomic import write_json
     from ranker.io.sources import load_topics

@@ -28,8 +28,9 @@ def bench_encode(
 
     import torch
 
+    from ranker.cpu import cpu_info
     from ranker.errors import RankerError
-    from ranker.eval.bench import cpu_info, encode_throughput
+    from ranker.eval.bench import encode_throughput
     from ranker.io.atomic import write_json
     from ranker.io.sources import iter_docs, load_topics
 

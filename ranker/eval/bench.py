@@ -79,31 +79,6 @@ def floor_sentence(bench: dict) -> str:
             "multiply-adds run faster than float32 ones, so the int8 backend is not bound by that floor.")
 
 
-VECTOR_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-"""The CPU flags that decide which kernels torch and ONNX Runtime run (int8 dot products, bfloat16)."""
-
-
-def cpu_info() -> dict:
-    """This CPU's model name, logical cores, which of :data:`VECTOR_EXTENSIONS` it has (Linux /proc/cpuinfo;
-    empty where that is unreadable) and the int8 graphs' weight bits here (:func:`int8_reduce_range`): absolute
-    times depend on them."""
-    import os
-    from pathlib import Path
-
-    from ranker.models.query_encoders import int8_reduce_range
-
-    bits = {"int8_weight_bits": 7 if int8_reduce_range() else 8}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"cores": os.cpu_count(), **bits}
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    return {"model": fields.get("model name", ""), "cores": os.cpu_count(),
-            "vector_extensions": [f for f in VECTOR_EXTENSIONS if f in flags], **bits}
-
-
 def encode_throughput(model: str, texts: list[str], backends: list[str], batch_size: int = 16) -> list[dict]:
     """Passages per second of the bi-encoder ``model`` on each backend over the same ``texts`` (after one untimed
     batch), and the mean and smallest cosine of each backend's vectors to the first backend's."""

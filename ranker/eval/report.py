@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ranker.cpu import cpu_name
 from ranker.errors import RankerError
 from ranker.eval.bench import floor_sentence, latency_rows
 from ranker.eval.evaluate import ALPHA, Evaluation, evaluate
@@ -344,19 +345,9 @@ def provenance() -> str:
         commit += " (with uncommitted changes outside runs/)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    cpu = _cpu_name()
+    cpu = cpu_name()
     return (f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} at commit {commit}, "
             f"on {cpu} ({platform.machine()}, Python {platform.python_version()}).")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build_report(spec: ResultsSpec, output: str | Path, plot_path: str | Path | None = None, command: str = "",

@@ -5,7 +5,7 @@
   so on any other CPU it says so and runs float32 instead (measured 2x slower than float32 there);
 * ``onnx``: the tower (encoder, pooling, projection) exported to ONNX and run by ONNX Runtime, float32;
 * ``onnx-int8``: that graph with its matrix multiplies dynamically quantized to int8 (per-channel weights; 7-bit
-  on an x86 CPU without VNNI, see :func:`int8_reduce_range`).
+  on an x86 CPU without VNNI, see :func:`ranker.cpu.int8_reduce_range`).
 
 Every backend tokenizes with the Rust tokenizer called directly (:class:`QueryTokenizer`: the Python wrapper's
 per-call overhead is gone, the ids are the same), pads a batch to its longest query only, and counts the
@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ranker.cpu import int8_reduce_range, native_bfloat16
 from ranker.errors import RankerError
 from ranker.io.artifact import read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir
@@ -178,32 +178,6 @@ def make_query_encoder(model: Any, backend: str = DEFAULT_QUERY_BACKEND, batch_s
         return TorchQueryEncoder(model.query_tower, model.config.query_max_length, batch_size,
                                  bfloat16=backend == "torch-bf16")
     return OnnxQueryEncoder(query_source(model, cache), int8=backend == "onnx-int8", batch_size=batch_size)
-
-
-def cpu_flags() -> frozenset[str]:
-    """This CPU's feature flags (Linux /proc/cpuinfo; empty where that is unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    return frozenset(word for line in text.splitlines() if line.startswith(("flags", "Features"))
-                     for word in line.split(":", 1)[1].split())
-
-
-def native_bfloat16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (Linux: AVX512-BF16 or AMX-BF16 in /proc/cpuinfo)."""
-    return not cpu_flags().isdisjoint({"avx512_bf16", "amx_bf16"})
-
-
-def int8_reduce_range() -> bool:
-    """Whether int8 weights keep 7 bits (ONNX Runtime's ``reduce_range``): on an x86 CPU without VNNI the
-    uint8 x int8 kernels add pairs of products in 16 bits, which saturate on mpnet's activations (student v3's
-    int8 tower gave cosines of -0.04 to 0.16 against PyTorch on an AVX2 CPU, 0.996 with 7-bit weights). VNNI
-    (AVX512-VNNI, AVX-VNNI, AMX-INT8) adds in 32 bits, and other CPUs are not x86: they keep 8 bits. An x86 CPU
-    whose flags cannot be read gets 7 bits."""
-    if platform.machine().lower() not in {"x86_64", "amd64", "i386", "i686", "x86"}:
-        return False
-    return cpu_flags().isdisjoint({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def cache_root(folder: str | Path | None) -> Path:
@@ -358,7 +332,7 @@ def _export(source: GraphSource, path: Path) -> None:
 
 def recipe_of(source: GraphSource, precision: str) -> dict:
     """How ``source``'s graph in ``precision`` is made: :data:`RECIPE`, with the source's own count of
-    float feed-forward output layers for int8, and 7-bit weights where :func:`int8_reduce_range` says so."""
+    float feed-forward output layers for int8, and 7-bit weights where :func:`ranker.cpu.int8_reduce_range` says so."""
     recipe = dict(RECIPE[precision])
     if precision == "int8" and source.float_ffn_layers is not None:
         recipe["float_ffn_layers"] = source.float_ffn_layers
