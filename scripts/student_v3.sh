@@ -25,7 +25,9 @@
 # targets 10 min, alignment at 2 threads ~10 min (k = 1, MiniLM), ~15 min (k = 3), ~20 min (k = 2, 4); the mpnet
 # store of the 15,955 distillation passages ~40-55 min, the cross-encoder over their 16,250 pairs ~6 min, each
 # distillation ~6 min at one thread (two side by side), score matching ~3 min; SciFact: the SciFact cross-encoder
-# over 15,180 pairs ~27 min (shared), each SciFact distillation ~8-10 min.
+# over 15,180 pairs ~27 min (shared), each SciFact distillation ~8-10 min. The training queries' step (session 17, an
+# AVX2-only CPU): BM25 over the pool 30 s, mpnet's dot products 14.6 ms a query (~12 min for all 48,794), 6,000
+# steps ~13 min; neither it nor its on-topic subset passed its start on validation (docs/student-experiments.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/v3 MODELS=models RUNS=runs STEPS=1200
