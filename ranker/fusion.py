@@ -60,3 +60,23 @@ def fuse(rankings: Sequence[Ranking], weights: Sequence[float], names: Sequence[
     normed = [znorm(r) for r in rankings]
     return {qid: [ScoredDoc(qid, d.docno, sum(w * n[qid][d.docno] for w, n in zip(weights, normed)))
                   for d in docs] for qid, docs in rankings[0].items()}
+
+
+def interpolate(lexical: Ranking, neural: Ranking, weight: float) -> Ranking:
+    """``weight * z(neural) + (1 - weight) * z(lexical)`` over the union of each query's documents, z-scores per
+    query; a document one ranking lacks gets that ranking's lowest z-score for the query.
+
+    The one rule that fuses a student's (or dense) score with BM25's: the hybrid first stage
+    (:mod:`ranker.first_stage.dense`), the fused reranker (:mod:`ranker.rerank.fused`) and ``/search``.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise RankerError(f"the fusion weight must lie in [0, 1], got {weight!r}")
+    normed = [znorm(lexical), znorm(neural)]
+    out = {}
+    for qid in dict.fromkeys([*lexical, *neural]):
+        lists = [n.get(qid, {}) for n in normed]
+        floors = [min(z.values(), default=0.0) for z in lists]
+        docnos = dict.fromkeys([*lists[0], *lists[1]])
+        out[qid] = [ScoredDoc(qid, d, (1 - weight) * lists[0].get(d, floors[0]) + weight * lists[1].get(d, floors[1]))
+                    for d in docnos]
+    return out

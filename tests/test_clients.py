@@ -25,7 +25,8 @@ def served(dl19, service):  # noqa: F811
     """The server, and what ``rank run`` ranks for one DL19 query: its texts and their docnos best first."""
     out = dl19["root"] / "clients.twinbert.trec"
     rank("run", "--topics", dl19["topics"], "--candidates", dl19["root"] / "candidates.trec", "--reranker",
-         "twinbert", "--model", ROOT / "models" / "twinbert", "--store", dl19["root"] / "store", "--output", out)
+         "twinbert", "--model", ROOT / "models" / "twinbert", "--store", dl19["root"] / "store", "--fusion", "none",
+         "--output", out)
     qid, docs = next(iter(dl19["run"].items()))
     texts = [dl19["texts"][d.docno] for d in docs]
     want = [texts.index(dl19["texts"][d.docno]) for d in read_run(out)[qid]]

@@ -55,7 +55,8 @@ def test_the_five_minute_path_works_from_any_folder(data, tmp_path):
     assert set(student) == set(claims) and all(set(d.docno for d in student[q]) == set(d.docno for d in bm25[q])
                                                 for q in claims)
     sidecar = json.loads((home / "runs" / "twinbert.mine.trec.json").read_text())
-    assert sidecar["pipeline"]["stages"][1]["stages"][0]["stage"] == "twinbert"
+    fused = sidecar["pipeline"]["stages"][1]["stages"][0]  # README's default: the student fused with BM25
+    assert fused["stage"] == "fusion" and fused["stages"][0]["stage"] == "twinbert"
     table = newcomer(home, "evaluate", "--qrels", "my/qrels.txt", "--baseline", "runs/bm25.mine.trec",
                      "runs/bm25.mine.trec", "runs/twinbert.mine.trec", "--measures", "nDCG@10 RR@10 R@100").stdout
     assert "twinbert.mine" in table and "nDCG@10" in table

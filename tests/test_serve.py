@@ -104,10 +104,13 @@ def server(dl19, service) -> Iterator[Client]:
 
 
 def test_rankings_equal_rank_run(dl19, server, tmp_path):
-    """/v1/rerank by id and by text, and /rerank (TEI), order the candidates as rank run --reranker twinbert."""
+    """/v1/rerank by id and by text, and /rerank (TEI), order the candidates as rank run --reranker twinbert
+    --fusion none (the rerank routes score the texts they are sent; the search engine calling them has its own
+    lexical score to fuse)."""
     out = tmp_path / "twinbert.trec"
     rank("run", "--topics", dl19["topics"], "--candidates", dl19["root"] / "candidates.trec", "--reranker",
-         "twinbert", "--model", ROOT / "models" / "twinbert", "--store", dl19["root"] / "store", "--output", out)
+         "twinbert", "--model", ROOT / "models" / "twinbert", "--store", dl19["root"] / "store", "--fusion", "none",
+         "--output", out)
     from ranker.io.formats import read_run
 
     expected = read_run(out)
@@ -503,7 +506,9 @@ def test_search_page_and_search_endpoint_with_an_index(dl19, service, tmp_path):
     """/search: BM25 over an index of the store's passages, reranked; per-stage ms; the page is served."""
     pytest.importorskip("pyserini")
     from ranker.first_stage.bm25 import build_index
-    from ranker.types import Doc
+    from ranker.fusion import interpolate
+    from ranker.rerank.fused import model_weight
+    from ranker.types import Doc, ScoredDoc
 
     index = tmp_path / "index"
     build_index([Doc(d, t) for d, t in dl19["texts"].items()], index)
@@ -517,6 +522,13 @@ def test_search_page_and_search_endpoint_with_an_index(dl19, service, tmp_path):
         assert status == 200 and len(body["hits"]) == 5 and body["meta"]["by_id"] == body["meta"]["depth"]
         assert [h["rank"] for h in body["hits"]] == [1, 2, 3, 4, 5] and {"bm25", "total"} <= set(body["ms"])
         assert body["hits"] == sorted(body["hits"], key=lambda h: -h["score"])
+        # the score is the student's fused with BM25's by rank run's rule, over all the hits
+        status, full, _ = client.call("GET", f"/search?q={quote(query)}&k=50&depth=50")
+        hits = full["hits"]
+        expected = interpolate({"q": [ScoredDoc("q", h["docno"], h["bm25_score"]) for h in hits]},
+                               {"q": [ScoredDoc("q", h["docno"], h["student_score"]) for h in hits]},
+                               model_weight(ROOT / "models" / "twinbert"))["q"]
+        assert [h["score"] for h in hits] == pytest.approx([d.score for d in expected])
         status, body, _ = client.call("GET", "/search?q=x&k=20&depth=10")
         assert status == 422 and body["error"]["field"] == "k"
         status, page, _ = client.call("GET", "/")

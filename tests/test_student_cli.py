@@ -35,7 +35,7 @@ def test_encode_then_rerank_from_the_store(tiny, data):
     root, model = tiny
     store = root / "store"
     printed = rank("encode", "--collection", root / "passages.tsv", "--store", store, "--model", model).stdout
-    assert "20 vectors" in printed
+    assert "20 documents" in printed
     out = root / "twinbert.trec"
     rank("run", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
          "--reranker", "twinbert", "--model", model, "--store", store, "--output", out)
@@ -50,11 +50,16 @@ def test_encode_then_rerank_from_the_store(tiny, data):
     printed = rank("bench", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
                    "--collection", root / "passages.tsv", "--reranker", "identity", "--reranker", f"twinbert={model}",
                    "--store", store, "--repeats", 1, "--warmup", 0, "--reference", f"twinbert={model}[torch]",
-                   "--query-backend", "torch", "--query-backend", "onnx-int8", "--output", bench).stdout
+                   "--query-backend", "torch", "--query-backend", "onnx-int8", "--fusion", "none",
+                   "--fusion", "bm25", "--output", bench).stdout
     assert f"1.0x faster than twinbert={model}[torch]" in printed and "MFLOP per query" in printed
     written = json.loads(bench.read_text())
     results = {r["name"]: r for r in written["results"]}
     assert results[f"twinbert={model}[onnx-int8]"]["queries"] == 2 and results["identity"]["p50_ms"] >= 0
+    from ranker.rerank.fused import DEFAULT_STUDENT_WEIGHT
+
+    fused = f"twinbert={model}[onnx-int8]+bm25 w={DEFAULT_STUDENT_WEIGHT}"
+    assert results[fused]["queries"] == 2  # the default pipeline (the student fused with BM25), timed too
     floor = written["floor"]
     assert floor["layers"] == 1 and floor["floor_ms"] > 0 and floor["gflops_per_s"] > 0
     assert written["p50_ratios"][f"twinbert={model}[torch]"][f"twinbert={model}[torch]"] == 1.0

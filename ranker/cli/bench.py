@@ -30,6 +30,11 @@ def bench(
         help=f"twinbert's query backends to time, repeatable ({', '.join(QUERY_BACKENDS)}); default: the "
              "default backend. Each twinbert spec runs once per backend, named twinbert[BACKEND].",
         callback=lambda names: [options.query_backend(n) for n in names or []])] = None,
+    fusion: Annotated[list[str] | None, typer.Option(
+        help="twinbert: bm25 (fused with the candidates' BM25 scores, as rank run by default) and/or none (the "
+             "student alone), repeatable: each is timed.")] = None,
+    query_max_length: Annotated[list[int] | None, typer.Option(
+        min=4, help="twinbert: query caps to time, repeatable (default: the model's own).")] = None,
     k: Annotated[int, typer.Option(min=1, help="Candidates per query.")] = 100,
     queries: Annotated[int | None, typer.Option(min=1, help="Benchmark only the first N queries.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch (and ONNX Runtime) CPU threads.")] = 1,
@@ -47,6 +52,7 @@ def bench(
 ) -> None:
     """Time rerankers one query at a time in one process (same machine, same run), print their ratios and, for
     twinbert, the float32 floor of its query encoding on this CPU."""
+    import itertools
     import statistics
 
     import torch
@@ -58,6 +64,7 @@ def bench(
     from ranker.io.atomic import write_json
     from ranker.io.sources import load_topics
     from ranker.rerank.assembly import PipelineConfig, build_pipeline
+    from ranker.rerank.fused import FusedReranker, FusionConfig
     from ranker.types import cutoff
 
     torch.set_num_threads(threads)
@@ -69,16 +76,20 @@ def bench(
         name, _, biencoder_backend = name.removesuffix("]").partition("[")
         if biencoder_backend and name != "biencoder":
             raise RankerError(f"--reranker {spec!r}: a [BACKEND] is for biencoder (twinbert's: --query-backend)")
-        for backend in (query_backend or [RERANK.query_backend]) if name == "twinbert" else [None]:
+        student_settings = itertools.product(query_backend or [RERANK.query_backend], fusion or [FusionConfig.kind],
+                                             query_max_length or [None])
+        for backend, fused, cap in student_settings if name == "twinbert" else [(None, "none", None)]:
             pipeline = build_pipeline(topics, PipelineConfig(
-                reranker=name, candidates=candidates, collection=tuple(collection), k=k,
+                reranker=name, candidates=candidates, collection=tuple(collection), k=k, fusion=FusionConfig(fused),
                 reranker_config=RerankerConfig(model=model or None, batch_size=batch_size,
                                                store=spec_store or (store if name in STORE_USERS else None),
-                                               query_backend=backend or RERANK.query_backend,
+                                               query_backend=backend or RERANK.query_backend, query_max_length=cap,
                                                biencoder_backend=biencoder_backend or RERANK.biencoder_backend)))
             given = dict(list(cutoff(pipeline.candidates, k).items())[:queries])
             label = f"{head}{'@store' if spec_store else ''}"  # the store's path differs between machines
             label += f"[{pipeline.reranker.query_encoder.backend}]" if backend else ""
+            label += f"+bm25 w={pipeline.reranker.weight}" if isinstance(pipeline.reranker, FusedReranker) else ""
+            label += f" q{cap}" if cap else ""
             student = student or (pipeline.reranker if backend else None)
             results.append(time_reranker(label, pipeline.reranker, topics, given, repeats, warmup, budget,
                                          min_queries))
@@ -94,7 +105,8 @@ def bench(
             "input_ids"]]
         floor = query_floor(student.model.query_tower.encoder.config, round(statistics.median(lengths)), threads)
     for r in results:
-        vs_floor = f"  {r.p50_ms / floor.floor_ms:5.2f}x floor" if floor and r.name.startswith("twinbert[") else ""
+        student_row = r.name.startswith("twinbert") and "[" in r.name
+        vs_floor = f"  {r.p50_ms / floor.floor_ms:5.2f}x floor" if floor and student_row else ""
         typer.echo(f"{r.name:<44} p50 {r.p50_ms:9.2f} ms  p95 {r.p95_ms:9.2f} ms  "
                    f"{base.p50_ms / r.p50_ms:10.1f}x faster than {base.name} (p50)  ({r.queries} queries x "
                    f"{r.repeats}, {r.candidates_per_query:.0f} candidates){vs_floor}")

@@ -14,6 +14,7 @@ from ranker.cli.options import QUERY_BACKEND_HELP, output_file
 from ranker.errors import RankerError
 from ranker.first_stage.bm25 import Bm25Config
 from ranker.rerank.assembly import DenseConfig
+from ranker.rerank.fused import FUSIONS, FusionConfig
 from ranker.rerank.registry import RerankerConfig, reranker_names
 
 RERANK = RerankerConfig()
@@ -56,8 +57,16 @@ def run(
              "minilm, mpnet for a bi-encoder store).")] = None,
     search: Annotated[str, typer.Option(help="dense/hybrid: exact, or hnsw (FAISS, approximate).")] = DENSE.search,
     ef_search: Annotated[int, typer.Option(min=1, help="hnsw: candidates kept while searching.")] = DENSE.ef_search,
-    hybrid_weight: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="hybrid: the dense side's weight (BM25 gets the rest).")] = DENSE.hybrid_weight,
+    hybrid_weight: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="hybrid: the dense side's weight (BM25 gets the rest); default: the student's own "
+                               "fusion weight (the one --fusion uses).")] = DENSE.hybrid_weight,
+    fusion: Annotated[str, typer.Option(
+        help=f"The student's (twinbert) ranking fused with BM25's score for the same documents: "
+             f"{' or '.join(FUSIONS)} (the student alone). BM25's scores: the candidates' own after BM25 or a "
+             "given run, else computed from --index.")] = FusionConfig.kind,
+    fusion_weight: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="The student's weight in the fusion (BM25 gets the rest); default: the model's "
+                               "own, picked on validation.")] = None,
     k: Annotated[int, typer.Option(min=1, help="Documents kept per query.")] = 100,
     k1: Annotated[float, typer.Option(help="BM25 k1.")] = BM25.k1,
     b: Annotated[float, typer.Option(help="BM25 b.")] = BM25.b,
@@ -87,7 +96,8 @@ def run(
                                        biencoder_backend=biencoder_backend.value),
         bm25=Bm25Config(k1=k1, b=b, threads=threads, remove_query_id=remove_query_id), retriever=retriever,
         dense=DenseConfig(store=store, model=dense_model, search=search, ef_search=ef_search,
-                          hybrid_weight=hybrid_weight))
+                          hybrid_weight=hybrid_weight),
+        fusion=FusionConfig(fusion, fusion_weight))
     pipeline = build_pipeline(queries, config)
     start = time.perf_counter()
     ranking = pipeline.run()

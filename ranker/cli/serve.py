@@ -53,6 +53,11 @@ def serve(
     ] = DEFAULT.header_timeout_s,
     max_connections: Annotated[int, typer.Option(
         min=1, help="Most connections and requests at once (then 503).")] = DEFAULT.max_connections,
+    fusion: Annotated[str, typer.Option(
+        help="/search: the student fused with BM25's score of the same hits (bm25, as rank run) or alone (none).")
+    ] = DEFAULT.fusion,
+    fusion_weight: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="/search: the student's weight in the fusion (default: the model's own).")] = None,
     log_level: Annotated[LogLevel, typer.Option(
         help="warning: server faults (5xx) only, one line each with the request id; info: every 4xx too; "
              "debug: tracebacks.")] = LogLevel.warning,
@@ -61,6 +66,7 @@ def serve(
     import uvicorn
 
     from ranker.interrupt import Interrupted
+    from ranker.rerank.fused import FusionConfig
     from ranker.serve.app import create_app
     from ranker.serve.limits import server_options
     from ranker.serve.service import RerankService
@@ -73,7 +79,8 @@ def serve(
                          max_documents=max_documents, max_text_chars=max_text_chars, max_encode=max_encode,
                          threads=threads,
                          query_backend=query_backend, max_body_bytes=max_body_bytes, read_timeout_s=read_timeout,
-                         keep_alive_s=keep_alive, header_timeout_s=header_timeout, max_connections=max_connections)
+                         keep_alive_s=keep_alive, header_timeout_s=header_timeout, max_connections=max_connections,
+                         fusion=FusionConfig(fusion, fusion_weight).kind, fusion_weight=fusion_weight)
     import logging
 
     logging.getLogger("ranker.serve").setLevel(log_level.value.upper())

@@ -159,6 +159,7 @@ class Bm25Retriever(Stage):
         self._searcher.set_bm25(params.k1, params.b)
         self.index_dir = index_dir
         self.params = params
+        self._reader = self._similarity = None  # opened on the first score_docs
 
     @property
     def num_docs(self) -> int:
@@ -187,6 +188,18 @@ class Bm25Retriever(Stage):
         if candidates is not None:
             raise RankerError("BM25 is a first stage: it retrieves, it does not rerank candidates")
         return self.search(queries)
+
+    def score_docs(self, query: str, docnos: Iterable[str]) -> dict[str, float]:
+        """BM25's score of ``query`` for each of ``docnos`` (the score :meth:`search` would give it, also for a
+        document outside the top ``k``; 0 for one that shares no term with the query or is not in the index)."""
+        if self._reader is None:
+            from jnius import autoclass
+            from pyserini.index.lucene import LuceneIndexReader
+
+            self._reader = LuceneIndexReader(str(self.index_dir))
+            self._similarity = autoclass("org.apache.lucene.search.similarities.BM25Similarity")(
+                float(self.params.k1), float(self.params.b))
+        return {d: float(self._reader.compute_query_document_score(d, query, self._similarity)) for d in docnos}
 
     def text(self, docno: str) -> str:
         """Stored contents of a document; an unknown docno is an error."""

@@ -19,6 +19,7 @@ from ranker.first_stage.bm25 import Bm25Config
 from ranker.io.formats import read_run
 from ranker.io.texts import TextSource, texts_for
 from ranker.pipeline import Reranker, Stage
+from ranker.rerank.fused import FusionConfig
 from ranker.rerank.registry import RerankerConfig, make_reranker
 from ranker.types import Query, Ranking
 
@@ -26,13 +27,14 @@ from ranker.types import Query, Ranking
 @dataclass(frozen=True)
 class DenseConfig:
     """Dense first stage: the store, the model that built it (default the shipped student), exact or HNSW
-    search, and for ``hybrid`` the dense side's weight."""
+    search, and for ``hybrid`` the dense side's weight (``None``: the student's own fusion weight, the one its
+    reranking is fused with: :func:`ranker.rerank.fused.model_weight`)."""
 
     store: str | Path | None = None
     model: str | None = None
     search: str = "exact"
     ef_search: int = 256
-    hybrid_weight: float = 0.5
+    hybrid_weight: float | None = None
 
 
 RETRIEVERS = ("bm25", "dense", "hybrid")
@@ -54,6 +56,7 @@ class PipelineConfig:
         retriever: The first stage over ``index``: ``bm25``; ``dense`` (nearest neighbours in ``dense``'s store,
             no index needed) or ``hybrid`` (both fused, :mod:`ranker.first_stage.dense`).
         dense: The dense retriever's settings.
+        fusion: How a student reranker's scores are fused with BM25's (:mod:`ranker.rerank.fused`).
     """
 
     reranker: str | None = None
@@ -65,7 +68,7 @@ class PipelineConfig:
     bm25: Bm25Config = field(default_factory=Bm25Config)
     retriever: str = "bm25"
     dense: DenseConfig = field(default_factory=DenseConfig)
-
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
 
 @dataclass
@@ -102,6 +105,28 @@ def shared_student(reranker: str | None, config: PipelineConfig, dense: Stage | 
     return dense.student if same else None
 
 
+def fused_with_bm25(reranker: Reranker, config: PipelineConfig, index: Stage | None, first: Stage | None) -> Reranker:
+    """A student reranker fused with BM25 (``config.fusion``); any other reranker, or ``--fusion none``, as it is.
+
+    BM25's scores are the candidates' own when BM25 (or a given run) produced them, else computed from ``index``.
+    After a hybrid first stage over the same student at the same weight, the candidates' scores already are the
+    fusion (:class:`ranker.rerank.fused.AlreadyFused`).
+    """
+    from ranker.rerank.twinbert import TwinBertReranker
+
+    if config.fusion.kind == "none" or not isinstance(reranker, TwinBertReranker):
+        return reranker
+    from ranker.first_stage.dense import HybridRetriever
+    from ranker.rerank.fused import AlreadyFused, FusedReranker, LexicalScores, model_weight
+
+    weight = model_weight(reranker.model.path) if config.fusion.weight is None else config.fusion.weight
+    if isinstance(first, HybridRetriever) and first.dense.student is reranker.student and first.weight == weight:
+        return AlreadyFused(reranker, weight)
+    first_stage_bm25 = config.candidates is not None or config.retriever == "bm25"
+    lexical = LexicalScores("first-stage") if first_stage_bm25 else LexicalScores("index", index)
+    return FusedReranker(reranker, lexical, weight)
+
+
 def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipeline:
     """BM25 (``config.index``) or given candidates, then the reranker cut to the top ``config.k``.
 
@@ -132,8 +157,14 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
             raise RankerError(f"the {config.retriever} retriever needs an embedding store: give --store DIR")
         dense = DenseRetriever(config.dense.store, config.dense.model, config.dense.search, config.k,
                                config.reranker_config.query_backend, config.dense.ef_search)
-        first = dense if config.retriever == "dense" else HybridRetriever(retriever, dense,
-                                                                          config.dense.hybrid_weight, config.k)
+        if config.retriever == "dense":
+            first = dense
+        else:
+            from ranker.rerank.fused import model_weight
+
+            weight = config.dense.hybrid_weight
+            student = dense.student.model.path if dense.student is not None else None
+            first = HybridRetriever(retriever, dense, model_weight(student) if weight is None else weight, config.k)
     given = None
     if config.candidates is not None:
         given = read_run(config.candidates, known_qids=queries)
@@ -153,6 +184,7 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
         texts = passage_texts(config.collection, given, retriever)
         reranker = make_reranker(name, replace(config.reranker_config, texts=texts,
                                                student=shared_student(name, config, dense)))
+        reranker = fused_with_bm25(reranker, config, retriever if given is None else None, first)
     if reranker is None:
         stage = first
     elif given is None:

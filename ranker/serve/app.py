@@ -135,7 +135,8 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     @app.get("/search", response_model=SearchResponse)
     @app.post("/search", response_model=SearchResponse, operation_id="search_post")
     async def search(q: str = "", k: int = 10, depth: int = 100) -> JSONResponse:
-        """BM25 top ``depth`` over the index, reranked by the student; the top ``k`` with per-stage ms."""
+        """BM25 top ``depth`` over the index, reranked by the student fused with BM25 (``--fusion``, as ``rank run``);
+        the top ``k`` with per-stage ms."""
         service = scoring.service
         if service.retriever is None:
             raise ApiError(409, "index", "this server was started without --index: /search needs one")
@@ -160,9 +161,10 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
         reranking = time.perf_counter()
         logits, passages = await scoring.score(q_vector, in_store, [t for _, _, t in hits], "hits", deadline, store)
         rerank_ms = 1000 * (time.perf_counter() - reranking)
-        ranked = best_first(logits.tolist(), docnos)[:k]
-        out = [{"rank": r + 1, "docno": docnos[i], "score": float(logits[i]), "bm25_rank": i + 1,
-                "bm25_score": float(hits[i][1]), "text": hits[i][2]} for r, i in enumerate(ranked)]
+        scores = service.fused(logits, [s for _, s, _ in hits])
+        ranked = best_first(scores, docnos)[:k]
+        out = [{"rank": r + 1, "docno": docnos[i], "score": scores[i], "student_score": float(logits[i]),
+                "bm25_rank": i + 1, "bm25_score": float(hits[i][1]), "text": hits[i][2]} for r, i in enumerate(ranked)]
         total = 1000 * (time.perf_counter() - started)
         return JSONResponse({"query": q, "hits": out,
                              "ms": {"bm25": round(bm25_ms, 2), "rerank": round(rerank_ms, 2),

@@ -36,6 +36,9 @@ class ServeConfig:
         header_timeout_s: A connection whose request line and headers have not all arrived this long after it
             opened (or after its previous response) is closed.
         max_connections: Most connections and requests in flight; more are answered 503.
+        fusion: ``/search``'s ranking: ``bm25`` (the student's score fused with BM25's, as ``rank run``) or
+            ``none`` (the student alone); the rerank routes score the texts they are sent with the student alone.
+        fusion_weight: The student's weight in the fusion; ``None``: the model's own (:mod:`ranker.rerank.fused`).
     """
 
     store: str
@@ -59,3 +62,5 @@ class ServeConfig:
     keep_alive_s: float = 5.0
     header_timeout_s: float = 10.0
     max_connections: int = 512
+    fusion: str = "bm25"
+    fusion_weight: float | None = None
