@@ -12,7 +12,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ranker.errors import RankerError  # noqa: E402
-from ranker.first_stage.dense import DenseRetriever, hybrid  # noqa: E402
+from ranker.first_stage.dense import DenseRetriever  # noqa: E402
+from ranker.fusion import interpolate  # noqa: E402
 from ranker.models.config import TwinBertConfig  # noqa: E402
 from ranker.models.twinbert import TwinBert  # noqa: E402
 from ranker.store.build import build_store  # noqa: E402
@@ -38,7 +39,8 @@ def brute_force(model, store, k):
     q = model.encode_queries([q.text for q in QUERIES.values()]).numpy()
     d = store.lookup_rows(range(store.row_count))
     cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (d / np.linalg.norm(d, axis=1, keepdims=True)).T
-    return {qid: [store.docnos[r] for r in np.argsort(-cos[i], kind="stable")[:k]] for i, qid in enumerate(QUERIES)}
+    return {qid: list(dict.fromkeys(store.docnos[r] for r in np.argsort(-cos[i], kind="stable")))[:k]
+            for i, qid in enumerate(QUERIES)}  # a document at its best window (MaxP)
 
 
 def test_exact_search_is_the_brute_force_cosine_ranking(student, monkeypatch):
@@ -61,7 +63,7 @@ def test_hnsw_finds_the_exact_neighbours_of_a_small_store(student):
 def test_hybrid_fuses_z_scores_over_the_union():
     bm25 = {"q": [ScoredDoc("q", "a", 3.0), ScoredDoc("q", "b", 1.0)]}
     dense = {"q": [ScoredDoc("q", "b", 0.9), ScoredDoc("q", "c", 0.1)]}
-    fused = {d.docno: d.score for d in hybrid(bm25, dense, 0.5)["q"]}
+    fused = {d.docno: d.score for d in interpolate(bm25, dense, 0.5)["q"]}
     # each list's z-scores are +1 / -1; a document a list lacks gets that list's lowest (-1)
     assert fused == pytest.approx({"a": 0.5 * 1 + 0.5 * -1, "b": 0.5 * -1 + 0.5 * 1, "c": 0.5 * -1 + 0.5 * -1},
                                   abs=1e-6)
@@ -111,13 +113,14 @@ def test_dense_retrieval_then_the_student_opens_the_student_once(student):
     """``--retriever dense --reranker twinbert`` over one store: both stages score with one loaded student (one
     model, one store, one query encoder), and the reranking equals the student's over the same candidates."""
     from ranker.rerank.assembly import DenseConfig, PipelineConfig, build_pipeline
+    from ranker.rerank.fused import FusionConfig
     from ranker.rerank.registry import RerankerConfig
     from ranker.rerank.twinbert import TwinBertReranker
 
     model, store = student
     settings = RerankerConfig(model=str(model.path), store=str(store.path), query_backend="torch")
     pipeline = build_pipeline(QUERIES, PipelineConfig(
-        retriever="dense", reranker="twinbert", k=10, reranker_config=settings,
+        retriever="dense", reranker="twinbert", k=10, reranker_config=settings, fusion=FusionConfig("none"),
         dense=DenseConfig(store=str(store.path), model=str(model.path))))
     dense = pipeline.stage.first
     assert pipeline.reranker.student is dense.student

@@ -14,7 +14,7 @@ from ranker.models.config import TwinBertConfig  # noqa: E402
 from ranker.models.twinbert import TwinBert  # noqa: E402
 from ranker.store.build import build_store, merge_stores  # noqa: E402
 
-FILES = ("embeddings.npy", "docnos.txt", "text_hashes.npy", "ranker.json")
+FILES = ("embeddings.npy", "docnos.txt", "text_hashes.npy", "windows.npy", "ranker.json")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def setup(tmp_path_factory, data):
     torch.manual_seed(0)
     model = TwinBert.load(TwinBert(TwinBertConfig(num_layers=1), device="cpu").save(root / "model"), device="cpu")
     docs = [(d.docno, d.contents) for _, d in zip(range(300), iter_docs(data / "beir-scifact" / "corpus.jsonl"))]
-    single = build_store(model, docs, root / "single", batch_size=16, progress=False)
+    single = build_store(model, docs, root / "single", batch_size=16, progress=False, windows=True)
     return root, model, docs, single
 
 
@@ -39,22 +39,23 @@ def same_files(a, b) -> bool:
 def test_merged_shards_are_the_single_store_byte_for_byte(setup, count):
     root, model, docs, single = setup
     shards = [build_store(model, docs, root / f"shard-{count}-{i}", batch_size=16, progress=False,
-                          shard=(i, count)).path for i in range(count)]
-    assert sum(len(s.read_text().splitlines()) for s in (p / "docnos.txt" for p in shards)) == len(docs)
+                          shard=(i, count), windows=True).path for i in range(count)]
+    assert sum(len(s.read_text().splitlines()) for s in (p / "docnos.txt" for p in shards)) == single.row_count
     merged = merge_stores(reversed(shards), root / f"merged-{count}")  # any order of the shards
     assert same_files(merged.path, single.path)
 
 
 def test_bad_merges_are_refused_and_write_nothing(setup):
     root, model, docs, single = setup
-    shards = [build_store(model, docs, root / f"bad-{i}", batch_size=16, progress=False, shard=(i, 2)).path
-              for i in range(2)]
-    other = build_store(model, docs, root / "bad-other", batch_size=8, progress=False, shard=(1, 2)).path
+    shards = [build_store(model, docs, root / f"bad-{i}", batch_size=16, progress=False, shard=(i, 2),
+                          windows=True).path for i in range(2)]
+    other = build_store(model, docs, root / "bad-other", batch_size=8, progress=False, shard=(1, 2), windows=True).path
     # shard 1 of a collection that shares documents with this one (the first 16 of it moved to the end)
     shifted = build_store(model, docs[16:] + docs[:16], root / "bad-shifted", batch_size=16, progress=False,
-                          shard=(1, 2)).path
+                          shard=(1, 2), windows=True).path
     # shard 1 of the collection without its last two documents: docnos disjoint from shard 0's, two missing
-    trimmed = build_store(model, docs[:-2], root / "bad-trimmed", batch_size=16, progress=False, shard=(1, 2)).path
+    trimmed = build_store(model, docs[:-2], root / "bad-trimmed", batch_size=16, progress=False, shard=(1, 2),
+                          windows=True).path
     cases = {"each of the 2 shards once": [shards[0]], "another build": [shards[0], other],
              "not a shard": [shards[0], single.path], "another collection": [shards[0], shifted],
              "another collection than": [shards[0], trimmed]}

@@ -71,6 +71,13 @@ def encode(
     delete: Annotated[Path | None, typer.Option(
         help="Tombstone the docnos in this file (one a line) in the existing --store.")] = None,
     compact: Annotated[bool, typer.Option(help="Rewrite the existing --store without its tombstoned rows.")] = False,
+    windows: Annotated[bool, typer.Option(
+        "--windows/--no-windows",
+        help="Split a document longer than the encoder's passage length into overlapping windows, one row each "
+             "(a document scores its best window; MaxP); --no-windows (the default: it ranked higher on the "
+             "validation sets, docs/experiments.md) cuts it to its first window and counts the cut.")] = False,
+    window_stride: Annotated[int | None, typer.Option(
+        min=1, help="Tokens between window starts (default: half a window).")] = None,
 ) -> None:
     """Encode every passage once, offline; `rank run --reranker twinbert --store` then only encodes queries."""
     from ranker.errors import RankerError
@@ -82,7 +89,8 @@ def encode(
         raise RankerError("--backend onnx runs in this process; it cannot go with --engine ray")
     docs = _docs(collection, candidates) if collection else None
     if add or delete or compact:
-        built = _edit(store, docs, model, encoder, add, replace, delete, compact, backend.value)
+        built = _edit(store, docs, model, encoder, add, replace, delete, compact, backend.value,
+                      (windows, window_stride))
     elif merge:
         built = merge_stores(merge, store)
     elif from_store is not None:
@@ -99,33 +107,60 @@ def encode(
             if encoder is Encoder.twinbert:  # resolved here: the actors' processes know no `rank --models`
                 model = str(student_path(model))
             built = build_store_ray(functools.partial(doc_encoder, encoder.value, model), docs, store, dtype.value,
-                                    batch_size, workers, threads or 1, address)
+                                    batch_size, workers, threads or 1, address, windows=windows,
+                                    stride=window_stride)
         else:
             if threads:
                 import torch
 
                 torch.set_num_threads(threads)
             built = build_store(doc_encoder(encoder.value, model, batch_size, backend.value), docs, store, dtype.value,
-                                batch_size=batch_size, shard=shard)
-    size = built.size_bytes() / 2**20
-    typer.echo(f"{len(built)} vectors ({built.dim} dims, {built.dtype}, {size:.1f} MiB) -> {store}")
+                                batch_size=batch_size, shard=shard, windows=windows, stride=window_stride)
+    typer.echo(summary(built, store))
 
 
-def _docs(collections: list[str], candidates: Path | None) -> Iterator:
-    """The documents of every collection in turn (a docno seen before skipped), only ``candidates``' if given."""
-    from ranker.io.sources import iter_docs
+def summary(built, store: Path) -> str:
+    """The last line: rows, documents, how many were split into how many windows (or cut)."""
+    size, counts = built.size_bytes() / 2**20, built.meta.get("documents", {})
+    line = f"{built.row_count - len(built.deleted):,} vectors ({built.dim} dims, {built.dtype}, {size:.1f} MiB)"
+    if counts:
+        line += f", {counts['count']:,} documents, {counts['split']:,} split into {counts['windows']:,} windows"
+        settings = built.meta.get("windows") or {}
+        if counts.get("cut") or settings.get("split") is False:
+            line += f", {counts.get('cut', 0):,} cut to their first {settings.get('tokens', '?')} tokens"
+    return f"{line} -> {store}"
 
-    wanted = None
-    if candidates is not None:
-        from ranker.io.formats import read_run
 
-        wanted = {d.docno for ranked in read_run(candidates).values() for d in ranked}
-    seen: set[str] = set()
-    for collection in collections:
-        for doc in iter_docs(collection):
-            if doc.docno not in seen and (wanted is None or doc.docno in wanted):
-                seen.add(doc.docno)
-                yield doc
+class _Documents:
+    """The documents of every collection in turn (a docno seen before skipped), only ``candidates``' if given;
+    ``len`` counts them in a first pass, so the encoder's bar shows a total and an ETA."""
+
+    def __init__(self, collections: list[str], candidates: Path | None):
+        self.collections, self.wanted, self._count = collections, None, None
+        if candidates is not None:
+            from ranker.io.formats import read_run
+
+            self.wanted = {d.docno for ranked in read_run(candidates).values() for d in ranked}
+
+    def __iter__(self) -> Iterator:
+        from ranker.io.sources import iter_docs
+
+        seen: set[str] = set()
+        for collection in self.collections:
+            for doc in iter_docs(collection):
+                if doc.docno not in seen and (self.wanted is None or doc.docno in self.wanted):
+                    seen.add(doc.docno)
+                    yield doc
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = sum(1 for _ in self)
+        return self._count
+
+
+def _docs(collections: list[str], candidates: Path | None) -> _Documents:
+    """The documents to encode (:class:`_Documents`)."""
+    return _Documents(collections, candidates)
 
 
 def _one_mode(edit: bool, merge: bool, convert: bool, shard: bool, ray: bool) -> None:
@@ -142,7 +177,7 @@ def _one_mode(edit: bool, merge: bool, convert: bool, shard: bool, ray: bool) ->
 
 
 def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encoder, add: bool, replace: bool,
-          delete: Path | None, compact: bool, backend: str):
+          delete: Path | None, compact: bool, backend: str, windows: tuple[bool, int | None] = (True, None)):
     """``--add``, ``--delete``, ``--compact`` on an existing store, in that order."""
     from ranker.errors import RankerError
     from ranker.io.formats import read_ids
@@ -156,7 +191,8 @@ def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encode
     built = EmbeddingStore.load(store)
     if add:
         built = store_edit.add_to_store(doc_encoder(encoder.value, model, built.meta["batch_size"], backend),
-                                        docs, store, replace=replace)
+                                        docs, store, replace=replace,
+                                        windows=None if windows == (True, None) else windows[0], stride=windows[1])
     if delete:
         built = store_edit.delete_from_store(store, ids)
     if compact:

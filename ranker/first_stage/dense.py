@@ -7,9 +7,9 @@ paper's retrieval TwinBERT). The same holds for a bi-encoder store (unit vectors
 * ``exact``: every vector, in blocks read from the memory-mapped store (memory stays bounded by the block);
 * ``hnsw``: FAISS's HNSW graph over the normalised vectors (approximate; ``ef_search`` trades recall for time).
 
-:class:`HybridRetriever` fuses BM25 and dense: the union of both top-``depth`` lists, each list's scores
-z-normalised per query, a document one list lacks taking that list's lowest z-score, then
-``weight * dense + (1 - weight) * bm25``.
+:class:`HybridRetriever` fuses BM25 and dense by the one rule of :func:`ranker.fusion.interpolate` (the fused
+reranker's too): the union of both top-``k`` lists, each list's scores z-normalised per query, a document one list
+lacks taking that list's lowest z-score, then ``weight * dense + (1 - weight) * bm25``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ranker.errors import RankerError
-from ranker.fusion import znorm
+from ranker.fusion import interpolate
 from ranker.pipeline import Stage
 from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking, ScoredDoc, sort_ranking
@@ -109,9 +109,37 @@ class DenseRetriever(Stage):
         return index
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rows and cosines of the top ``k`` per query vector, best first: ``(n, k)`` each."""
+        """Rows and cosines of the top ``k`` documents per query vector, best first: ``(n, k)`` each (-1 and
+        ``-inf`` past the last). A document stored as windows scores its best window (MaxP), whose row is given;
+        rows are searched deeper than ``k`` until ``k`` distinct documents are found."""
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
         k = min(k, len(self.store))
+        if self.store.windows is None:
+            return self._search_rows(vectors, k)
+        live, depth = self.store.row_count - len(self.store.deleted), k
+        while True:
+            rows, scores = self._search_rows(vectors, min(depth, live))
+            best, complete = self._best_windows(rows, scores, k)
+            if complete or depth >= live:
+                return best
+            depth *= 2
+
+    def _best_windows(self, rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[tuple, bool]:
+        """The first ``k`` distinct documents of each query's rows (best first: each document at its best
+        window), and whether every query found ``k``."""
+        out_rows, out_scores = np.full((len(rows), k), -1, dtype=np.int64), np.full((len(rows), k), -np.inf)
+        complete = True
+        for i, (found, score) in enumerate(zip(rows, scores)):
+            keep = found >= 0
+            found, score = found[keep], score[keep]
+            _, first = np.unique(self.store.first_rows(found), return_index=True)
+            first = np.sort(first)[:k]
+            out_rows[i, :len(first)], out_scores[i, :len(first)] = found[first], score[first]
+            complete &= len(first) == k
+        return (out_rows, out_scores), complete
+
+    def _search_rows(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and cosines of the top ``k`` rows per (normalised) query vector, best first."""
         deleted = self.store.deleted
         if self.hnsw is not None:
             scores, rows = self.hnsw.search(vectors.astype(np.float32), k + len(deleted))
@@ -149,22 +177,8 @@ class DenseRetriever(Stage):
                     "queries_truncated": self.queries_truncated} if self.student else {})}
 
 
-def hybrid(bm25: Ranking, dense: Ranking, weight: float) -> Ranking:
-    """``weight * z(dense) + (1 - weight) * z(bm25)`` over the union of each query's documents; a document a
-    list lacks gets that list's lowest z-score for the query."""
-    normed = [znorm(bm25), znorm(dense)]
-    out = {}
-    for qid in dict.fromkeys([*bm25, *dense]):
-        lists = [n.get(qid, {}) for n in normed]
-        floors = [min(z.values(), default=0.0) for z in lists]
-        docnos = dict.fromkeys([*lists[0], *lists[1]])
-        out[qid] = [ScoredDoc(qid, d, (1 - weight) * lists[0].get(d, floors[0]) + weight * lists[1].get(d, floors[1]))
-                    for d in docnos]
-    return out
-
-
 class HybridRetriever(Stage):
-    """BM25 and dense retrieval fused (:func:`hybrid`), each ``depth`` deep, cut to ``k``."""
+    """BM25 and dense retrieval fused (:func:`ranker.fusion.interpolate`), each ``k`` deep, cut to ``k``."""
 
     name = "hybrid"
 
@@ -174,7 +188,7 @@ class HybridRetriever(Stage):
         self.bm25, self.dense, self.weight, self.k = bm25, dense, weight, k
 
     def transform(self, queries: Mapping[str, Query], candidates: Ranking | None = None) -> Ranking:
-        fused = sort_ranking(hybrid(self.bm25(queries), self.dense(queries), self.weight))
+        fused = sort_ranking(interpolate(self.bm25(queries), self.dense(queries), self.weight))
         return {qid: docs[:self.k] for qid, docs in fused.items()}
 
     def config(self) -> dict:

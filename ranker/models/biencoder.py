@@ -185,10 +185,23 @@ class BiEncoderReranker(Reranker):
 def store_scores(docs: Sequence[ScoredDoc], queries: Mapping[str, Query], encode: Callable[[list[str]], np.ndarray],
                  store: EmbeddingStore, normalize_passages: bool = False) -> Ranking:
     """``docs`` rescored by the dot product of their query's vector (``encode``, each distinct query once) and
-    their stored vector (divided by its norm with ``normalize_passages``: a store of unnormalised vectors)."""
+    their stored vector (divided by its norm with ``normalize_passages``: a store of unnormalised vectors); a
+    document stored as windows scores its best window (MaxP).
+
+    Raises:
+        RankerError: A docno is not in the store (the first few are named).
+    """
     qids = list(dict.fromkeys(d.qid for d in docs))
     q_vecs = encode([queries[qid].text for qid in qids])
     row = {qid: i for i, qid in enumerate(qids)}
-    d_vecs = store.lookup([d.docno for d in docs])
-    scores = (q_vecs[[row[d.qid] for d in docs]] * d_vecs).sum(1)
-    return rescored(docs, scores / np.linalg.norm(d_vecs, axis=1).clip(min=1e-12) if normalize_passages else scores)
+    firsts = store.rows_of([d.docno for d in docs])
+    missing = [d.docno for d, r in zip(docs, firsts) if r is None]
+    if missing:
+        raise RankerError(f"{len(missing)} docno(s) not in the embedding store {store.path}: {', '.join(missing[:5])}")
+    rows, starts = store.window_rows(firsts)
+    d_vecs = store.lookup_rows(rows)
+    counts = np.diff(np.append(starts, len(rows)))
+    scores = (q_vecs[np.repeat([row[d.qid] for d in docs], counts)] * d_vecs).sum(1)
+    if normalize_passages:
+        scores = scores / np.linalg.norm(d_vecs, axis=1).clip(min=1e-12)
+    return rescored(docs, np.maximum.reduceat(scores, starts) if len(rows) != len(docs) else scores)

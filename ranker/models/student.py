@@ -25,17 +25,26 @@ from ranker.models.query_encoders import QueryEncoder, make_query_encoder
 from ranker.models.twinbert import TwinBert
 from ranker.pipeline import rescored
 from ranker.store.embeddings import EmbeddingStore
+from ranker.store.windows import expand
 from ranker.types import Ranking
 
 
 def cross_candidates(model: TwinBert, qids: Sequence[str], candidates: Ranking, queries: np.ndarray,
-                     passages: np.ndarray, row_of: Mapping[str, int]) -> Ranking:
+                     passages: np.ndarray, row_of: Mapping[str, int],
+                     windows: Mapping[str, int] | None = None) -> Ranking:
     """Every candidate of each query rescored by the crossing: query ``qids[i]``'s vector is row ``i`` of
-    ``queries``, a candidate's is row ``row_of[docno]`` of ``passages`` (float32). Unsorted, as rerankers return."""
+    ``queries``, a candidate's is row ``row_of[docno]`` of ``passages`` (float32) — with ``windows``, the
+    ``windows[docno]`` rows from there (a document stored as its windows: every window is crossed and the
+    document scores its best window, MaxP). Unsorted, as rerankers return."""
     docs = [d for qid in qids for d in candidates[qid]]
     query_rows = np.fromiter((i for i, qid in enumerate(qids) for _ in candidates[qid]), dtype=np.int64)
     passage_rows = np.fromiter((row_of[d.docno] for d in docs), dtype=np.int64)
-    return rescored(docs, cross(model, queries[query_rows], passages[passage_rows]).tolist())
+    counts = None if windows is None else np.fromiter((windows.get(d.docno, 1) for d in docs), dtype=np.int64)
+    if counts is None or np.all(counts == 1):
+        return rescored(docs, cross(model, queries[query_rows], passages[passage_rows]).tolist())
+    rows, starts = expand(passage_rows, counts)
+    logits = cross(model, queries[np.repeat(query_rows, counts)], passages[rows])
+    return rescored(docs, np.maximum.reduceat(logits, starts).tolist())
 
 
 def cross(model: TwinBert, queries: np.ndarray, passages: np.ndarray) -> np.ndarray:

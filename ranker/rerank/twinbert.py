@@ -81,13 +81,14 @@ class TwinBertReranker(Reranker):
             q_vecs, cut = self.student.counted_query_vectors([queries[qid].text for qid in qids])
         self.queries_truncated += cut
         docnos = list(dict.fromkeys(d.docno for qid in qids for d in candidates[qid]))
-        d_vecs = self._doc_vectors(docnos)
+        d_vecs, row_of, windows = self._doc_vectors(docnos)
         with self._timed("crossing"):
-            return cross_candidates(self.model, qids, candidates, q_vecs, d_vecs,
-                                    {d: i for i, d in enumerate(docnos)})
+            return cross_candidates(self.model, qids, candidates, q_vecs, d_vecs, row_of, windows)
 
-    def _doc_vectors(self, docnos: list[str]) -> np.ndarray:
-        """One float32 row per (distinct) docno: from the store, or encoded when missing and allowed."""
+    def _doc_vectors(self, docnos: list[str]) -> tuple[np.ndarray, dict[str, int], dict[str, int] | None]:
+        """Float32 rows of the (distinct) docnos — every window of a document the store holds as windows — from
+        the store, or encoded when missing and allowed; the first row of each docno among them, and its number of
+        windows (``None``: one row each)."""
         with self._timed("lookup"):
             rows = self.store.rows_of(docnos)
             known = [d for d, row in zip(docnos, rows) if row is not None]
@@ -97,13 +98,18 @@ class TwinBertReranker(Reranker):
                                   f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
                                   "(rebuild the store, or encode them on the fly: --encode-missing with the "
                                   "passage text)")
-            found = self.store.lookup_rows([row for row in rows if row is not None])
-        if not missing:
-            return found
-        with self._timed("doc_encoding"):
-            found = np.concatenate([found, self.student.encode_passages(self._texts(missing), self.batch_size)])
-        row = {d: i for i, d in enumerate(known + missing)}
-        return found[[row[d] for d in docnos]]
+            firsts = [row for row in rows if row is not None]
+            flat, starts = self.store.window_rows(firsts)
+            found = self.store.lookup_rows(flat)
+        counts = np.diff(np.append(starts, len(flat))).tolist()
+        row_of = {d: int(start) for d, start in zip(known, starts)}
+        windows = {d: n for d, n in zip(known, counts) if n > 1} or None
+        if missing:
+            with self._timed("doc_encoding"):
+                encoded = self.student.encode_passages(self._texts(missing), self.batch_size)
+            row_of.update({d: len(flat) + i for i, d in enumerate(missing)})
+            found = np.concatenate([found, encoded])
+        return found, row_of, windows
 
     def _texts(self, docnos: list[str]) -> list[str]:
         lacking = [d for d in docnos if d not in self.texts]

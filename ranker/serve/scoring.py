@@ -136,7 +136,7 @@ class Scoring:
                 raise ApiError(504, field, f"its unseen texts were not encoded within {config.timeout_s} s") from None
         passages = service.passages(store, ids, rows, np.concatenate(parts) if parts else None,
                                     1000 * (time.perf_counter() - started))
-        logits = service.cross(q, passages.vectors)
+        logits = passages.best(service.cross(q, passages.vectors))  # a document's best window
         metrics.documents.labels("id").inc(passages.by_id)
         metrics.documents.labels("hash").inc(passages.by_hash)
         metrics.documents.labels("encoded").inc(passages.encoded)

@@ -29,13 +29,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Passages:
-    """The vectors of one request's documents and where each came from."""
+    """The vectors of one request's documents and where each came from; ``starts``: where each document's rows
+    begin among ``vectors`` when a document is stored as windows (``None``: a row each)."""
 
     vectors: np.ndarray
     by_id: int = 0
     by_hash: int = 0
     encoded: int = 0
     ms: float = 0.0
+    starts: np.ndarray | None = None
+
+    def best(self, logits: np.ndarray) -> np.ndarray:
+        """One logit a document from one a row: a document's best window (MaxP)."""
+        return logits if self.starts is None else np.maximum.reduceat(logits, self.starts)
 
 
 class RerankService:
@@ -79,8 +85,9 @@ class RerankService:
 
     def locate(self, store: EmbeddingStore, ids: Sequence[str | None],
                texts: Sequence[str | None]) -> list[int | None]:
-        """The row in ``store`` (a :meth:`snapshot`) of each document, by id (first, where both are given) or by
-        the hash of its text; ``None`` for a text the store lacks. Cheap: no model work.
+        """The row in ``store`` (a :meth:`snapshot`) of each document (its first window's), by id (first, where
+        both are given) or by the hash of its text (a long document sent whole finds its windows); ``None`` for a
+        text the store lacks. Cheap: no model work.
 
         Raises:
             KeyError: An id the store lacks, as ``(position, id)``.
@@ -123,19 +130,25 @@ class RerankService:
 
     def passages(self, store: EmbeddingStore, ids: Sequence[str | None], rows: Sequence[int | None],
                  encoded: np.ndarray | None = None, ms: float = 0.0) -> Passages:
-        """Vectors of the documents :meth:`locate` found at ``rows`` of ``store``; those it did not find (row
-        ``None``) take the rows of ``encoded`` (:meth:`encode_passages`), in order."""
+        """Vectors of the documents :meth:`locate` found at ``rows`` of ``store`` (every window of a document
+        stored as windows); those it did not find (row ``None``) take the rows of ``encoded``
+        (:meth:`encode_passages`), in order."""
         started = time.perf_counter()
         unseen = [i for i, row in enumerate(rows) if row is None]
         known = [i for i, row in enumerate(rows) if row is not None]
-        vectors = np.zeros((len(rows), store.dim), dtype=np.float32)
+        counts = np.ones(len(rows), dtype=np.int64)
+        counts[known] = store.window_counts([rows[i] for i in known])
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        vectors = np.zeros((int(counts.sum()), store.dim), dtype=np.float32)
         if known:
-            vectors[known] = store.lookup_rows([rows[i] for i in known])
+            flat, _ = store.window_rows([rows[i] for i in known])
+            at = np.concatenate([np.arange(starts[i], starts[i] + counts[i]) for i in known])
+            vectors[at] = store.lookup_rows(flat)
         if unseen:
-            vectors[unseen] = encoded
+            vectors[starts[unseen]] = encoded
         by_id = sum(docno is not None for docno in ids)
         return Passages(vectors, by_id, len(rows) - by_id - len(unseen), len(unseen),
-                        ms + 1000 * (time.perf_counter() - started))
+                        ms + 1000 * (time.perf_counter() - started), None if len(vectors) == len(rows) else starts)
 
     def cross(self, query: np.ndarray, passages: np.ndarray) -> np.ndarray:
         """Logits of one query vector against passage vectors."""
@@ -152,6 +165,29 @@ class RerankService:
         hits = self.retriever.search({"q": Query("q", query)}, progress=False, k=depth)["q"]
         return [(h.docno, h.score, self.retriever.text(h.docno)) for h in hits]
 
+    @property
+    def fusion_weight(self) -> float | None:
+        """The student's weight in ``/search``'s fusion with BM25; ``None`` with ``--fusion none``."""
+        from ranker.rerank.fused import model_weight
+
+        if self.config.fusion == "none":
+            return None
+        return model_weight(self.model.path) if self.config.fusion_weight is None else self.config.fusion_weight
+
+    def fused(self, logits: np.ndarray, bm25: Sequence[float]) -> list[float]:
+        """``/search``'s scores: the student's logits fused with BM25's scores of the same hits by the rule
+        ``rank run`` uses (:func:`ranker.fusion.interpolate`), or the logits alone with ``--fusion none``."""
+        from ranker.fusion import interpolate
+        from ranker.types import ScoredDoc
+
+        if self.fusion_weight is None:
+            return [float(s) for s in logits]
+        hits = [str(i) for i in range(len(bm25))]
+        fused = {d.docno: d.score for d in interpolate(
+            {"q": [ScoredDoc("q", h, float(s)) for h, s in zip(hits, bm25)]},
+            {"q": [ScoredDoc("q", h, float(s)) for h, s in zip(hits, logits)]}, self.fusion_weight)["q"]}
+        return [fused[h] for h in hits]
+
     def health(self) -> dict:
         store = self.snapshot()
         return {"status": "ok", "model": str(self.model.path), "fingerprint": self.student.fingerprint,
@@ -160,4 +196,5 @@ class RerankService:
                 "store": {"path": str(store.path), "passages": len(store), "dtype": store.dtype,
                           "text_hashes": store.hashes is not None, "generation": store.generation},
                 "index": str(self.config.index) if self.config.index else None,
+                "search_fusion": {"fusion": self.config.fusion, "student_weight": self.fusion_weight},
                 "score": "relevance_score = sigmoid(logit); raw_scores: true gives the logit"}

@@ -6,18 +6,18 @@ model, settings and documents drops anything past the committed rows, skips the 
 (checking their docnos) and goes on. Chunks end on batch boundaries, so every passage is encoded in the same
 batch as in an uninterrupted build and the result is byte-for-byte the same (on the same hardware and thread
 count). The complete folder is renamed to ``<name>`` only at the end. The layout is :mod:`ranker.store.embeddings`'s.
+
+A document longer than the encoder's window is stored as its overlapping windows, one row each
+(:mod:`ranker.store.windows`); batches, chunks, shards and resumes count rows, so a collection where every document
+fits gives the bytes it gave before windows.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
-import json
-import os
-import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Literal
 
@@ -25,24 +25,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ranker.errors import RankerError
-from ranker.io.artifact import META_FILE, read_metadata, write_metadata
-from ranker.io.atomic import exclusive, write_json
-from ranker.store.embeddings import (
-    DEFAULT_FILES,
-    DOCNOS,
-    EMBEDDINGS,
-    HASHES,
-    PROGRESS,
-    SCALES,
-    TEXT_HASH,
-    DocEncoder,
-    EmbeddingStore,
-    partial_path,
-    read_docnos,
-    text_hashes,
-)
-from ranker.store.keys import SortedIndex, docno_keys, hash_keys
-from ranker.store.quantization import QUANTIZATION, quantization_rule, quantize
+from ranker.io.artifact import META_FILE, read_metadata
+from ranker.io.atomic import exclusive
+from ranker.store.embeddings import TEXT_HASH, DocEncoder, EmbeddingStore, partial_path, text_hashes
+from ranker.store.partial import PartialBuild, check_plan
+from ranker.store.quantization import quantization_rule, quantize
+from ranker.store.windows import Windowing, window_rows, windowing_of
 from ranker.types import Doc
 
 COMMIT_SECONDS = 20.0
@@ -51,7 +39,8 @@ COMMIT_SECONDS = 20.0
 
 def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: str | Path,
                 dtype: Literal["float16", "int8"] = "float16", batch_size: int = 64, chunk_size: int = 4096,
-                progress: bool = True, shard: tuple[int, int] | None = None) -> EmbeddingStore:
+                progress: bool = True, shard: tuple[int, int] | None = None, windows: bool = False,
+                stride: int | None = None) -> EmbeddingStore:
     """Encode passages into a store at ``path``, resuming an interrupted build of the same store.
 
     Args:
@@ -67,11 +56,17 @@ def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: 
             ``batch_size``, starting with batch ``i`` — into a partial store that :func:`merge_stores` joins with
             the other shards. Each passage is encoded in the batch a single build would put it in, so the merged
             store has the single build's bytes (same hardware and thread count).
+        windows: Split a document longer than the encoder's window into overlapping windows, one row each
+            (:mod:`ranker.store.windows`); ``False``: cut it to its first window, as stores were built before.
+        stride: Tokens between window starts (default: half a window).
 
     Raises:
         RankerError: ``path`` exists, or the unfinished build there differs (model, settings or documents).
     """
     plan = encoder_plan(model, dtype, batch_size)
+    windowing = windowing_of(model, windows, stride)
+    if windowing is not None:
+        plan["windows"] = windowing.plan()
     if shard is not None:
         index, count = shard
         if not 0 <= index < count:
@@ -79,21 +74,21 @@ def build_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: 
         plan["shard"] = [index, count]
         collection = hashlib.blake2b(digest_size=16)
 
-        def of_shard(items: Iterable[Doc | tuple[str, str]]) -> Iterator[Doc | tuple[str, str]]:
-            for k, doc in enumerate(items):  # every docno of the collection goes into its fingerprint
-                collection.update(docno_text(doc)[0].encode("utf-8") + b"\n")
+        def of_shard(rows: Iterable[tuple]) -> Iterator[tuple]:
+            for k, row in enumerate(rows):  # every row's docno of the collection goes into its fingerprint
+                collection.update(row[0].encode("utf-8") + b"\n")
                 if (k // batch_size) % count == index:
-                    yield doc
+                    yield row
 
         def fill(build: PartialBuild) -> None:
-            _encode_into(build, model, of_shard(docs), chunk_size, progress)
+            _encode_into(build, model, docs, chunk_size, progress, windowing, of_shard)
             build.plan["collection"] = collection.hexdigest()  # merging checks that the shards share it
 
         return build_planned(path, plan, fill)
-    return build_planned(path, plan, lambda build: _encode_into(build, model, docs, chunk_size, progress))
+    return build_planned(path, plan, lambda build: _encode_into(build, model, docs, chunk_size, progress, windowing))
 
 
-PLAN_KEYS = ("dim", "dtype", "quantization", "model_fingerprint", "batch_size", "text_hash")
+PLAN_KEYS = ("dim", "dtype", "quantization", "model_fingerprint", "batch_size", "text_hash", "windows")
 """What a store's encoding depends on: the fields a build, a merge and a compaction carry over."""
 
 
@@ -106,7 +101,13 @@ def stored_rows(store: EmbeddingStore, rows: np.ndarray) -> tuple:
     """A chunk for :meth:`PartialBuild.append` holding ``rows`` of ``store`` as stored (codes copied)."""
     return ([store.docnos[r] for r in rows], np.asarray(store.embeddings[rows]),
             None if store.scales is None else np.asarray(store.scales[rows]),
-            None if store.hashes is None else np.asarray(store.hashes[rows]))
+            None if store.hashes is None else np.asarray(store.hashes[rows]),
+            None if store.windows is None else np.asarray(store.windows[rows]))
+
+
+def cut_of(store: EmbeddingStore) -> int:
+    """Documents a store's build cut to their first window (``rank encode --no-windows``)."""
+    return store.meta.get("documents", {}).get("cut", 0)
 
 
 def encoder_plan(model: DocEncoder, dtype: str, batch_size: int) -> dict:
@@ -145,22 +146,23 @@ def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int
         raise RankerError(f"merging needs each of the {count} shards once; given shards "
                           f"{sorted(s.meta['shard'][0] for s in stores)}")
     seen: dict[str, Path] = {}
-    for store in stores:  # shards of one collection hold disjoint docnos
-        for docno in store.docnos:
+    for store in stores:  # shards of one collection hold disjoint docnos (a document's windows may straddle two)
+        firsts = range(store.row_count) if store.windows is None else np.flatnonzero(store.windows[:, 0] == 0)
+        for docno in (store.docnos[r] for r in firsts):
             if docno in seen:
                 raise RankerError(f"docno {docno!r} is in two shards ({seen[docno]} and {store.path}): shards of "
                                   "one collection hold disjoint documents")
             seen[docno] = store.path
     plan = encoded_plan(stores[0])
-    size, total = first["batch_size"], sum(len(s) for s in stores)
+    size, total = first["batch_size"], sum(s.row_count for s in stores)
 
     def interleave(build: PartialBuild) -> None:
         batch, chunk = build.rows // size, []
         while True:
             shard, start = by_index[batch % count], (batch // count) * size
-            if start >= len(shard):
+            if start >= shard.row_count:
                 break
-            chunk.append(stored_rows(shard, np.arange(start, min(start + size, len(shard)))))
+            chunk.append(stored_rows(shard, np.arange(start, min(start + size, shard.row_count))))
             batch += 1
             if sum(len(c[0]) for c in chunk) >= chunk_size:
                 build.append(chunk)
@@ -169,6 +171,7 @@ def merge_stores(shards: Iterable[str | Path], path: str | Path, chunk_size: int
         if build.rows != total:
             raise RankerError(f"the shards do not fit together: {build.rows} of their {total} rows interleave "
                               "(a shard from another collection, or a partial batch before the last)")
+        build.cut = sum(cut_of(s) for s in stores)
 
     return build_planned(path, plan, interleave)
 
@@ -189,12 +192,16 @@ def convert_store(model: DocEncoder, source: str | Path, path: str | Path,
     plan = {"dim": given.dim, "dtype": dtype, "quantization": quantization_rule(dtype, model.bounded),
             "model_fingerprint": given.fingerprint, "batch_size": given.meta["batch_size"],
             "converted_from": given.meta["quantization"], "text_hash": given.meta.get("text_hash")}
+    if "windows" in given.meta:
+        plan["windows"] = given.meta["windows"]
 
     def requantize(build: PartialBuild) -> None:
-        for start in range(build.rows, len(given), chunk_size):
-            docnos = given.docnos[start:start + chunk_size]
-            hashes = None if given.hashes is None else np.asarray(given.hashes[start:start + chunk_size])
-            build.append([(docnos, *quantize(given.lookup(docnos), plan["quantization"]), hashes)])
+        for start in range(build.rows, given.row_count, chunk_size):
+            rows = np.arange(start, min(start + chunk_size, given.row_count))
+            _, _, _, hashes, windows = stored_rows(given, rows)
+            build.append([(given.docnos[start:start + len(rows)],
+                           *quantize(given.lookup_rows(rows), plan["quantization"]), hashes, windows)])
+        build.cut = cut_of(given)
 
     return build_planned(path, plan, requantize)
 
@@ -211,7 +218,7 @@ def _complete_alone(final: Path, plan: dict, fill: Callable[[PartialBuild], None
         raise RankerError(f"{final} already exists; remove it to rebuild")
     folder = partial_path(final)
     if (folder / META_FILE).is_file():  # finished, but stopped before the rename
-        _check_plan(read_metadata(folder, "embedding-store"), plan, folder)
+        check_plan(read_metadata(folder, "embedding-store"), plan, folder)
     else:
         build = PartialBuild(folder, plan)
         try:
@@ -225,38 +232,48 @@ def _complete_alone(final: Path, plan: dict, fill: Callable[[PartialBuild], None
 
 
 def _encode_into(build: PartialBuild, model: DocEncoder, docs: Iterable[Doc | tuple[str, str]],
-                 chunk_size: int, progress: bool) -> None:
-    """Encode what ``build`` lacks, committing a chunk whenever ``chunk_size`` rows are pending or
-    :data:`COMMIT_SECONDS` have passed since the last commit (so a small, slow encode loses little when stopped)."""
-    items = map(docno_text, docs)
-    skip_committed(items, build)
-    pending: list[tuple[list[str], np.ndarray, np.ndarray | None, np.ndarray]] = []
+                 chunk_size: int, progress: bool, windowing: Windowing | None = None,
+                 select: Callable[[Iterable[tuple]], Iterator[tuple]] | None = None) -> None:
+    """Encode the rows (documents, or their windows) ``build`` lacks, committing a chunk whenever ``chunk_size``
+    rows are pending or :data:`COMMIT_SECONDS` have passed since the last commit (so a small, slow encode loses
+    little when stopped); ``select`` keeps a shard's rows."""
+    rows = window_rows(map(docno_text, docs), windowing, {}, build.plan["batch_size"])  # read no further ahead
+    rows = select(rows) if select else rows
+    cut = skip_committed(rows, build)
+    pending: list[tuple] = []
     committed = time.monotonic()
-    with tqdm(total=len(docs) if isinstance(docs, Sized) else None, initial=build.rows, desc="store",
-              unit="doc", disable=not progress) as bar:
-        for batch in batches(items, build.plan["batch_size"]):
-            docnos, texts = [d for d, _ in batch], [t for _, t in batch]
+    with tqdm(total=len(docs) if isinstance(docs, Sized) else None, desc="store", unit="doc",
+              disable=not progress) as bar:
+        for batch in batches(rows, build.plan["batch_size"]):
+            docnos, texts = [r[0] for r in batch], [r[1] for r in batch]
             vectors = np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32)
-            hashes = text_hashes(texts)
-            pending.append((docnos, *quantize(vectors, build.plan["quantization"]), hashes))
+            hashes = text_hashes(r[2] for r in batch)
+            windows = np.array([(r[3], r[4]) for r in batch], dtype=np.int32).reshape(-1, 2)
+            cut += sum(r[4] == 1 and r[1] != r[2] for r in batch)
+            pending.append((docnos, *quantize(vectors, build.plan["quantization"]), hashes, windows))
             if sum(len(p[0]) for p in pending) >= chunk_size or time.monotonic() - committed >= COMMIT_SECONDS:
                 build.append(pending)
                 pending, committed = [], time.monotonic()
-            bar.update(len(batch))
+            bar.update(sum(r[3] == 0 for r in batch))
         build.append(pending)
+    build.cut = cut
 
 
-def skip_committed(items: Iterator[tuple[str, str]], build: PartialBuild) -> None:
-    """Advance ``items`` past the rows already stored, checking that their docnos are the stored ones."""
+def skip_committed(items: Iterator[tuple], build: PartialBuild) -> int:
+    """Advance ``items`` (rows: ``(docno, text, …)``) past the rows already stored, checking that their docnos are
+    the stored ones; how many of them were cut (:mod:`ranker.store.windows` rows)."""
+    cut = 0
     for row, stored in enumerate(build.committed_docnos()):
         item = next(items, None)
         if item is None or item[0] != stored:
             found = "the end of the documents" if item is None else f"docno {item[0]!r}"
             raise RankerError(f"{build.folder}: row {row} holds docno {stored!r} but the documents give {found}: "
                               "they are not the documents of the interrupted build; delete it to start over")
+        cut += len(item) == 5 and item[4] == 1 and item[1] != item[2]
+    return cut
 
 
-def batches(items: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+def batches(items: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
     while batch := list(itertools.islice(items, size)):
         yield batch
 
@@ -266,109 +283,3 @@ def docno_text(item: Doc | tuple[str, str]) -> tuple[str, str]:
     if not isinstance(docno, str) or not docno or "\n" in docno or "\r" in docno:
         raise RankerError(f"docno must be a non-empty string without line breaks, got {docno!r}")
     return docno, text
-
-
-def _check_plan(found: dict, plan: dict, folder: Path) -> None:
-    differing = {k: (found.get(k), v) for k, v in plan.items() if found.get(k) != v}
-    if differing:
-        details = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in differing.items())
-        raise RankerError(f"{folder}: an unfinished build with other settings ({details}); delete it to start over")
-
-
-def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
-    """An ``.npy`` header; numpy pads it so that growing ``shape[0]`` keeps its length."""
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                                                  "fortran_order": False, "shape": shape})
-    return buffer.getvalue()
-
-
-class PartialBuild:
-    """A build in progress: ``.npy`` files with a provisional header, grown by appending committed chunks.
-
-    ``progress.json`` holds the plan (model fingerprint and settings), the committed row count and the committed
-    length of ``docnos.txt``; bytes past those are a chunk that was being written when the build stopped.
-    """
-
-    def __init__(self, folder: Path, plan: dict):
-        self.folder, self.plan = folder, plan
-        self.arrays = {EMBEDDINGS: (plan["dtype"], (plan["dim"],))}
-        if plan["quantization"] == "int8-absmax":
-            self.arrays[SCALES] = ("float32", ())
-        if plan.get("text_hash"):
-            self.arrays[HASHES] = ("uint8", (16,))
-        if (folder / PROGRESS).is_file():
-            self.progress = json.loads((folder / PROGRESS).read_text())
-            _check_plan(self.progress, plan, folder)
-            self._truncate()
-        else:
-            self._start()
-
-    @property
-    def rows(self) -> int:
-        return self.progress["rows"]
-
-    def _start(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
-        for name, (dtype, row_shape) in self.arrays.items():
-            (self.folder / name).write_bytes(npy_header(dtype, (0, *row_shape)))
-        (self.folder / DOCNOS).write_bytes(b"")
-        self.progress = {**self.plan, "rows": 0, "docnos_bytes": 0}
-        write_json(self.folder / PROGRESS, self.progress)
-
-    def _truncate(self) -> None:
-        """Drop bytes past the committed rows."""
-        for name, (dtype, row_shape) in self.arrays.items():
-            row_bytes = np.dtype(dtype).itemsize * int(np.prod(row_shape))
-            os.truncate(self.folder / name, len(npy_header(dtype, (0, *row_shape))) + self.rows * row_bytes)
-        os.truncate(self.folder / DOCNOS, self.progress["docnos_bytes"])
-
-    def committed_docnos(self) -> list[str]:
-        return read_docnos(self.folder / DOCNOS)
-
-    def append(self, chunk: list[tuple[list[str], np.ndarray, np.ndarray | None, np.ndarray | None]]) -> None:
-        """Write and fsync a chunk of batches ``(docnos, codes, scales, text hashes)``, then commit it in
-        ``progress.json``."""
-        if not chunk:
-            return
-        parts = {EMBEDDINGS: [c[1] for c in chunk], SCALES: [c[2] for c in chunk], HASHES: [c[3] for c in chunk]}
-        for name in self.arrays:
-            _append_bytes(self.folder / name, b"".join(np.ascontiguousarray(a).tobytes() for a in parts[name]))
-        docnos = [d for batch, *_ in chunk for d in batch]
-        _append_bytes(self.folder / DOCNOS, "".join(f"{d}\n" for d in docnos).encode("utf-8"))
-        self.progress["rows"] += len(docnos)
-        self.progress["docnos_bytes"] = (self.folder / DOCNOS).stat().st_size
-        write_json(self.folder / PROGRESS, self.progress)
-
-    def finish(self) -> None:
-        """Give the ``.npy`` files their final shapes, write ``ranker.json`` and drop ``progress.json``."""
-        for name, (dtype, row_shape) in self.arrays.items():
-            header = npy_header(dtype, (self.rows, *row_shape))
-            if len(header) != len(npy_header(dtype, (0, *row_shape))):
-                raise RankerError(f"{self.folder / name}: {self.rows} rows do not fit the .npy header")
-            with open(self.folder / name, "r+b") as f:
-                f.write(header)
-                f.flush()
-                os.fsync(f.fileno())
-        hashes = np.lib.format.open_memmap(self.folder / HASHES, mode="r") if HASHES in self.arrays else None
-        write_indexes(self.folder, self.committed_docnos(), hashes)
-        write_metadata(self.folder, "embedding-store", count=self.rows, **self.plan,
-                       quantization_rule=QUANTIZATION[self.plan["quantization"]], normalisation="none")
-        (self.folder / PROGRESS).unlink()
-
-
-def write_indexes(folder: Path, docnos: Sequence[str], hashes: np.ndarray | None,
-                  files: dict[str, str] = DEFAULT_FILES) -> None:
-    """The sorted docno (and text-hash) indexes of a store's rows (:class:`ranker.store.keys.SortedIndex`), as
-    the files ``files`` names."""
-    SortedIndex.of(docno_keys(docnos)).save(folder, files, "docno")
-    if hashes is not None:
-        SortedIndex.of(hash_keys(np.asarray(hashes[:len(docnos)]))).save(folder, files, "hash")
-
-
-def _append_bytes(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())

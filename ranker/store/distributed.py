@@ -21,6 +21,7 @@ from ranker.errors import RankerError
 from ranker.store.build import build_planned, docno_text, encoder_plan, skip_committed
 from ranker.store.embeddings import DocEncoder, EmbeddingStore, text_hashes
 from ranker.store.quantization import quantize
+from ranker.store.windows import window_rows, windowing_of
 from ranker.types import Doc
 
 
@@ -41,12 +42,14 @@ class _DocTower:
 
 def build_store_ray(encoder: Callable[[], DocEncoder], docs: Iterable[Doc | tuple[str, str]], path: str | Path,
                     dtype: str = "float16", batch_size: int = 64, workers: int = 2, threads: int = 1,
-                    address: str | None = None, chunk_size: int = 4096) -> EmbeddingStore:
+                    address: str | None = None, chunk_size: int = 4096, windows: bool = False,
+                    stride: int | None = None) -> EmbeddingStore:
     """Encode ``docs`` into a store at ``path`` with ``workers`` Ray actors of ``threads`` CPU threads each.
 
     Args:
         encoder: Makes the document encoder, once in the driver (for the build plan) and once in each actor: a
             picklable callable, e.g. ``functools.partial(ranker.models.loading.doc_encoder, "twinbert", path)``.
+        windows, stride: As :func:`ranker.store.build.build_store`'s (the driver splits documents into windows).
         address: A running cluster (``ray start --head`` prints it; ``auto`` finds a local one); ``None``
             starts a local Ray instance with ``workers * threads`` CPUs and stops it afterwards.
 
@@ -59,6 +62,9 @@ def build_store_ray(encoder: Callable[[], DocEncoder], docs: Iterable[Doc | tupl
         raise RankerError("--engine ray needs Ray: pip install 'ranker[ray]'") from None
     driver_model = encoder()
     plan = encoder_plan(driver_model, dtype, batch_size)
+    windowing = windowing_of(driver_model, windows, stride)
+    if windowing is not None:
+        plan["windows"] = windowing.plan()
     dim = plan["dim"]
     del driver_model
     started = not ray.is_initialized()
@@ -69,15 +75,15 @@ def build_store_ray(encoder: Callable[[], DocEncoder], docs: Iterable[Doc | tupl
                  log_to_driver=False, configure_logging=False)
 
     def fill(build) -> None:
-        items = map(docno_text, docs)
-        skip_committed(items, build)
+        items = window_rows(map(docno_text, docs), windowing, {})
+        build.cut = skip_committed(items, build)
         remaining = list(items)
         batches = [remaining[i:i + batch_size] for i in range(0, len(remaining), batch_size)]
         if not batches:
             return
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
-        rows = ray.data.from_items([{"batch": b, "texts": [t for _, t in batch]} for b, batch in enumerate(batches)])
+        rows = ray.data.from_items([{"batch": b, "texts": [r[1] for r in batch]} for b, batch in enumerate(batches)])
         encoded = rows.map_batches(_DocTower, fn_constructor_kwargs={"encoder": encoder, "threads": threads},
                                    batch_size=1, concurrency=workers, num_cpus=threads)
         pending: list = []
@@ -86,8 +92,10 @@ def build_store_ray(encoder: Callable[[], DocEncoder], docs: Iterable[Doc | tupl
                 raise RankerError(f"Ray returned batch {row['batch']} where batch {expected} was due")
             batch = batches[expected]
             vectors = np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(batch), dim)
-            hashes = text_hashes(t for _, t in batch)
-            pending.append(([d for d, _ in batch], *quantize(vectors, plan["quantization"]), hashes))
+            hashes = text_hashes(r[2] for r in batch)
+            windows = np.array([(r[3], r[4]) for r in batch], dtype=np.int32)
+            build.cut += sum(r[4] == 1 and r[1] != r[2] for r in batch)
+            pending.append(([r[0] for r in batch], *quantize(vectors, plan["quantization"]), hashes, windows))
             if sum(len(p[0]) for p in pending) >= chunk_size:
                 build.append(pending)
                 pending = []

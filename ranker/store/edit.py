@@ -1,8 +1,10 @@
 """Changing a built store in place, as transactions: add documents, delete them (tombstones), compact.
 
-* :func:`add_to_store` encodes new documents with the store's model and appends them; a docno the store already
-  holds is an error unless ``replace``, which tombstones the old row and appends the new one.
-* :func:`delete_from_store` tombstones rows; an unknown docno is an error and nothing changes.
+* :func:`add_to_store` encodes new documents with the store's model and appends them (a long document as its
+  windows, as the store was built: :mod:`ranker.store.windows`); a docno the store already holds is an error
+  unless ``replace``, which tombstones the old rows and appends the new ones.
+* :func:`delete_from_store` tombstones a document's rows (every window); an unknown docno is an error and nothing
+  changes.
 * :func:`compact_store` rewrites the store without its tombstoned rows, as new files beside the old.
 
 Every edit is one commit (after SQLite's journal and Lucene's ``segments_N``): under the store's writer lock
@@ -30,17 +32,10 @@ from tqdm.auto import tqdm
 from ranker.errors import RankerError
 from ranker.io.artifact import write_metadata
 from ranker.io.atomic import exclusive, sync_folder
-from ranker.store.build import (
-    PartialBuild,
-    batches,
-    docno_text,
-    encoded_plan,
-    npy_header,
-    stored_rows,
-    write_indexes,
-)
+from ranker.store.build import batches, docno_text, encoded_plan, stored_rows
 from ranker.store.embeddings import (
     DEFAULT_FILES,
+    ROLE_FILES,
     DocEncoder,
     EmbeddingStore,
     generation_name,
@@ -49,7 +44,9 @@ from ranker.store.embeddings import (
     store_files,
     text_hashes,
 )
+from ranker.store.partial import PartialBuild, npy_header, write_indexes
 from ranker.store.quantization import quantize
+from ranker.store.windows import stored_windowing, window_counts, window_rows, windowing_of
 from ranker.types import Doc
 
 COMPACTING = ".compacting"
@@ -69,12 +66,14 @@ def _data_roles(store: EmbeddingStore) -> dict[str, tuple[str, tuple[int, ...]]]
         roles["scales"] = ("float32", ())
     if store.hashes is not None:
         roles["text_hashes"] = ("uint8", (16,))
+    if store.windows is not None:
+        roles["windows"] = ("int32", (2,))
     return roles
 
 
 def _owned(name: str) -> bool:
     """Whether a file name is one a store's commits write (a role's default or generation name)."""
-    for default in DEFAULT_FILES.values():
+    for default in ROLE_FILES.values():
         stem, _, suffix = default.rpartition(".")
         if re.fullmatch(rf"{re.escape(stem)}(\.\d+)?\.{suffix}", name):
             return True
@@ -98,30 +97,33 @@ def _clean(store: EmbeddingStore) -> None:
 
 
 def _commit(store: EmbeddingStore, count: int, deleted: Iterable[int], files: dict[str, str] | None = None,
-            rebuilt: dict | None = None) -> EmbeddingStore:
+            rebuilt: dict | None = None, cut: int = 0) -> EmbeddingStore:
     """Commit the next generation of ``store``: ``count`` rows (indexes written anew when it changes), ``deleted``
-    tombstones, ``files`` (default: the same files), ``rebuilt`` the metadata of a compaction's new files."""
+    tombstones, ``files`` (default: the same files), ``rebuilt`` the metadata of a compaction's new files, ``cut``
+    documents more cut to their first window."""
     generation = store.generation + 1
     files = dict(files or store_files(store.meta))
+    windows = open_rows(store.path / files["windows"], "int32", (2,), count) if "windows" in files else None
     if count != store.row_count and rebuilt is None:  # new rows: indexes of them, under this generation's names
         kinds = ("docno", "hash") if store.hashes is not None else ("docno",)
         files.update({role: generation_name(role, generation) for role in INDEX_ROLES if role.split("_")[0] in kinds})
         docnos = read_docnos(store.path / files["docnos"])[:count]
         hashes = open_rows(store.path / files["text_hashes"], "uint8", (16,), count) if "hash" in kinds else None
-        write_indexes(store.path, docnos, hashes, files)
+        write_indexes(store.path, docnos, hashes, files, windows)
         commit_step("index")
-    for role in _data_roles(store):
+    for role in {*_data_roles(store), *(("windows",) if windows is not None else ())}:
         with open(store.path / files[role], "rb+") as f:
             os.fsync(f.fileno())
     with open(store.path / files["docnos"], "rb+") as f:
         os.fsync(f.fileno())
     sync_folder(store.path)
     commit_step("sync")
-    kept = {k: v for k, v in (rebuilt or store.meta).items()
-            if k not in ("type", "format_version", "ranker_version", "deleted_rows", "generation", "files", "count")}
-    changed = {role: name for role, name in files.items() if name != DEFAULT_FILES[role]}
+    kept = {k: v for k, v in (rebuilt or store.meta).items() if k not in (
+        "type", "format_version", "ranker_version", "deleted_rows", "generation", "files", "count", "documents")}
+    changed = {role: name for role, name in files.items() if name != DEFAULT_FILES.get(role)}
+    documents = {**window_counts(windows, count, deleted), "cut": store.meta.get("documents", {}).get("cut", 0) + cut}
     commit_step("commit")
-    write_metadata(store.path, "embedding-store", **kept, count=count,
+    write_metadata(store.path, "embedding-store", **kept, count=count, documents=documents,
                    **({"deleted_rows": sorted(deleted)} if deleted else {}), generation=generation,
                    **({"files": changed} if changed else {}))
     commit_step("committed")
@@ -150,8 +152,10 @@ def _edit(path: str | Path, change: Callable[[EmbeddingStore], EmbeddingStore],
 
 
 def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: str | Path,
-                 replace: bool = False) -> EmbeddingStore:
-    """Encode ``docs`` with ``model`` (the store's) and append them, in one commit.
+                 replace: bool = False, windows: bool | None = None, stride: int | None = None) -> EmbeddingStore:
+    """Encode ``docs`` with ``model`` (the store's) and append them, in one commit: a document longer than the
+    model's window as its windows (``windows``: ``None`` as the store records, else split or cut; ``stride``:
+    tokens between windows, default half a window).
 
     Raises:
         StoreMismatchError: ``model`` did not build the store.
@@ -170,22 +174,34 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
         if held and not replace:
             raise RankerError(f"{len(held)} docno(s) are already in the store {path}: {', '.join(held[:5])} "
                               "(--replace re-encodes them)")
-        deleted = set(store.deleted) | {row for row in rows if row is not None}
-        files, rule = store_files(store.meta), store.meta["quantization"]
-        bar = tqdm(total=len(items), desc="add", unit="doc", disable=len(items) <= store.meta["batch_size"])
-        for batch in batches(iter(items), store.meta["batch_size"]):
-            texts = [t for _, t in batch]
+        old = [row for row in rows if row is not None]
+        deleted = set(store.deleted) | set(store.window_rows(old)[0].tolist())
+        windowing = stored_windowing(model, store.meta) if windows is None else windowing_of(model, windows, stride)
+        new = list(window_rows(iter(items), windowing, {}))
+        files, rule, roles = store_files(store.meta), store.meta["quantization"], _data_roles(store)
+        created = None
+        if store.windows is None and any(r[4] > 1 for r in new):  # the first split document: a windows file
+            created = {**files, "windows": generation_name("windows", store.generation + 1)}
+            files, roles = created, {**roles, "windows": ("int32", (2,))}
+            with open(store.path / files["windows"], "wb") as f:
+                f.write(npy_header("int32", (store.row_count, 2)))
+                f.write(np.tile(np.array([0, 1], dtype=np.int32), store.row_count).tobytes())
+        bar = tqdm(total=len(new), desc="add", unit="row", disable=len(new) <= store.meta["batch_size"])
+        for batch in batches(iter(new), store.meta["batch_size"]):
+            texts = [r[1] for r in batch]
             codes, scales = quantize(np.asarray(model.encode_docs(texts, len(texts)), dtype=np.float32), rule)
-            parts = {"embeddings": codes, "scales": scales, "text_hashes": text_hashes(texts)}
-            for role in _data_roles(store):
+            parts = {"embeddings": codes, "scales": scales, "text_hashes": text_hashes(r[2] for r in batch),
+                     "windows": np.array([(r[3], r[4]) for r in batch], dtype=np.int32)}
+            for role in roles:
                 with open(store.path / files[role], "ab") as f:
                     f.write(np.ascontiguousarray(parts[role]).tobytes())
             with open(store.path / files["docnos"], "ab") as f:
-                f.write("".join(f"{d}\n" for d, _ in batch).encode("utf-8"))
+                f.write("".join(f"{r[0]}\n" for r in batch).encode("utf-8"))
             commit_step("append")
             bar.update(len(batch))
         bar.close()
-        return _commit(store, store.row_count + len(items), deleted)
+        cut = sum(r[4] == 1 and r[1] != r[2] for r in new)
+        return _commit(store, store.row_count + len(new), deleted, created, cut=cut)
 
     return _edit(path, add, model)
 
@@ -202,7 +218,7 @@ def delete_from_store(path: str | Path, docnos: Sequence[str]) -> EmbeddingStore
         if unknown:
             raise RankerError(f"{len(unknown)} docno(s) to delete are not in the store {path}: "
                               f"{', '.join(unknown[:5])}")
-        return _commit(store, store.row_count, set(store.deleted) | set(rows))
+        return _commit(store, store.row_count, set(store.deleted) | set(store.window_rows(rows)[0].tolist()))
 
     return _edit(path, delete)
 
@@ -218,10 +234,11 @@ def compact_store(path: str | Path, chunk_size: int = 4096) -> EmbeddingStore:
         for start in range(0, len(live), chunk_size):
             build.append([stored_rows(store, live[start:start + chunk_size])])
             commit_step("append")
+        build.cut = store.meta.get("documents", {}).get("cut", 0)
         build.finish()
         rebuilt = EmbeddingStore.load(work).meta
         files = {}
-        for role, default in DEFAULT_FILES.items():
+        for role, default in ROLE_FILES.items():
             if (work / default).is_file():
                 files[role] = generation_name(role, generation)
                 os.rename(work / default, store.path / files[role])

@@ -9,12 +9,18 @@ A store is a folder:
 * ``scales.npy``: ``(count,)`` float32, for the ``int8-absmax`` rule only;
 * ``text_hashes.npy``: ``(count, 16)`` bytes, the BLAKE2b-128 digest of each passage's UTF-8 text as it was
   encoded (``text_hash``: ``blake2b-128``), so a server can find a passage sent as text (:meth:`rows_of_texts`);
-* ``docnos.txt``: one docno per line, line ``i`` naming row ``i``.
+* ``docnos.txt``: one docno per line, line ``i`` naming row ``i``;
+* ``windows.npy`` (only where a document was split into windows, :mod:`ranker.store.windows`): ``(count, 2)``
+  int32, each row's window ordinal and its document's window count, so a document's rows are ``row - ordinal``
+  to ``row - ordinal + count`` (contiguous). ``ranker.json`` records the windowing (``windows``: tokens a window
+  holds, stride; ``null``: long documents were cut) and ``documents``: live documents, how many are split and
+  into how many windows, how many were cut. A store without the file holds one row per document.
 
 * ``docno_keys.npy``, ``docno_order.npy``, ``docno_slots.npy``: the docnos sorted (UTF-8, fixed width), the row
-  of each, and a hash table over them (:class:`SortedIndex`); ``hash_*.npy`` the same for the text hashes. They
-  are memory-mapped, so finding 100 candidates costs about the same in a store of thousands of passages or of
-  millions, and a process holds no per-passage table (a store written before they existed builds them in memory).
+  of each, and a hash table over them (:class:`SortedIndex`); ``hash_*.npy`` the same for the text hashes (a
+  windowed store's index each document's first row only). They are memory-mapped, so finding 100 candidates
+  costs about the same in a store of thousands of passages or of millions, and a process holds no per-passage
+  table (a store written before they existed builds them in memory).
 
 ``ranker.json`` is the store's commit record: ``count`` rows are committed, ``deleted_rows`` lists tombstoned rows
 (deleted documents, or rows a ``--replace`` superseded: lookups, text matches, retrieval and ``len`` skip them),
@@ -43,6 +49,7 @@ from ranker.errors import MissingInputError, RankerError
 from ranker.io.artifact import metadata_file, read_metadata
 from ranker.store.keys import SortedIndex, docno_keys, hash_keys
 from ranker.store.quantization import dequantize, quantize
+from ranker.store.windows import WINDOWS, expand, window_counts
 
 EMBEDDINGS, SCALES, DOCNOS, PROGRESS = "embeddings.npy", "scales.npy", "docnos.txt", "progress.json"
 HASHES = "text_hashes.npy"
@@ -52,6 +59,8 @@ DEFAULT_FILES = {"embeddings": EMBEDDINGS, "scales": SCALES, "text_hashes": HASH
                  "docno_keys": DOCNO_KEYS, "docno_order": DOCNO_ORDER, "docno_slots": "docno_slots.npy",
                  "hash_keys": HASH_KEYS, "hash_order": HASH_ORDER, "hash_slots": "hash_slots.npy"}
 """The file of each role in a store built at once (generation 0)."""
+ROLE_FILES = {**DEFAULT_FILES, "windows": WINDOWS}
+"""The same, with ``windows``: a store has that role only where ``ranker.json``'s ``files`` names it."""
 LOAD_ATTEMPTS = 5
 """Opening a store retries this often when an edit commits (and removes the files it read) meanwhile."""
 
@@ -64,7 +73,7 @@ def store_files(meta: dict) -> dict[str, str]:
 def generation_name(role: str, generation: int) -> str:
     """The file a commit of ``generation`` writes anew for ``role``: ``embeddings.3.npy`` (generation 0: the
     default name)."""
-    name = DEFAULT_FILES[role]
+    name = ROLE_FILES[role]
     if not generation:
         return name
     stem, _, suffix = name.rpartition(".")
@@ -120,12 +129,16 @@ class EmbeddingStore:
     def __init__(self, path: Path, meta: dict, embeddings: np.ndarray, scales: np.ndarray | None,
                  docnos: list[str] | None, hashes: np.ndarray | None = None,
                  indexes: tuple[SortedIndex | None, SortedIndex | None] = (None, None), stamp: tuple = (),
-                 docnos_file: BinaryIO | None = None):
+                 docnos_file: BinaryIO | None = None, windows: np.ndarray | None = None):
         self.path, self.meta, self.embeddings, self.scales, self._docnos = path, meta, embeddings, scales, docnos
-        self.hashes, self._docnos_file = hashes, docnos_file
+        self.hashes, self._docnos_file, self.windows = hashes, docnos_file, windows
+        """``windows``: ``(count, 2)`` window ordinal and window count of each row, ``None``: one row a document."""
         self.deleted = frozenset(meta.get("deleted_rows", ()))
-        self._docno_index = indexes[0] or SortedIndex.of(docno_keys(self.docnos))
-        self._hash_index = None if hashes is None else indexes[1] or SortedIndex.of(hash_keys(np.asarray(hashes)))
+        firsts = None if windows is None else np.flatnonzero(np.asarray(windows[:, 0]) == 0)
+        self._docno_index = indexes[0] or SortedIndex.of(
+            docno_keys(self.docnos if firsts is None else [self.docnos[r] for r in firsts]), firsts)
+        self._hash_index = None if hashes is None else indexes[1] or SortedIndex.of(
+            hash_keys(np.asarray(hashes if firsts is None else hashes[firsts])), firsts)
         self._stamp = stamp
 
     @property
@@ -178,8 +191,10 @@ class EmbeddingStore:
         scales = (open_rows(path / files["scales"], "float32", (), count)
                   if meta["quantization"] == "int8-absmax" else None)
         hashes = open_rows(path / files["text_hashes"], "uint8", (16,), count) if meta.get("text_hash") else None
-        docno_index = SortedIndex.open(path, files, "docno", count)
-        hash_index = SortedIndex.open(path, files, "hash", count) if hashes is not None else None
+        windows = open_rows(path / files["windows"], "int32", (2,), count) if "windows" in files else None
+        windowed = windows is not None
+        docno_index = SortedIndex.open(path, files, "docno", count, windowed)
+        hash_index = SortedIndex.open(path, files, "hash", count, windowed) if hashes is not None else None
         docnos_file = open(path / files["docnos"], "rb")
         docnos = None if docno_index else _split_docnos(docnos_file.read())
         lines = _count_lines(docnos_file) if docno_index else len(docnos)
@@ -187,7 +202,8 @@ class EmbeddingStore:
             docnos_file.close()
             raise ValueError(f"{files['docnos']}: {lines} docnos for {count} rows")
         docnos = None if docnos is None else docnos[:count]
-        return cls(path, meta, embeddings, scales, docnos, hashes, (docno_index, hash_index), stamp, docnos_file)
+        return cls(path, meta, embeddings, scales, docnos, hashes, (docno_index, hash_index), stamp, docnos_file,
+                   windows)
 
     def current(self) -> EmbeddingStore:
         """This store, or its last commit when an edit has committed since this one was opened (a server calls
@@ -220,8 +236,29 @@ class EmbeddingStore:
                                      f"but this model's fingerprint is {found}: rebuild the store for this model")
 
     def rows_of(self, docnos: Sequence[str]) -> list[int | None]:
-        """The live row of each docno, ``None`` for one the store lacks (or deleted)."""
+        """The live row of each docno (a windowed document's first window), ``None`` for one the store lacks (or
+        deleted)."""
         return self._docno_index.find(docno_keys(docnos), self.deleted)
+
+    def window_counts(self, rows: Sequence[int]) -> np.ndarray:
+        """The windows of the documents whose first rows are ``rows`` (1 for a document that fits one)."""
+        if self.windows is None:
+            return np.ones(len(rows), dtype=np.int64)
+        return np.asarray(self.windows[np.asarray(rows, dtype=np.intp), 1], dtype=np.int64).reshape(-1)
+
+    def window_rows(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Every row of the documents whose first rows are ``rows``, in order, and where each document's rows start
+        among them (``np.maximum.reduceat(scores, starts)``: each document's best window, MaxP)."""
+        if self.windows is None:
+            return np.asarray(rows, dtype=np.int64), np.arange(len(rows), dtype=np.int64)
+        return expand(rows, self.window_counts(rows))
+
+    def first_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The first row of the document each row belongs to."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.windows is None:
+            return rows
+        return rows - np.asarray(self.windows[np.maximum(rows, 0), 0], dtype=np.int64).reshape(rows.shape)
 
     @property
     def row_count(self) -> int:
@@ -229,11 +266,12 @@ class EmbeddingStore:
         return self.meta["count"]
 
     def live_rows(self) -> np.ndarray:
-        """Row numbers of the documents not deleted, in row order."""
+        """Row numbers of the documents not deleted (every window), in row order."""
         return np.array([i for i in range(self.row_count) if i not in self.deleted], dtype=np.int64)
 
     def lookup(self, docnos: Sequence[str]) -> np.ndarray:
-        """Dequantized float32 vectors ``(len(docnos), dim)``, in the order given.
+        """Dequantized float32 vectors ``(len(docnos), dim)``, in the order given (a windowed document's first
+        window: :meth:`window_rows` gives them all).
 
         Raises:
             RankerError: A docno is not in the store (the first few are named).
@@ -246,8 +284,9 @@ class EmbeddingStore:
         return self.lookup_rows(rows)
 
     def rows_of_texts(self, texts: Sequence[str]) -> list[int | None]:
-        """The row holding each text's passage (matched by :func:`text_hash`), ``None`` where the store has none
-        (or records no hashes: a store built before they were kept)."""
+        """The row holding each text's passage (matched by :func:`text_hash`; a windowed document's first row, found
+        by the whole document's text), ``None`` where the store has none (or records no hashes: a store built
+        before they were kept)."""
         if self._hash_index is None:
             return [None] * len(texts)
         digests = text_hashes(texts)
@@ -284,7 +323,14 @@ class EmbeddingStore:
         return isinstance(docno, str) and self.rows_of([docno])[0] is not None
 
     def __len__(self) -> int:
+        """Live documents (a document split into windows counts once; :attr:`row_count` counts rows)."""
+        if "documents" in self.meta:
+            return self.meta["documents"]["count"]
         return self.meta["count"] - len(self.deleted)
+
+    def counts(self) -> dict:
+        """Live documents, those split into windows and their windows (recomputed from the rows)."""
+        return window_counts(self.windows, self.row_count, self.deleted)
 
     def size_bytes(self) -> int:
         """Bytes the vectors take: embeddings plus scales (what grows with the collection, docnos aside)."""

@@ -63,19 +63,23 @@ class SortedIndex:
         return slots
 
     @classmethod
-    def of(cls, keys: np.ndarray) -> SortedIndex:
+    def of(cls, keys: np.ndarray, rows: np.ndarray | None = None) -> SortedIndex:
+        """The index of ``keys``, key ``i`` at row ``rows[i]`` (default: row ``i``)."""
         order = np.argsort(keys, kind="stable")
-        return cls(keys[order], order.astype(np.int64))
+        return cls(keys[order], order.astype(np.int64) if rows is None else np.asarray(rows, dtype=np.int64)[order])
 
     @classmethod
-    def open(cls, folder: Path, files: dict[str, str], kind: str, rows: int) -> SortedIndex | None:
+    def open(cls, folder: Path, files: dict[str, str], kind: str, rows: int, windowed: bool = False
+             ) -> SortedIndex | None:
         """The ``kind`` index (``docno`` or ``hash``) named in ``files`` in ``folder``, or ``None`` when it is
-        absent (a store built before indexes were kept) or not of these ``rows`` (then built in memory)."""
+        absent (a store built before indexes were kept) or not of these ``rows`` (then built in memory); a
+        ``windowed`` store's index holds each document's first row only, so fewer keys than rows."""
         paths = [folder / files[f"{kind}_{part}"] for part in ("keys", "order", "slots")]
         if not paths[0].is_file():
             return None
         keys, order, slots = (np.lib.format.open_memmap(p, mode="r") for p in paths)
-        return cls(keys, order, slots) if len(keys) == len(order) == rows else None
+        fits = len(keys) == len(order) and (len(keys) <= rows if windowed else len(keys) == rows)
+        return cls(keys, order, slots) if fits else None
 
     def save(self, folder: Path, files: dict[str, str], kind: str) -> None:
         """Write the index as the ``kind`` files named in ``files``, each whole and fsynced."""
