@@ -73,3 +73,67 @@ def fuse(
              {"pipeline": {"stage": "fuse", "ensemble": str(ensemble), "weights": list(weights),
                            "runs": [str(r) for r in runs]}, "timing": timing})
     typer.echo(f"fused {len(runs)} runs, {len(ranking)} queries -> {output}")
+
+
+def fusion_weight(
+    student: Annotated[list[Path], typer.Option(help="The student's run (--fusion none) on a validation set; "
+                                                     "repeat once per set.")],
+    bm25: Annotated[list[Path], typer.Option(help="BM25's run over the same queries, one per --student.")],
+    qrels: Annotated[list[str], typer.Option(help="The validation set's judgements, one per --student.")],
+    name: Annotated[list[str], typer.Option(help="The validation set's name, one per --student.")],
+    record: Annotated[Path | None, typer.Option(
+        help="Student folder whose ranker.json records the picked weight (what rank run reads).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Write the picked weight and the curve as JSON (what rank pick-student compares).")] = None,
+    step: Annotated[float, typer.Option(min=0.01, max=0.5, help="Weight grid step.")] = 0.05,
+    measure: Annotated[str, typer.Option(help="Measure the weight maximises (mean over the sets).")] = "nDCG@10",
+) -> None:
+    """The student's weight against BM25 (w * z(student) + (1 - w) * z(bm25)) with the best mean MEASURE over
+    validation sets from different domains; prints the whole curve."""
+    from ranker.errors import RankerError
+    from ranker.io.atomic import write_json
+    from ranker.io.formats import read_run
+    from ranker.io.sources import load_qrels
+    from ranker.train.fusion_weights import Domain, pick_student_weight, record_fusion
+
+    if not len(student) == len(bm25) == len(qrels) == len(name):
+        raise RankerError("give one --bm25, --qrels and --name per --student")
+    domains = {n: Domain(read_run(s), read_run(b), load_qrels(q)) for n, s, b, q in zip(name, student, bm25, qrels)}
+    best, curve = pick_student_weight(domains, step, measure)
+    typer.echo(f"{'weight':>6}  " + "  ".join(f"{n:>9}" for n in [*name, "mean"]))
+    for w, scores in curve.items():
+        typer.echo(f"{w:6.2f}  " + "  ".join(f"{scores[n]:9.4f}" for n in [*name, "mean"])
+                   + ("  <- picked" if w == best else ""))
+    if output is not None:
+        write_json(output, {"weight": best, "measure": measure, "curve": {str(w): v for w, v in curve.items()}})
+    if record is not None:
+        record_fusion(record, best, curve, measure, {n: f"{s} + {b} ({q})" for n, s, b, q in
+                                                    zip(name, student, bm25, qrels)})
+        typer.echo(f"student weight {best} recorded in {record}")
+
+
+def pick_student(
+    curves: Annotated[list[str], typer.Argument(help="NAME=FILE.json per candidate student (rank fusion-weight "
+                                                     "--output), the zero-shot start among them.")],
+    start: Annotated[str, typer.Option(help="The NAME of the zero-shot start no default may fall below.")],
+) -> None:
+    """The default student: the best mean validation at its own fusion weight, among the candidates not below the
+    zero-shot start on any validation set."""
+    import json
+
+    from ranker.errors import RankerError
+    from ranker.train.fusion_weights import pick_student as pick
+
+    parsed = {}
+    for spec in curves:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise RankerError(f"{spec!r}: give NAME=FILE.json")
+        parsed[name] = {float(w): v for w, v in json.loads(Path(path).read_text())["curve"].items()}
+    chosen, table = pick(parsed, start)
+    sets = [k for k in next(iter(table.values())) if k not in ("weight", "mean", "eligible")]
+    typer.echo(f"{'student':<16} weight  " + "  ".join(f"{k:>9}" for k in [*sets, "mean"]) + "  eligible")
+    for name, row in table.items():
+        typer.echo(f"{name:<16} {row['weight']:6.2f}  " + "  ".join(f"{row[k]:9.4f}" for k in [*sets, "mean"])
+                   + f"  {'yes' if row['eligible'] else 'no (below the start)'}" + ("  <- picked" if name == chosen
+                                                                                   else ""))

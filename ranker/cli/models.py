@@ -47,6 +47,9 @@ def list_models(
                                 for name, value in entry.ndcg10.items())
             typer.echo(f"{'*' if entry.default else ' '} {entry.name:<26} {entry.kind:<14} {entry.size_mb:5.0f} MB  "
                        f"{figures}\n    {entry.purpose}\n    encodes: {entry.encode}")
+        typer.echo("your own collection, MS MARCO or not (the pipeline validation picked on both domains): rank index, "
+                   "rank encode (the default student, whole collection), then rank run --index I --k 100 --reranker "
+                   "twinbert --store S: BM25 >> the student fused with BM25 (--fusion none: the student alone)")
     typer.echo("checkpoints")
     typer.echo(f"minilm  {bundled_minilm()}  (bundled: all-MiniLM-L6-v2)")
     for name, spec in CHECKPOINTS.items():
@@ -55,3 +58,24 @@ def list_models(
         except MissingInputError:
             where = f"not fetched: rank models fetch {name}"
         typer.echo(f"{name:<7} {where}  ({spec.folder})")
+
+
+@app.command("interpolate")
+def interpolate(
+    model: Annotated[str, typer.Option(help="The distilled TwinBERT student's folder (or a shipped name).")],
+    alpha: Annotated[float, typer.Option(help="Weight of the distilled student; the rest goes to its zero-shot "
+                                              "start (0: the start, 1: the student).")],
+    output: Annotated[Path, typer.Option(help="Model folder to write.")],
+    query_max_length: Annotated[int | None, typer.Option(
+        min=4, help="The new model's query cap in tokens (default: the student's).")] = None,
+    doc_max_length: Annotated[int | None, typer.Option(
+        min=4, help="The new model's passage window in tokens; longer documents are encoded in windows "
+                    "(default: the student's).")] = None,
+) -> None:
+    """A student that does not forget: its weights interpolated with the zero-shot model it was distilled from
+    (WiSE-FT: alpha * student + (1 - alpha) * start, every tensor); encode a store for it like any student."""
+    from ranker.models.loading import student_path
+    from ranker.train.robust import save_interpolated
+
+    saved = save_interpolated(student_path(model), alpha, output, query_max_length, doc_max_length)
+    typer.echo(f"alpha {alpha}: {saved}")
