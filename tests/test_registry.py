@@ -127,15 +127,18 @@ def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_p
     from pathlib import Path
 
     from ranker.io.formats import read_qrels
+    from ranker.models.loading import DEFAULT_MODELS
+
+    default = DEFAULT_MODELS["twinbert"]
 
     root = Path(ranker.__file__).resolve().parents[1]
     models = tmp_path / "clone" / "models"
     models.mkdir(parents=True)
     import shutil
 
-    shutil.copytree(root / "models" / "twinbert", models / "twinbert", ignore=shutil.ignore_patterns("onnx"))
-    own = sum(f.stat().st_size for f in (models / "twinbert").rglob("*") if f.is_file()) / 1e6
-    cached = models / "twinbert" / "onnx" / "query-graph" / "model.onnx"  # an exported graph cached beside it
+    shutil.copytree(root / "models" / default, models / default, ignore=shutil.ignore_patterns("onnx"))
+    own = sum(f.stat().st_size for f in (models / default).rglob("*") if f.is_file()) / 1e6
+    cached = models / default / "onnx" / "query-graph" / "model.onnx"  # an exported graph cached beside it
     cached.parent.mkdir(parents=True)
     with open(cached, "wb") as f:
         f.truncate(80_000_000)
@@ -147,7 +150,7 @@ def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_p
     (runs / "ideal.trec").write_text("".join(f"{q.qid} Q0 {q.docno} {i + 1} {1000 - i} ideal\n"
                                              for i, q in enumerate(best)))
     (models / "catalog.toml").write_text(
-        '[twinbert]\npurpose = "the student"\nencode = "its store"\nruns = { dl19 = "runs/ideal.trec" }\n'
+        f'[{default}]\npurpose = "the student"\nencode = "its store"\nruns = {{ dl19 = "runs/ideal.trec" }}\n'
         '[teacher]\npurpose = "the teacher"\nencode = "nothing"\nruns = { dl19 = "runs/missing.trec" }\n')
     env = {**os.environ, MODELS_ENV: str(models)}
     printed = subprocess.run([sys.executable, "-m", "ranker", "models", "list", "--data", str(data.resolve())],
@@ -155,7 +158,7 @@ def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_p
     lines = printed.splitlines()
     student = next(line for line in lines if "twinbert" in line)
     teacher = next(line for line in lines if " teacher " in line)
-    assert student.startswith("* twinbert") and " twinbert " in student and "dl19 1.0000" in student
+    assert student.startswith(f"* {default} ") and " twinbert " in student and "dl19 1.0000" in student
     assert f"{own:5.0f} MB" in student  # the model's own files, not the graph cache
     assert teacher.startswith("* teacher") and "cross-encoder" in teacher and "dl19 —" in teacher
     assert "the student" in printed and "encodes: its store" in printed and "checkpoints" in printed

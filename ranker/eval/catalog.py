@@ -10,12 +10,11 @@ from ranker.eval.evaluate import evaluate
 from ranker.io.artifact import artifact_type
 from ranker.io.formats import read_qrels, read_run
 from ranker.measures import parse_measures
+from ranker.models.loading import DEFAULT_MODELS
 
 CATALOG = "catalog.toml"
 QRELS = {"dl19": ("msmarco-passage/qrels/dl19.txt", 2), "scifact": ("beir-scifact/qrels/test.tsv", None)}
 """Where each collection's judgements are in the shared data, and the relevance level nDCG counts from."""
-DEFAULTS = {"twinbert": "twinbert", "cross-encoder": "teacher"}
-"""Reranker kind -> the model a reranker of that kind loads when none is given."""
 
 
 @dataclass
@@ -41,7 +40,7 @@ def catalog(models: Path, root: Path, data: Path) -> list[ModelEntry]:
         size = sum(f.stat().st_size for f in files if f.is_file())  # not the exported query graphs cached beside it
         figures = {collection: _ndcg10(root / run, data, collection) for collection, run in about["runs"].items()}
         entries.append(ModelEntry(name, kind, about["purpose"], about["encode"], size / 1e6,
-                                  DEFAULTS.get(kind) == name, figures))
+                                  DEFAULT_MODELS.get(kind) == name, figures))
     return entries
 
 

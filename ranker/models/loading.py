@@ -49,9 +49,14 @@ def shipped_model(name: str) -> Path:
     return path
 
 
+DEFAULT_MODELS = {"twinbert": "twinbert-v2", "cross-encoder": "teacher"}
+"""Reranker kind -> the shipped model it loads when none is given: the one place each default lives (picked on
+validation: docs/experiments.md)."""
+
+
 def student_path(model: str | Path | None) -> Path:
-    """``model``, or the shipped student (``twinbert``) where none is given: the one place that default lives."""
-    return Path(model) if model else shipped_model("twinbert")
+    """``model``, or the default shipped student (:data:`DEFAULT_MODELS`) where none is given."""
+    return Path(model) if model else shipped_model(DEFAULT_MODELS["twinbert"])
 
 
 def doc_encoder(kind: str, model: str | None, batch_size: int = 64, backend: str = "torch"):

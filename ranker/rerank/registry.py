@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ranker.errors import RankerError
 from ranker.models.config import DEFAULT_QUERY_BACKEND
 from ranker.models.kinds import reranker_kind
-from ranker.models.loading import shipped_model
+from ranker.models.loading import DEFAULT_MODELS, shipped_model
 from ranker.pipeline import Identity, Reranker
 
 if TYPE_CHECKING:
@@ -59,8 +59,8 @@ def _texts(config: RerankerConfig, name: str) -> Mapping[str, str]:
 def _cross_encoder(config: RerankerConfig) -> Reranker:
     from ranker.models.cross_encoder import CrossEncoderReranker
 
-    return CrossEncoderReranker(_texts(config, "cross-encoder"), config.model or shipped_model("teacher"),
-                                config.batch_size)
+    model = config.model or shipped_model(DEFAULT_MODELS["cross-encoder"])
+    return CrossEncoderReranker(_texts(config, "cross-encoder"), model, config.batch_size)
 
 
 def _biencoder(config: RerankerConfig) -> Reranker:
