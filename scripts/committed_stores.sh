@@ -19,7 +19,7 @@ build() {  # build NAME ENCODE_OPTIONS...: $OUT/NAME, built beside and swapped i
     local name=$1
     shift
     rm -rf "$OUT/$name.new"
-    rank encode "$@" "${DL19[@]}" --store "$OUT/$name.new"
+    rank encode --no-windows "$@" "${DL19[@]}" --store "$OUT/$name.new"
     rm -rf "${OUT:?}/$name" && mv "$OUT/$name.new" "$OUT/$name" && rm -f "$OUT/.$name.new.lock"
 }
 rank models fetch mpnet >/dev/null

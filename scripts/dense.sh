@@ -46,7 +46,7 @@ for c in $COLLECTIONS; do
     t=${TEST[$c]} store=$OUT/stores/$c.float16 index=$OUT/indexes/$c
     step "$c: index and whole-collection store (DL19: its judged passage pool, not all of MS MARCO)"
     [ -d "$index" ] || rank index --collection "${TEXT[$c]}" --index "$index"
-    [ -d "$store" ] || rank encode --model "${MODEL[$c]}" --collection "${TEXT[$c]}" --store "$store"
+    [ -d "$store" ] || rank encode --no-windows --model "${MODEL[$c]}" --collection "${TEXT[$c]}" --store "$store"
     dense=(--retriever dense --store "$store" --dense-model "${MODEL[$c]}" --k 100)
     step "$c: BM25, dense exact and HNSW on the test queries"
     # shellcheck disable=SC2086
@@ -71,7 +71,7 @@ for c in $COLLECTIONS; do
     rank run --topics ${TOPICS[$c]} --index "$index" "${dense[@]}" ${EXTRA[$c]} --retriever hybrid \
         --hybrid-weight "$best" --output "runs/hybrid.$t.trec"
     # shellcheck disable=SC2086
-    rank run --topics ${TOPICS[$c]} --candidates "runs/hybrid.$t.trec" --reranker twinbert --model "${MODEL[$c]}" \
+    rank run --topics ${TOPICS[$c]} --candidates "runs/hybrid.$t.trec" --reranker twinbert --fusion none --model "${MODEL[$c]}" \
         --store "$store" --output "runs/hybrid-twinbert.$t.trec"
     rank evaluate --qrels "${QRELS[$c]}" "runs/bm25-pool.$t.trec" "runs/dense.$t.trec" "runs/dense-hnsw.$t.trec" \
         "runs/hybrid.$t.trec" "runs/hybrid-twinbert.$t.trec" --measures "nDCG@10 R@100" --format table
@@ -81,7 +81,7 @@ done
 # the mpnet store of the corpus is scripts/student_v3.sh's (built here if missing, ~46 min through ONNX Runtime)
 index=$OUT/indexes/scifact
 [ -d "$index" ] || rank index --collection "${TEXT[scifact]}" --index "$index"
-[ -f "$V3_STORE/ranker.json" ] || rank encode --encoder biencoder --model mpnet --backend onnx --threads 2 \
+[ -f "$V3_STORE/ranker.json" ] || rank encode --no-windows --encoder biencoder --model mpnet --backend onnx --threads 2 \
     --collection "$SF/corpus.jsonl" --batch-size 16 --store "$V3_STORE"
 for name in twinbert-v3 mpnet; do
     model=models/$name

@@ -31,7 +31,7 @@ for set in msmarco-val dl19 scifact-val scifact-test; do
     for cap in 16 32 64 128 256; do
         run=$OUT/$(basename "$MODEL")/$set.$cap.trec
         [ -f "$run.json" ] || rank run --topics "${TOPICS[$set]}" --candidates "${CANDIDATES[$set]}" \
-            --reranker twinbert --model "$MODEL" --store "${STORE[$set]}" --query-max-length "$cap" \
+            --reranker twinbert --fusion none --model "$MODEL" --store "${STORE[$set]}" --query-max-length "$cap" \
             --output "$run" 2> /dev/null
         read -r topics cut < <(.venv/bin/python -c 'import json, sys
 side = json.load(open(sys.argv[1]))

@@ -43,6 +43,8 @@ declare -A STORE=([dl19]=dl19 [scifact-test]=scifact) FUSION=([dl19]=msmarco [sc
 rerank() {  # rerank NAME RUN_STEM RERANKER [OPTIONS...]: runs/RUN_STEM.NAME.trec from NAME's BM25 candidates
     local name=$1 stem=$2 reranker=$3
     shift 3
+    # the committed twinbert-* rows are the student alone; the fused default pipeline has rows of its own
+    [ "$reranker" = twinbert ] && set -- --fusion none "$@"
     rank run --topics "${TOPICS[$name]}" --candidates "${CANDIDATES[$name]}" --collection "${TEXT[$name]}" \
         --reranker "$reranker" "$@" --output "runs/$stem.$name.trec"
 }
@@ -63,6 +65,8 @@ if [ "$PROFILE" = full ]; then
     bash scripts/query_cap.sh --data "$DATA" --out "$OUT/query-cap" --stores "$OUT/v3/stores"
     step "dense and hybrid first stages (SciFact, the DL19 pool; v3 and mpnet over SciFact), encoding speed, stores"
     bash scripts/dense.sh --data "$DATA" --out "$OUT/dense" --v3-store "$OUT/v3/stores/scifact.mpnet"
+    step "your own collection: the default student, its weight, query cap, passage window and pipeline (validation)"
+    bash scripts/robust.sh --data "$DATA" --out "$OUT/robust"
     bash scripts/encode_speed.sh --data "$DATA" --out "$OUT/encode-speed"
     rank bench-store --folder "$OUT/scale" --rows 10000 --rows 1000000 --fingerprint-of models/twinbert \
         --queries 1000 --output runs/bench-store.json
@@ -74,9 +78,9 @@ else
         runs/biencoder.dl19.trec "${CANDIDATES[dl19]}"
     STORES=$OUT/quick-stores
     step "document stores of the shipped students (DL19: the BM25 candidates only; SciFact: twinbert-scifact)"
-    [ -d "$STORES/dl19.float16" ] || rank encode --collection "${TEXT[dl19]}" --candidates "${CANDIDATES[dl19]}" \
-        --store "$STORES/dl19.float16"
-    [ -d "$STORES/scifact.float16" ] || rank encode --model "${MODEL[scifact-test]}" \
+    [ -d "$STORES/dl19.float16" ] || rank encode --no-windows --model models/twinbert --collection "${TEXT[dl19]}" \
+        --candidates "${CANDIDATES[dl19]}" --store "$STORES/dl19.float16"
+    [ -d "$STORES/scifact.float16" ] || rank encode --no-windows --model "${MODEL[scifact-test]}" \
         --collection "${TEXT[scifact-test]}" --store "$STORES/scifact.float16"
     for name in dl19 scifact-test; do
         store=$STORES/${STORE[$name]}
@@ -108,6 +112,10 @@ declare -A PEER_STORE=([minilm]=stores/dl19.minilm [mpnet]=stores/dl19.mpnet)
 PEERS=(minilm mpnet)
 step "student v2 (student v1 distilled further from teacher v2; its own store) and the asymmetric student v2"
 rerank dl19 twinbert-v2 twinbert --model models/twinbert-v2 --store stores/dl19.twinbert-v2
+# the default pipeline: student v2 fused with BM25 at its recorded weight (scripts/robust.sh picked it; its SciFact
+# runs, over v2's store of the whole corpus, are committed)
+rank run --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --reranker twinbert --model models/twinbert-v2 \
+    --store stores/dl19.twinbert-v2 --output runs/twinbert-v2-bm25.dl19.trec
 # MiniLM query tower over the all-mpnet-base-v2 store
 rerank dl19 twinbert-v2-asym twinbert --model models/twinbert-v2-asym --store "${PEER_STORE[mpnet]}"
 rerank dl19 st-twinbert sentence-transformers --model models/twinbert --store "$STORES/dl19.float16"
@@ -121,7 +129,7 @@ step "benchmark: DL19, all 43 queries, one CPU thread, 100 candidates a query, o
 # the rerankers that take seconds a query (cross-encoder, ensemble, bi-encoder encoding passages per query) stop
 # after 20 s once 10 queries are timed (--budget, --min-queries); the rest get three passes
 rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
-    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --budget 20 --reranker identity --reranker twinbert \
+    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --budget 20 --reranker identity --reranker twinbert=models/twinbert --fusion none \
     --query-backend torch --query-backend torch-bf16 --query-backend onnx --query-backend onnx-int8 \
     "${BENCH_PEERS[@]}" --reranker "biencoder=minilm@${PEER_STORE[minilm]}" --reranker biencoder \
     --reranker cross-encoder --reranker ensemble=models/ensemble-msmarco.json --reference cross-encoder \
@@ -129,7 +137,7 @@ rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --colle
 
 step "student v2 against student v1 in one benchmark run (DL19, one thread)"
 rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
-    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --reranker identity --reranker twinbert \
+    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --reranker identity --reranker twinbert=models/twinbert --fusion none \
     --reranker "twinbert=models/twinbert-v2@stores/dl19.twinbert-v2" \
     --reranker "twinbert=models/twinbert-v2-asym@${PEER_STORE[mpnet]}" --query-backend onnx-int8 --query-backend torch \
     --output runs/bench-v2.dl19.json
@@ -139,14 +147,14 @@ rerank dl19 twinbert-v3 twinbert --model models/twinbert-v3 --store "${PEER_STOR
 rerank dl19 mpnet-int8-query biencoder --model mpnet --biencoder-backend onnx-int8 --store "${PEER_STORE[mpnet]}"
 # one run, one thread, all 43 queries x 100 candidates: v1 and v3 on int8 and float32 query towers, the peers
 rank bench --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
-    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --reranker identity --reranker twinbert \
+    --store "$STORES/dl19.float16" --threads 1 --repeats 3 --reranker identity --reranker twinbert=models/twinbert --fusion none \
     --reranker "twinbert=models/twinbert-v3@${PEER_STORE[mpnet]}" --query-backend onnx-int8 --query-backend torch \
     "${BENCH_PEERS[@]}" --reranker "biencoder[onnx-int8]=mpnet@${PEER_STORE[mpnet]}" --output runs/bench-v3.dl19.json
 
 step "serving: rank serve on a loopback port, closed-loop load at 1, 4, 16, 64 clients, by id and by text"
 SOAK=(); [ "$PROFILE" = full ] && SOAK=(--soak 300)  # full: 5 minutes at 32 clients, server memory before and after
 rank bench-serve --topics "${TOPICS[dl19]}" --candidates "${CANDIDATES[dl19]}" --collection "${TEXT[dl19]}" \
-    --store "$STORES/dl19.float16" --seconds 5 --mixed 300 "${SOAK[@]}" --output runs/bench-serve.dl19.json
+    --store "$STORES/dl19.float16" --model models/twinbert --seconds 5 --mixed 300 "${SOAK[@]}" --output runs/bench-serve.dl19.json
 
 step "RESULTS.md"
 rank report --spec scripts/results.toml --data "$DATA" --stores "$STORES" --output RESULTS.md --plot docs/results.png

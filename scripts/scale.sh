@@ -41,10 +41,10 @@ printf 'collection\tcommand\tpeak_rss_mb\tseconds\n' > "$OUT/memory.tsv"
 declare -A CORPUS=([x1]=$SF/corpus.jsonl [x10]=$OUT/corpus-x10.jsonl)
 for size in x1 x10; do
     measure "$size" index .venv/bin/rank index --collection "${CORPUS[$size]}" --index "$OUT/$size/index"
-    measure "$size" encode .venv/bin/rank encode --collection "${CORPUS[$size]}" --model "$OUT/model" \
+    measure "$size" encode .venv/bin/rank encode --no-windows --collection "${CORPUS[$size]}" --model "$OUT/model" \
         --store "$OUT/$size/store"
     measure "$size" "run (BM25 >> twinbert)" .venv/bin/rank run --topics "$SF/queries.jsonl" \
-        --judged-only "$SF/qrels/test.tsv" --index "$OUT/$size/index" --k 100 --reranker twinbert \
+        --judged-only "$SF/qrels/test.tsv" --index "$OUT/$size/index" --k 100 --reranker twinbert --fusion none \
         --model "$OUT/model" --store "$OUT/$size/store" --output "$OUT/$size/twinbert.trec"
 done
 echo "== $OUT/memory.tsv ($(( $(date +%s) - start )) s)"

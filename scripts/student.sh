@@ -42,7 +42,7 @@ declare -A STUDENT=([msmarco]=twinbert [scifact]=twinbert-scifact) STORE=([msmar
 declare -A COLLECTION=([msmarco]=$MS/passages/dl19.tsv [scifact]=$SF/corpus.jsonl)
 for c in msmarco scifact; do
     model=$MODELS/${STUDENT[$c]} store=$OUT/stores/${STORE[$c]}
-    [ -d "$store.float16" ] || rank encode --model "$model" --collection "${COLLECTION[$c]}" --store "$store.float16"
+    [ -d "$store.float16" ] || rank encode --no-windows --model "$model" --collection "${COLLECTION[$c]}" --store "$store.float16"
     [ -d "$store.int8" ] || rank encode --model "$model" --from-store "$store.float16" --dtype int8 \
         --store "$store.int8"
 done
@@ -56,7 +56,7 @@ V=$OUT/run/validation
 mkdir -p "$OUT/val"
 for c in msmarco scifact; do
     # shellcheck disable=SC2086
-    rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" ${TEXT[$c]} --reranker twinbert \
+    rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" ${TEXT[$c]} --reranker twinbert --fusion none \
         --model "$MODELS/${STUDENT[$c]}" --store "$OUT/stores/${STORE[$c]}.float16" --encode-missing \
         --output "$OUT/val/$c.twinbert.trec"
     rank ensemble --qrels "$V/$c.qrels.txt" --component "twinbert=${STUDENT[$c]}" --component identity \
@@ -68,9 +68,9 @@ test_runs() {
     local name=$1 store=$OUT/stores/$2 topics=$3 candidates=$4 qrels=$5 fusion=$MODELS/twinbert-bm25-$6.json
     local model=$MODELS/${STUDENT[$6]}
     shift 6
-    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --model "$model" \
+    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --fusion none --model "$model" \
         --store "$store.float16" --output "$RUNS/twinbert.$name.trec"
-    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --model "$model" \
+    rank run --topics "$topics" --candidates "$candidates" --reranker twinbert --fusion none --model "$model" \
         --store "$store.int8" --output "$OUT/twinbert-int8.$name.trec"
     rank fuse --ensemble "$fusion" --output "$RUNS/twinbert-bm25.$name.trec" "$RUNS/twinbert.$name.trec" "$candidates"
     rank evaluate --qrels "$qrels" --baseline "$candidates" "$candidates" "$@" \

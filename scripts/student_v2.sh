@@ -30,7 +30,7 @@ made() { [ -f "$1" ] && [ -f "$1.json" ]; }  # a run and its sidecar: done (both
 mpnet_store() {  # mpnet_store NAME ARGS...: an all-mpnet-base-v2 store (an interrupted encode resumes)
     local name=$1
     shift
-    [ -f "$S/$name/ranker.json" ] || rank encode --encoder biencoder --model mpnet --store "$S/$name" "$@"
+    [ -f "$S/$name/ranker.json" ] || rank encode --no-windows --encoder biencoder --model mpnet --store "$S/$name" "$@"
 }
 
 step "held-out validation queries and the distillation candidates (all 1,588 distillation queries x 20)"
@@ -110,9 +110,9 @@ ship "$v2_scifact" twinbert-v2-scifact
 
 step "test runs (DL19 and SciFact test, BM25 top-100; mpnet stores, and the symmetric students' own)"
 for run in student-sym student-sym-scifact; do  # a symmetric student's passage vectors are its own
-    [ -f "$S/dl19.$run/ranker.json" ] || rank encode --model "$OUT/$run/model" --collection "$MS/passages/dl19.tsv" \
+    [ -f "$S/dl19.$run/ranker.json" ] || rank encode --no-windows --model "$OUT/$run/model" --collection "$MS/passages/dl19.tsv" \
         --candidates "$MS/runs/bm25.dl19.top100.trec" --store "$S/dl19.$run"
-    [ -f "$S/scifact.$run/ranker.json" ] || rank encode --model "$OUT/$run/model" --collection "$SF/corpus.jsonl" \
+    [ -f "$S/scifact.$run/ranker.json" ] || rank encode --no-windows --model "$OUT/$run/model" --collection "$SF/corpus.jsonl" \
         --candidates runs/bm25.scifact-test.trec --store "$S/scifact.$run"
 done
 declare -A FOLDER=([twinbert-v2-aligned]=align-ms [twinbert-v2-asym]=${asym##*/} [twinbert-v2-res]=student-res
@@ -123,17 +123,17 @@ for name in "${!FOLDER[@]}"; do
     [ "$name" = mpnet-labels ] && backend=torch  # a 12-layer teacher: the PyTorch tower
     [[ $run = student-sym* ]] && dl19=$S/dl19.$run scifact=$S/scifact.$run
     [[ $name = *-scifact ]] || made "$RUNS/$name.dl19.trec" || rank run --topics "$MS/topics/dl19.tsv" \
-        --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert --model "$OUT/$run/model" \
+        --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert --fusion none --model "$OUT/$run/model" \
         --store "$dl19" --query-backend "$backend" --output "$RUNS/$name.dl19.trec"
     [ "$name" = mpnet-labels ] || made "$RUNS/$name.scifact-test.trec" || rank run --topics "$SF/queries.jsonl" \
-        --candidates runs/bm25.scifact-test.trec --reranker twinbert --model "$OUT/$run/model" \
+        --candidates runs/bm25.scifact-test.trec --reranker twinbert --fusion none --model "$OUT/$run/model" \
         --store "$scifact" --query-backend "$backend" --output "$RUNS/$name.scifact-test.trec"
 done
 ship "$OUT/mpnet-labels" mpnet-labels  # 220 MB: rebuilt here, never committed (.gitignore)
 
 step "teacher v2 by validation: the ensemble with the label-trained mpnet (cross-encoder, MiniLM, mpnet, it, BM25)"
 made "$OUT/runs/msmarco-val.mpnet-labels.trec" || rank run --topics "$V/msmarco.topics.tsv" \
-    --candidates "$V/msmarco.bm25.trec" --reranker twinbert --model "$OUT/mpnet-labels/model" \
+    --candidates "$V/msmarco.bm25.trec" --reranker twinbert --fusion none --model "$OUT/mpnet-labels/model" \
     --store "$S/msmarco-val.mpnet" --query-backend torch --output "$OUT/runs/msmarco-val.mpnet-labels.trec"
 # the other components' validation runs are scripts/mpnet.sh's
 rank ensemble --qrels "$V/msmarco.qrels.txt" --component cross-encoder=teacher --component biencoder \

@@ -39,7 +39,7 @@ step() { echo "== $* ($(( $(date +%s) - start )) s)"; }
 mpnet_store() {  # mpnet_store NAME ENCODE_OPTIONS...: an all-mpnet-base-v2 store under $S, through ONNX Runtime
     local name=$1
     shift
-    [ -f "$S/$name/ranker.json" ] || rank encode --encoder biencoder --model mpnet --backend onnx --threads 2 \
+    [ -f "$S/$name/ranker.json" ] || rank encode --no-windows --encoder biencoder --model mpnet --backend onnx --threads 2 \
         --store "$S/$name" "$@"
 }
 
@@ -136,7 +136,7 @@ pick_by_validation() {  # pick_by_validation RUN...: the run folder whose model 
         sum=0
         for c in msmarco scifact; do
             out=$OUT/val-runs/${run##*/}.$c.trec
-            made "$out" || rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" --reranker twinbert \
+            made "$out" || rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" --reranker twinbert --fusion none \
                 --model "$run/model" --store "$S/${VSTORE[$c]}" --output "$out" > /dev/null
             score=$(ndcg10 "$V/$c.qrels.txt" "$out")
             echo "   ${run##*/} $c validation nDCG@10 $score" >&2
@@ -152,11 +152,11 @@ ship "$pick" twinbert-v3
 
 step "DL19 (the committed mpnet store of its BM25 candidates) and SciFact test, zero-shot; agreement with mpnet"
 dl19_run() {  # dl19_run MODEL STEM: RUNS/STEM.dl19.trec, MODEL over DL19's BM25 top-100 (the committed mpnet store)
-    rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert \
+    rank run --topics "$MS/topics/dl19.tsv" --candidates "$MS/runs/bm25.dl19.top100.trec" --reranker twinbert --fusion none \
         --model "$1" --store stores/dl19.mpnet --output "$RUNS/$2.dl19.trec"
 }
 scifact_run() {  # scifact_run MODEL STEM: RUNS/STEM.scifact-test.trec, MODEL over SciFact test's BM25 top-100
-    rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert \
+    rank run --topics "$SF/queries.jsonl" --candidates runs/bm25.scifact-test.trec --reranker twinbert --fusion none \
         --model "$1" --store "$S/scifact.mpnet" --output "$RUNS/$2.scifact-test.trec"
 }
 dl19_run "$MODELS/twinbert-v3" twinbert-v3
@@ -204,7 +204,7 @@ scifact_run "$MODELS/twinbert-v3-scifact" twinbert-v3-scifact
 
 step "mpnet's first 3 layers (45 MB, over the cost budget), score-matched as above: both validation sets, test, latency"
 k3=$OUT/align-mpnet3
-[ -f "$S/dl19.twinbert/ranker.json" ] || rank encode --collection "$MS/passages/dl19.tsv" \
+[ -f "$S/dl19.twinbert/ranker.json" ] || rank encode --no-windows --model models/twinbert --collection "$MS/passages/dl19.tsv" \
     --candidates "$MS/runs/bm25.dl19.top100.trec" --store "$S/dl19.twinbert"  # v1's store of DL19's candidates
 rank distill --output "$OUT/distill-k3-mpnet-s1" --init "$k3/model" "${SCORE_MATCH[@]}"
 echo "validation pick from k = 3: $(pick_by_validation "$k3" "$OUT/distill-k3-mpnet-s1")"
