@@ -132,7 +132,7 @@ def test_the_command_line_shards_and_merges(setup, tmp_path):
     root, model, docs, _ = setup
     collection = tmp_path / "docs.tsv"
     collection.write_text("".join(f"{d}\t{' '.join(t.split())}\n" for d, t in docs[:50]))
-    common = ["--collection", collection, "--model", model.path, "--batch-size", 8, "--threads", 1]
+    common = ["--collection", collection, "--model", model.path, "--batch-size", 8, "--threads", 1, "--windows"]
     rank("encode", *common, "--store", tmp_path / "single")
     for i in range(2):
         rank("encode", *common, "--store", tmp_path / f"part{i}", "--shard", f"{i}/2")

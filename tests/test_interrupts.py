@@ -130,7 +130,7 @@ def test_sigterm_during_encode_leaves_a_store_that_resumes(tiny_model, data, tmp
     assert not store.exists() and (tmp_path / "store.partial").is_dir()
     finished = subprocess.run([sys.executable, "-m", "ranker", *map(str, args)], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
-    assert "5183 vectors" in finished.stdout
+    assert "5,183 vectors" in finished.stdout
 
 
 def test_sigint_during_run_leaves_no_output(data, tmp_path):

@@ -349,7 +349,8 @@ def test_sigterm_drains_and_exits_0_and_a_busy_port_fails_before_the_model_loads
     from ranker.serve.loadtest import ServerProcess
 
     store = str(dl19["root"] / "store")
-    with ServerProcess("--store", store) as running_server:
+    v1 = str(ROOT / "models" / "twinbert")  # the fixture's store is student v1's
+    with ServerProcess("--store", store, "--model", v1) as running_server:
         port = running_server.port
         busy = rank("serve", "--store", store, "--host", "127.0.0.1", "--port", port, check=False)
         assert busy.returncode == 2 and f"rank: error: cannot listen on 127.0.0.1:{port}" in busy.stderr
@@ -548,8 +549,8 @@ def test_a_load_test_refuses_other_addresses():
 def test_rank_bench_serve_reports_each_level(dl19, tmp_path):
     out = tmp_path / "bench.json"
     rank("bench-serve", "--topics", dl19["topics"], "--candidates", dl19["root"] / "candidates.trec", "--store",
-         dl19["root"] / "store", "--collection", dl19["collection"], "--concurrency", 1, "--concurrency", 4,
-         "--seconds", 1, "--output", out)
+         dl19["root"] / "store", "--model", ROOT / "models" / "twinbert", "--collection", dl19["collection"],
+         "--concurrency", 1, "--concurrency", 4, "--seconds", 1, "--output", out)
     results = json.loads(out.read_text())["results"]
     assert [(r["mode"], r["concurrency"]) for r in results] == [("id", 1), ("id", 4), ("text", 1), ("text", 4)]
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in results)

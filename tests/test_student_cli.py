@@ -110,7 +110,7 @@ def test_queries_cut_to_the_cap_are_counted_and_said(tiny, data):
     store = root / "store-cut"
     rank("encode", "--collection", root / "passages.tsv", "--store", store, "--model", model)
     common = ("run", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--reranker", "twinbert", "--model",
-              model, "--store", store, "--candidates", root / "cands.trec")
+              model, "--store", store, "--candidates", root / "cands.trec", "--fusion", "none")
     cut = rank(*common, "--query-max-length", 5, "--output", root / "cut.trec")
     stage = json.loads((root / "cut.trec.json").read_text())["pipeline"]["stages"][0]
     assert stage["query_max_length"] == 5 and stage["queries_truncated"] > 0
