@@ -79,7 +79,7 @@ try:
     for _ in range(2):
         cluster.add_node(num_cpus=1)
     build_store_ray(functools.partial(doc_encoder, "twinbert", sys.argv[1]), iter_docs(sys.argv[2]), sys.argv[3],
-                    batch_size=16, workers=2, threads=1, address=cluster.address)
+                    batch_size=16, workers=2, threads=1, address=cluster.address, windows=True)
 finally:
     cluster.shutdown()
 """
@@ -95,7 +95,7 @@ def collection(setup, tmp_path_factory):
     path = folder / "docs.tsv"
     path.write_text("".join(f"{d}\t{' '.join(t.split())}\n" for d, t in docs))
     rank("encode", "--collection", path, "--model", model.path, "--batch-size", 16, "--threads", 1,
-         "--store", folder / "single")
+         "--windows", "--store", folder / "single")
     return folder, path
 
 
@@ -109,7 +109,7 @@ def test_ray_with_two_workers_makes_the_single_store(setup, collection):
     root, model, _, _ = setup
     folder, path = collection
     rank("encode", "--engine", "ray", "--workers", 2, "--threads", 1, "--collection", path, "--model", model.path,
-         "--batch-size", 16, "--store", folder / "ray")
+         "--batch-size", 16, "--windows", "--store", folder / "ray")
     assert same_files(folder / "ray", folder / "single")
 
 
