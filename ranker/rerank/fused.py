@@ -38,7 +38,7 @@ FUSIONS = ("bm25", "none")
 DEFAULT_FUSION = "bm25"
 DEFAULT_STUDENT_WEIGHT = 0.75
 """The student's weight for a model that records none of its own: the weight validation picked for the default
-student (docs/experiments.md, "Lexical evidence kept")."""
+student (docs/experiments.md, "Your own collection")."""
 LEXICAL_SOURCES = ("first-stage", "index")
 
 
@@ -109,7 +109,7 @@ class FusedReranker(Reranker):
         lexical = self.lexical(queries, candidates)
         scored = time.perf_counter()
         fused = interpolate(lexical, neural, self.weight)
-        self.timing.update({k: v for k, v in getattr(self.reranker, "timing", {}).items()})
+        self.timing.update(getattr(self.reranker, "timing", {}))
         self.timing["bm25"] += scored - started
         self.timing["fusion"] += time.perf_counter() - scored
         return fused

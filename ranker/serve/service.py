@@ -60,6 +60,15 @@ class RerankService:
             from ranker.first_stage.bm25 import Bm25Config, Bm25Retriever
 
             self.retriever = Bm25Retriever(config.index, Bm25Config(threads=1))
+        self.fusion_weight = self._fusion_weight()
+        """The student's weight in ``/search``'s fusion with BM25 (read once); ``None`` with ``--fusion none``."""
+
+    def _fusion_weight(self) -> float | None:
+        from ranker.rerank.fused import model_weight
+
+        if self.config.fusion == "none":
+            return None
+        return model_weight(self.model.path) if self.config.fusion_weight is None else self.config.fusion_weight
 
     @property
     def model(self) -> TwinBert:
@@ -164,15 +173,6 @@ class RerankService:
             raise RankerError("this server has no index: start it with --index DIR for /search")
         hits = self.retriever.search({"q": Query("q", query)}, progress=False, k=depth)["q"]
         return [(h.docno, h.score, self.retriever.text(h.docno)) for h in hits]
-
-    @property
-    def fusion_weight(self) -> float | None:
-        """The student's weight in ``/search``'s fusion with BM25; ``None`` with ``--fusion none``."""
-        from ranker.rerank.fused import model_weight
-
-        if self.config.fusion == "none":
-            return None
-        return model_weight(self.model.path) if self.config.fusion_weight is None else self.config.fusion_weight
 
     def fused(self, logits: np.ndarray, bm25: Sequence[float]) -> list[float]:
         """``/search``'s scores: the student's logits fused with BM25's scores of the same hits by the rule
