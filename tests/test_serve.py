@@ -53,8 +53,9 @@ def running(config: ServeConfig, service=None) -> Iterator[Client]:
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config, service), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on", **server_options(config)))
+    app = create_app(config, service)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                           **server_options(config, app.state.metrics)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -228,7 +229,11 @@ GOOD = {"query": "what is durable medical equipment", "documents": ["a wheelchai
     ("/rerank", {"query": "x"}, 422, "texts"),
     ("/rerank", {"query": "x", "texts": [None]}, 422, "texts[0]"),
     ("/search?q=anything", None, 409, "index"),
-    ("/v1/rerank", b"[" * 100_000 + b"]" * 100_000, 400, "body"),
+    ("/v1/rerank", b"[" * 3_000 + b"]" * 3_000, 400, "body"),  # few values (under 3,100), too deep to parse
+    ("/v1/rerank", b"[" * 100_000 + b"]" * 100_000, 413, "body"),  # counted before parsing
+    ("/v1/rerank", b'{"query": "x", "documents": ["a"], "x": {%s}}' % b",".join(b'"k%d": 0' % i for i in range(4000)),
+     413, "body"),
+    ("/v1/rerank", {"query": "\u0000\ufeff\u0301", "documents": ["a"]}, 422, "query"),
     ("/v2/rerank", {"query": "x", "documents": [{"text": "a"}]}, 422, "documents[0]"),
     ("/v2/rerank", {"query": "x", "documents": ["a"], "top_n": 0}, 422, "top_n"),
 ])
@@ -383,6 +388,11 @@ class SlowService:
 
     def snapshot(self):
         return self.store
+
+    def reads_tokens(self, text):
+        return True
+
+    reloads = {}
 
     def locate(self, store, ids, texts):
         return list(range(len(ids)))

@@ -46,13 +46,24 @@ def serve(
         min=1, help="Largest request body, checked while it is read (then 413).")] = DEFAULT.max_body_bytes,
     read_timeout: Annotated[float, typer.Option(
         min=0.001, help="Seconds to wait for the next part of a body (then 408).")] = DEFAULT.read_timeout_s,
+    body_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds a whole body may take to arrive (then 408).")] = DEFAULT.body_timeout_s,
+    min_body_rate: Annotated[int, typer.Option(
+        min=0, help="Slowest body, bytes a second after the first two seconds (then 408; 0: no minimum).")
+    ] = DEFAULT.min_body_rate,
+    max_json_values: Annotated[int | None, typer.Option(
+        min=1, help="Most JSON values in a body, counted before parsing (then 413; default: 20 a document allowed).")
+    ] = None,
+    max_query_terms: Annotated[int, typer.Option(
+        min=1, help="Most words in a /search query, checked before BM25 (then 413).")] = DEFAULT.max_query_terms,
     keep_alive: Annotated[float, typer.Option(
         min=0.001, help="Seconds an idle keep-alive connection stays open.")] = DEFAULT.keep_alive_s,
     header_timeout: Annotated[float, typer.Option(
         min=0.001, help="Seconds a connection may take to send a request's headers (then closed).")
     ] = DEFAULT.header_timeout_s,
     max_connections: Annotated[int, typer.Option(
-        min=1, help="Most connections and requests at once (then 503).")] = DEFAULT.max_connections,
+        min=1, help="Connection slots; when all are taken, the one waiting longest without a request is closed "
+                    "for a new request (503 only when every slot is serving).")] = DEFAULT.max_connections,
     fusion: Annotated[str, typer.Option(
         help="/search: the student fused with BM25's score of the same hits (bm25, as rank run) or alone (none).")
     ] = DEFAULT.fusion,
@@ -79,6 +90,8 @@ def serve(
                          max_documents=max_documents, max_text_chars=max_text_chars, max_encode=max_encode,
                          threads=threads,
                          query_backend=query_backend, max_body_bytes=max_body_bytes, read_timeout_s=read_timeout,
+                         body_timeout_s=body_timeout, min_body_rate=min_body_rate, max_json_values=max_json_values,
+                         max_query_terms=max_query_terms,
                          keep_alive_s=keep_alive, header_timeout_s=header_timeout, max_connections=max_connections,
                          fusion=FusionConfig(fusion, fusion_weight).kind, fusion_weight=fusion_weight)
     import logging
@@ -90,8 +103,9 @@ def serve(
     import gc
 
     gc.freeze()  # the loaded model's objects move out of the collector's reach: full collections stay short
-    server = uvicorn.Server(uvicorn.Config(create_app(config, service), log_level="warning", access_log=False,
-                                           **server_options(config)))
+    app = create_app(config, service)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           **server_options(config, app.state.metrics)))
     try:
         server.run(sockets=[listener])
     except Interrupted:  # uvicorn drains, then re-raises the signal it caught: the documented stop

@@ -17,12 +17,13 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ranker.serve.config import ServeConfig
-from ranker.serve.errors import ApiError, parse_body
+from ranker.serve.errors import ApiError
 from ranker.serve.limits import BodyLimits
 from ranker.serve.metrics import Metrics
 from ranker.serve.page import SEARCH_PAGE
@@ -48,6 +49,7 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     """The app for ``config``; ``service`` (default: loaded from ``config`` at start-up) may be shared."""
     metrics = Metrics()
     scoring = Scoring(config, metrics)
+    metrics.count_store_reloads(lambda: scoring.service.reloads if scoring.service else {})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -58,7 +60,8 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     app = FastAPI(title="ranker", summary="TwinBERT reranking from cached passage vectors", lifespan=lifespan)
 
     # inside observe (registered next, so outermost): a body refused early is still counted and given an id
-    app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s)
+    app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s,
+                       body_timeout_s=config.body_timeout_s, min_rate=config.min_body_rate)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -68,14 +71,21 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
             response = await call_next(request)
         except ApiError as e:
             response = error_response(e, request)
+        except ClientDisconnect:  # nobody to answer: counted apart, never as a server error
+            evicted = getattr(request.state, "evicted", False)
+            status = 408 if evicted else 499
+            endpoint = _endpoint(request)
+            (metrics.requests.labels(endpoint, str(status)) if evicted else metrics.client_closed.labels(endpoint)).inc()
+            log.info("%s %s -> %d (request %s): %s", request.method, request.url.path, status, request_id,
+                     "closed to make room for another request" if evicted else "the client hung up")
+            return Response(status_code=status)
         except Exception as e:  # a fault of the server: one line with the request id, the traceback at debug level
             log.error("%s %s -> 500 (request %s): %s: %s", request.method, request.url.path, request_id,
                       type(e).__name__, (str(e).strip().splitlines() or [""])[0][:200])
             log.debug("request %s", request_id, exc_info=True)
             response = error_response(ApiError(500, "server", "internal error; the server log names this "
                                                               "request id"), request)
-        # by route template, never the raw path: unknown paths share one label (a scan cannot grow the scrape)
-        endpoint = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        endpoint = _endpoint(request)
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         response.headers["X-Request-Id"] = request_id
@@ -106,7 +116,7 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     @app.post("/v1/rerank", response_model=CohereRerankResponse)
     async def cohere_rerank(request: Request) -> JSONResponse:
         """Cohere's v1 rerank: ``relevance_score`` is sigmoid(logit) (``raw_scores: true``: the logit)."""
-        body = parse_body(await request.body(), CohereRerankRequest)
+        body = await scoring.parse(await request.body(), CohereRerankRequest)
         docs = [d if isinstance(d, DocumentObject) else DocumentObject(text=d) for d in body.documents]
         texts = ranked_texts(docs, body.rank_fields)
         by_id = not body.rank_fields or body.rank_fields == ["text"]  # else the fields named are what is ranked
@@ -119,20 +129,21 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     @app.post("/v2/rerank", response_model=CohereV2RerankResponse)
     async def cohere_rerank_v2(request: Request) -> JSONResponse:
         """Cohere's v2 rerank: documents are strings, results carry index and relevance_score."""
-        body = parse_body(await request.body(), CohereV2RerankRequest)
+        body = await scoring.parse(await request.body(), CohereV2RerankRequest)
         docs = [DocumentObject(text=d) for d in body.documents]
         return await scoring.cohere_results(body, docs, [None] * len(docs), list(body.documents), False)
 
     @app.post("/rerank", response_model=list[TeiResult])
     async def tei_rerank(request: Request) -> JSONResponse:
         """text-embeddings-inference's rerank: a list of ``{index, score}``, best first."""
-        body = parse_body(await request.body(), TeiRerankRequest)
+        body = await scoring.parse(await request.body(), TeiRerankRequest)
         logits, _, order = await scoring.rerank(body.query, [None] * len(body.texts), list(body.texts), "texts")
         shown = logits.astype(np.float64) if body.raw_scores else sigmoid(logits)
         return JSONResponse([{"index": i, "score": float(shown[i]), **({"text": body.texts[i]} if body.return_text
                                                                        else {})} for i in order])
 
     @app.get("/search", response_model=SearchResponse)
+    @app.head("/search", include_in_schema=False)
     @app.post("/search", response_model=SearchResponse, operation_id="search_post")
     async def search(q: str = "", k: int = 10, depth: int = 100) -> JSONResponse:
         """BM25 top ``depth`` over the index, reranked by the student fused with BM25 (``--fusion``, as ``rank run``);
@@ -144,10 +155,14 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
             raise ApiError(422, "depth", f"must be between 1 and {config.max_documents}, got {depth}")
         if not 1 <= k <= depth:
             raise ApiError(422, "k", f"must be between 1 and depth ({depth}), got {k}")
+        scoring.check_query(q, "q", words=True)  # before any retrieval: an over-long q costs nothing
         started, deadline = time.perf_counter(), time.monotonic() + config.timeout_s
         encoding = asyncio.ensure_future(scoring.query_vector(q, "q", deadline))  # the query tower runs while BM25
         try:
-            hits = await scoring.on_model_thread(service.bm25, q, depth)
+            hits = await asyncio.wait_for(scoring.bm25(q, depth), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            encoding.cancel()
+            raise ApiError(504, "q", f"BM25 did not answer within {config.timeout_s} s") from None
         except BaseException:
             encoding.cancel()
             raise
@@ -179,7 +194,9 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
             return JSONResponse({"status": "loading"}, 503)
         return JSONResponse(scoring.service.health())
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}})
+    @app.head("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -197,6 +214,11 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
     app.openapi = openapi
     app.state.metrics = metrics
     return app
+
+
+def _endpoint(request: Request) -> str:
+    """The route template, never the raw path: unknown paths share one label (a scan cannot grow the scrape)."""
+    return getattr(request.scope.get("route"), "path", None) or "unmatched"
 
 
 def _request_id(given: str | None) -> str:

@@ -3,9 +3,11 @@ means one thing.
 
 400 the body is not UTF-8 JSON (or nested too deeply to parse); 404 an unknown document id or path; 405 a method
 the path does not take; 408 a body that did not arrive in time; 409 an endpoint the server was started without
-(``/search`` needs ``--index``); 413 a request over the hard limits (the body's size is checked while it is read);
-422 a field with a wrong value; 500 a fault of the server (logged as one line with the request id); 503 the queue
-or the connections are full (with ``Retry-After``); 504 the request timed out.
+(``/search`` needs ``--index``); 413 a request over the hard limits (the body's size is checked while it is read,
+its count of JSON values before it is parsed); 422 a field with a wrong value; 431 request headers over h11's
+limit; 500 a fault of the server (logged as one line with the request id); 503 the queue or the connections are
+full (with ``Retry-After``); 504 the request timed out. A request whose client hung up is counted as 499 (nginx's
+convention), never answered.
 """
 
 from __future__ import annotations
@@ -28,16 +30,36 @@ class ApiError(Exception):
         return {"error": {**error, "request_id": request_id} if request_id else error}
 
 
-def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
-    """The request body as ``model``: UTF-8, then JSON, then the model's fields, each failure an :class:`ApiError`."""
+def parse_body(raw: bytes, model: type[BaseModel], max_values: int) -> Any:
+    """The request body as ``model``: UTF-8, then JSON of at most ``max_values`` values (counted on the bytes before
+    any is parsed: parsing costs by the value), then the model's fields, each failure an :class:`ApiError`."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ApiError(400, "body", f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    if (values := json_values(raw, max_values)) > max_values:
+        raise ApiError(413, "body", f"holds {values:,} or more JSON values (arrays, objects, keys, elements), over "
+                                    f"the limit of {max_values:,}")
     try:
         return _parse(text, model)
     except RecursionError:  # json, the surrogate walk or pydantic ran out of stack
         raise ApiError(400, "body", "JSON nested too deeply to parse") from None
+
+
+def json_values(raw: bytes, limit: int) -> int:
+    """How many values the JSON text ``raw`` holds at least, counted fast on its bytes: each array or object and
+    each separator outside strings, and each string. Exact enough to bound parsing work; stops counting (and
+    answers more than ``limit``) once the strings alone are over ``limit``."""
+    def structure(text: bytes) -> int:
+        return text.count(b",") + text.count(b"[") + text.count(b"{")
+
+    if structure(raw) <= limit:  # also counts what strings hold: an upper bound, enough for nearly every body
+        return structure(raw)
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped quotes do not end a string
+    strings = unescaped.count(b'"') // 2
+    if strings > limit:
+        return strings
+    return max(strings, structure(b"".join(unescaped.split(b'"')[::2])))  # outside strings only
 
 
 def _parse(text: str, model: type[BaseModel]) -> Any:

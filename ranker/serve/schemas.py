@@ -113,21 +113,45 @@ REQUESTS = {"/v1/rerank": CohereRerankRequest, "/v2/rerank": CohereV2RerankReque
 the model, each failure in the one error shape) and documented in ``/openapi.json`` by :func:`openapi_bodies`."""
 
 
+STATUSES = {
+    "400": "the body is not UTF-8 JSON, or is nested too deeply to parse",
+    "404": "a document id the embedding store lacks",
+    "408": "the body did not arrive in time (a stall, too slow, or over the body timeout)",
+    "409": "the server was started without --index",
+    "413": "over a hard limit: body bytes, JSON values, documents, text or query length, query words, texts to encode",
+    "422": "a field with a wrong value",
+    "500": "a fault of the server (its log names the request id)",
+    "503": "the query queue or the connection slots are full (Retry-After)",
+    "504": "not answered within --timeout",
+}
+"""What each error status means, as ``/openapi.json`` documents it (:mod:`ranker.serve.errors`)."""
+ROUTE_STATUSES = {"/v1/rerank": ("400", "404", "408", "413", "422", "500", "503", "504"),
+                  "/v2/rerank": ("400", "408", "413", "422", "500", "503", "504"),
+                  "/rerank": ("400", "408", "413", "422", "500", "503", "504"),
+                  "/search": ("409", "413", "422", "500", "503", "504")}
+
+
 def openapi_bodies(schema: dict) -> dict:
-    """``schema`` (FastAPI's OpenAPI document) with each route of :data:`REQUESTS` given its request body and the
-    error response, the models under ``components/schemas``."""
+    """``schema`` (FastAPI's OpenAPI document) with each route of :data:`REQUESTS` given its request body, and each
+    route of :data:`ROUTE_STATUSES` the error statuses it answers in the one shape (in place of FastAPI's own 422
+    shape, which this server never sends); the models under ``components/schemas``."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
     for model in (*REQUESTS.values(), ErrorResponse):
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(found.pop("$defs", {}))
         components[model.__name__] = found
-    error = {"description": "an error in the one shape", "content": {"application/json": {"schema": {
-        "$ref": "#/components/schemas/ErrorResponse"}}}}
     for path, model in REQUESTS.items():
-        operation = schema["paths"][path]["post"]
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
-            "$ref": f"#/components/schemas/{model.__name__}"}}}}
-        operation.setdefault("responses", {})["4XX"] = error
+        schema["paths"][path]["post"]["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    for path, statuses in ROUTE_STATUSES.items():
+        for operation in schema["paths"][path].values():
+            operation["responses"] = {**{s: r for s, r in operation.get("responses", {}).items()
+                                         if s.startswith("2")},
+                                      **{s: {"description": STATUSES[s], "content": {"application/json": {
+                                          "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+                                         for s in statuses}}
     return schema
 
 
@@ -135,6 +159,7 @@ class SearchHit(BaseModel):
     rank: int
     docno: str
     score: float
+    student_score: float
     bm25_rank: int
     bm25_score: float
     text: str

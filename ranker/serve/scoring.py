@@ -8,16 +8,19 @@ lifespan starts them); the routes in :mod:`ranker.serve.app` only adapt request 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from ranker.serve.batcher import QueryBatcher, QueueFull
 from ranker.serve.config import ServeConfig
-from ranker.serve.errors import ApiError
+from ranker.serve.errors import ApiError, parse_body
 from ranker.serve.metrics import Metrics
 from ranker.serve.schemas import CohereRerankRequest, CohereV2RerankRequest, DocumentObject
 from ranker.serve.service import Passages, RerankService
@@ -48,20 +51,28 @@ def ranked_texts(docs: list[DocumentObject], fields: list[str] | None) -> list[s
     return texts
 
 
+WORD = re.compile(r"\w+")
+
+
 class Scoring:
-    """The service a server runs, its model thread and query batcher, and the steps of a rerank request."""
+    """The service a server runs, its threads (model, BM25, body parsing) and query batcher, and the steps of a
+    rerank request."""
 
     def __init__(self, config: ServeConfig, metrics: Metrics):
         self.config, self.metrics = config, metrics
         self.service: RerankService | None = None
         self.executor: ThreadPoolExecutor | None = None
+        self.lexical: ThreadPoolExecutor | None = None
+        self.parser: ThreadPoolExecutor | None = None
         self.batcher: QueryBatcher | None = None
 
     def start(self, service: RerankService | None) -> None:
-        """Load the service (unless one is given), start the model thread and the batcher."""
+        """Load the service (unless one is given), start the threads and the batcher."""
         config = self.config
         self.service = service or RerankService(config)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ranker-model")
+        self.lexical = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ranker-bm25")
+        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ranker-parse")
         self.batcher = QueryBatcher(self._encode_queries, self.executor, config.max_batch,
                                     config.max_wait_ms, config.max_queue, self.metrics.batch.observe)
         self.batcher.start()
@@ -73,7 +84,8 @@ class Scoring:
 
     async def stop(self) -> None:
         await self.batcher.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self.executor, self.lexical, self.parser):
+            executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def loaded(self) -> bool:
@@ -83,13 +95,34 @@ class Scoring:
         """``function(*args)`` on the one model thread (model work never runs on the event loop)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
-    async def query_vector(self, text: str, field: str, deadline: float) -> np.ndarray:
-        """The query's vector, from a forward pass shared with the queries waiting beside it."""
+    async def parse(self, raw: bytes, model: type[BaseModel]) -> Any:
+        """The body as ``model`` (:func:`ranker.serve.errors.parse_body`), parsed on its own thread, never on the
+        event loop or the model thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.parser, parse_body, raw, model,
+                                                                self.config.json_values)
+
+    async def bm25(self, query: str, depth: int) -> list[tuple[str, float, str]]:
+        """BM25's top ``depth`` (:meth:`RerankService.bm25`) on the BM25 thread: lexical work never waits for
+        the model's, nor the model's for it."""
+        return await asyncio.get_running_loop().run_in_executor(self.lexical, self.service.bm25, query, depth)
+
+    def check_query(self, text: str, field: str, words: bool = False) -> None:
+        """Refuse a query with nothing the query tower reads (422), over the length limit, or (``words``: before
+        BM25) over the word limit (413)."""
         config = self.config
         if not text.strip():
             raise ApiError(422, field, "empty: a query needs some text")
         if len(text) > config.max_query_chars:
             raise ApiError(413, field, f"{len(text)} characters, more than the limit {config.max_query_chars}")
+        if words and (count := len(WORD.findall(text))) > config.max_query_terms:
+            raise ApiError(413, field, f"{count} words, more than the limit {config.max_query_terms}")
+        if not self.service.reads_tokens(text):
+            raise ApiError(422, field, "no text the query tower reads (only control characters, marks or the like)")
+
+    async def query_vector(self, text: str, field: str, deadline: float) -> np.ndarray:
+        """The query's vector, from a forward pass shared with the queries waiting beside it."""
+        config = self.config
+        self.check_query(text, field)
         try:
             return await self.batcher.submit(text, max(0.001, deadline - time.monotonic()))
         except QueueFull:
@@ -111,10 +144,12 @@ class Scoring:
                                                      f"{config.max_text_chars}")
 
     async def score(self, q: np.ndarray, ids: list[str | None], texts: list[str | None], field: str,
-                    deadline: float, store: EmbeddingStore | None = None) -> tuple[np.ndarray, Passages]:
+                    deadline: float, store: EmbeddingStore | None = None,
+                    cut_to: int | None = None) -> tuple[np.ndarray, Passages]:
         """Logits of the documents against the query vector, and where their vectors came from (one commit of the
         store: ``store``, or the last); unseen texts are encoded a batch a turn on the model thread, each turn
-        within what is left of the request's time."""
+        within what is left of the request's time. ``cut_to``: the texts were cut to this many tokens
+        (``max_tokens_per_doc``)."""
         config, service, metrics = self.config, self.service, self.metrics
         store = store or service.snapshot()
         try:
@@ -124,9 +159,10 @@ class Scoring:
             raise ApiError(404, f"{field}[{position}].id", f"{docno!r} is not in the embedding store") from None
         unseen = [texts[i] or "" for i, row in enumerate(rows) if row is None]
         if len(unseen) > config.max_encode:
+            advice = (f"texts cut by max_tokens_per_doc={cut_to} differ from the stored passages: leave it out "
+                      "to use their stored vectors" if cut_to else "add them to the store (rank encode --add)")
             raise ApiError(413, field, f"{len(unseen)} texts are not in the embedding store, more than the "
-                                       f"{config.max_encode} a request may encode: add them to the store "
-                                       "(rank encode --add)")
+                                       f"{config.max_encode} a request may encode: {advice}")
         started, parts = time.perf_counter(), []
         for start in range(0, len(unseen), config.encode_batch):  # one batch a turn: queries interleave
             turn = self.on_model_thread(service.encode_passages, unseen[start:start + config.encode_batch])
@@ -143,14 +179,14 @@ class Scoring:
         return logits, passages
 
     async def rerank(self, query: str, ids: list[str | None], texts: list[str | None],
-                     field: str) -> tuple[np.ndarray, Passages, list[int]]:
+                     field: str, cut_to: int | None = None) -> tuple[np.ndarray, Passages, list[int]]:
         """Check, encode and score one request's documents within ``--timeout`` (all of its model work);
         the logits, where the vectors came from, and the documents' positions best first
         (:func:`ranker.types.best_first`: ties by id, as ``rank run`` orders them, else as given)."""
         self.check_documents(ids, texts, field)
         deadline = time.monotonic() + self.config.timeout_s
         logits, passages = await self.score(await self.query_vector(query, "query", deadline), ids, texts, field,
-                                            deadline)
+                                            deadline, cut_to=cut_to)
         return logits, passages, best_first(logits.tolist(), ids)
 
     async def cohere_results(self, body: CohereRerankRequest | CohereV2RerankRequest, docs: list[DocumentObject],
@@ -161,10 +197,11 @@ class Scoring:
         if body.max_tokens_per_doc is not None and body.max_tokens_per_doc < 1:
             raise ApiError(422, "max_tokens_per_doc", f"must be at least 1, got {body.max_tokens_per_doc}")
         service, cap = self.service, body.max_tokens_per_doc
-        if cap is not None and cap < service.passage_tokens - 2:  # else the model reads no more than that anyway
+        cutting = cap is not None and cap < service.passage_tokens - 2  # else the model reads no more anyway
+        if cutting:
             self.check_documents(ids, texts, "documents")  # before cutting: the limits are on what was sent
             texts = await self.on_model_thread(service.cut, texts, cap)
-        logits, passages, order = await self.rerank(body.query, ids, texts, "documents")
+        logits, passages, order = await self.rerank(body.query, ids, texts, "documents", cap if cutting else None)
         shown = sigmoid(logits) if not body.raw_scores else logits.astype(np.float64)
         results = []
         for i in order[: body.top_n or len(docs)]:

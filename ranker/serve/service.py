@@ -1,7 +1,9 @@
 """What the server serves: the TwinBERT student, its embedding store and (for ``/search``) a BM25 index, loaded
 once; passages found by id or by the hash of their text, unseen texts encoded on the fly, counted. An edit of the
 store (``rank store add|delete|compact``) committed while the server runs is picked up by the next request
-(:meth:`RerankService.snapshot`); a request reads one commit from start to end.
+(:meth:`RerankService.snapshot`); a request reads one commit from start to end. A commit the server cannot serve (a
+store rebuilt by another model, damaged files) is refused as start-up would refuse it: the last good commit goes on
+answering, and ``/health`` says why.
 
 Every method here is plain, blocking library code (the HTTP layer runs it on one worker thread); scores are
 the student's raw logits, as ``rank run --reranker twinbert`` gives them.
@@ -11,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -21,7 +25,7 @@ from ranker.errors import RankerError
 from ranker.models.student import Student
 from ranker.models.twinbert import TwinBert
 from ranker.serve.config import ServeConfig
-from ranker.store.embeddings import EmbeddingStore
+from ranker.store.embeddings import EmbeddingStore, StoreMismatchError, commit_stamp
 from ranker.types import Query
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,13 @@ class RerankService:
             self.retriever = Bm25Retriever(config.index, Bm25Config(threads=1))
         self.fusion_weight = self._fusion_weight()
         """The student's weight in ``/search``'s fusion with BM25 (read once); ``None`` with ``--fusion none``."""
+        self.model_fingerprint = self.student.fingerprint
+        """The fingerprint of the passage side loaded (its store's, checked at start-up): every commit served has it."""
+        self.reloads: Counter[str] = Counter()
+        """Commits of the store met while serving, by outcome: ``loaded`` or ``refused``."""
+        self.refused: dict | None = None
+        """Why the store's last commit is not served (``None``: it is)."""
+        self._refused_stamp: tuple | None = None
 
     def _fusion_weight(self) -> float | None:
         from ranker.rerank.fused import model_weight
@@ -83,14 +94,41 @@ class RerankService:
         """Query vectors, one row per text (one forward pass), and how many texts were cut to the query cap."""
         return self.student.counted_query_vectors(texts)
 
+    def reads_tokens(self, text: str) -> bool:
+        """Whether the query tower's tokenizer finds any token in ``text`` (it drops control characters, a BOM,
+        lone combining marks: a query of only those would be scored as an empty one)."""
+        tokenizer = self.model.query_tower.tokenizer.backend_tokenizer
+        return bool(tokenizer.encode(text, add_special_tokens=False).ids)
+
     def snapshot(self) -> EmbeddingStore:
-        """The store's last commit (one ``stat`` when nothing changed); a commit that cannot be opened keeps the
-        one before, with a warning."""
+        """The store's last commit (one ``stat`` when nothing changed). A commit that cannot be opened, or was
+        built by another model than the one loaded, is refused (checked once per commit, one log line): the
+        commit served before goes on."""
         try:
-            self.student.store = self.store.current()
+            stamp = commit_stamp(self.store.path)
+        except OSError:  # the folder is gone for now (a rebuild): serve what is open
+            return self.store
+        if stamp in (self.store.stamp, self._refused_stamp):
+            return self.store
+        try:
+            store = EmbeddingStore.load(self.store.path)
+            if store.fingerprint != self.model_fingerprint:
+                raise StoreMismatchError(f"{store.path} was rebuilt by the model with fingerprint "
+                                         f"{store.fingerprint}, not the one served ({self.model_fingerprint})")
         except RankerError as e:
-            log.warning("%s: keeping the store as last opened (generation %d)", e, self.store.generation)
-        return self.store
+            self._refuse(stamp, e)
+            return self.store
+        self.student.store, self.refused, self._refused_stamp = store, None, None
+        self.reloads["loaded"] += 1
+        log.info("%s: serving its commit %d", store.path, store.generation)
+        return store
+
+    def _refuse(self, stamp: tuple, error: RankerError) -> None:
+        self._refused_stamp = stamp
+        self.reloads["refused"] += 1
+        self.refused = {"reason": str(error), "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "serving_generation": self.store.generation}
+        log.warning("%s; still serving the commit opened before (generation %d)", error, self.store.generation)
 
     def locate(self, store: EmbeddingStore, ids: Sequence[str | None],
                texts: Sequence[str | None]) -> list[int | None]:
@@ -190,11 +228,12 @@ class RerankService:
 
     def health(self) -> dict:
         store = self.snapshot()
-        return {"status": "ok", "model": str(self.model.path), "fingerprint": self.student.fingerprint,
+        return {"status": "ok", "model": str(self.model.path), "fingerprint": self.model_fingerprint,
                 "query_backend": self.student.query_encoder.backend,
                 "query_max_length": self.model.config.query_max_length,
                 "store": {"path": str(store.path), "passages": len(store), "dtype": store.dtype,
-                          "text_hashes": store.hashes is not None, "generation": store.generation},
+                          "text_hashes": store.hashes is not None, "generation": store.generation,
+                          "refused": self.refused},
                 "index": str(self.config.index) if self.config.index else None,
                 "search_fusion": {"fusion": self.config.fusion, "student_weight": self.fusion_weight},
                 "score": "relevance_score = sigmoid(logit); raw_scores: true gives the logit"}

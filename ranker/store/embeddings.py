@@ -170,13 +170,13 @@ class EmbeddingStore:
                     if partial_path(path).is_dir() else "")
             raise MissingInputError(f"{path}: no embedding store here{hint}")
         for attempt in range(LOAD_ATTEMPTS):
-            stamp = _stamp(path)
+            stamp = commit_stamp(path)
             meta = read_metadata(path, "embedding-store")
             try:
                 store = cls._open(path, meta, stamp)
                 break
             except (OSError, ValueError, UnicodeDecodeError, KeyError) as e:  # missing, truncated or foreign files
-                if attempt + 1 < LOAD_ATTEMPTS and _stamp(path) != stamp:
+                if attempt + 1 < LOAD_ATTEMPTS and commit_stamp(path) != stamp:
                     continue  # an edit committed while the files were opened: open its commit
                 raise RankerError(f"{path}: a damaged embedding store ({str(e).splitlines()[0]}): rebuild it "
                                   "with 'rank encode'") from None
@@ -205,15 +205,10 @@ class EmbeddingStore:
         return cls(path, meta, embeddings, scales, docnos, hashes, (docno_index, hash_index), stamp, docnos_file,
                    windows)
 
-    def current(self) -> EmbeddingStore:
-        """This store, or its last commit when an edit has committed since this one was opened (a server calls
-        it per request: one ``stat``)."""
-        try:
-            if _stamp(self.path) == self._stamp:
-                return self
-        except OSError:
-            return self
-        return EmbeddingStore.load(self.path)
+    @property
+    def stamp(self) -> tuple:
+        """The :func:`commit_stamp` of the commit this store opened (a server compares it per request)."""
+        return self._stamp
 
     @property
     def fingerprint(self) -> str:
@@ -337,7 +332,7 @@ class EmbeddingStore:
         return self.embeddings.nbytes + (0 if self.scales is None else self.scales.nbytes)
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
+def commit_stamp(path: Path) -> tuple[int, int, int]:
     """What changes when ``ranker.json`` is replaced (a commit): its inode, modification time and size."""
     found = os.stat(path / "ranker.json")
     return found.st_ino, found.st_mtime_ns, found.st_size
