@@ -30,10 +30,10 @@ QUERIES = ("1037798", "104861")  # two DL19 queries: their BM25 top-100 make the
 
 
 class Client:
-    """JSON over one keep-alive loopback connection."""
+    """JSON over a fresh loopback connection per call; ``server``: the uvicorn server, when started here."""
 
-    def __init__(self, port: int):
-        self.port = port
+    def __init__(self, port: int, server=None):
+        self.port, self.server = port, server
 
     def call(self, method: str, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, object, dict]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
@@ -64,7 +64,7 @@ def running(config: ServeConfig, service=None) -> Iterator[Client]:
             raise AssertionError("the server did not start")
         time.sleep(0.05)
     try:
-        yield Client(port)
+        yield Client(port, server)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

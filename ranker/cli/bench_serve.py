@@ -27,17 +27,32 @@ def bench_serve(
     mixed: Annotated[int, typer.Option(
         min=0, help="Then a mixed level: 1 client in 16 sends this many texts the store lacks (0: none), the other "
                     "15 the usual requests by id; their figures apart.")] = 0,
+    attack: Annotated[bool, typer.Option(
+        help="Then 15 clients without and with an attack: one client looping bodies costly to parse, one a 98 KB "
+             "/search query (with --index), and --trickle connections sending a body a byte every 5 s.")] = False,
+    trickle: Annotated[int, typer.Option(min=0, help="Trickling connections of --attack.")] = 512,
+    index: Annotated[Path | None, typer.Option(help="Lucene index for the server's /search (--attack uses it).")
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON.", callback=output_file)] = None,
 ) -> None:
     """p50/p95/p99 and requests/s per concurrency, documents by id and by text; errors counted."""
     import contextlib
+    import time
 
     from ranker.errors import RankerError
     from ranker.io.atomic import write_json
     from ranker.io.formats import read_run
     from ranker.io.sources import load_topics
     from ranker.io.texts import texts_for
-    from ranker.serve.loadtest import ServerProcess, closed_loop, mixed_loop, rerank_bodies, rss_mb, unseen_bodies
+    from ranker.serve.loadtest import (
+        Attack,
+        ServerProcess,
+        closed_loop,
+        mixed_loop,
+        rerank_bodies,
+        rss_mb,
+        unseen_bodies,
+    )
     from ranker.types import cutoff
 
     if (store is None) == (url is None):
@@ -50,24 +65,34 @@ def bench_serve(
     with contextlib.ExitStack() as stack:
         server = None
         if store is not None:
-            options = ["--store", str(store), "--threads", str(threads), *(["--model", model] if model else [])]
+            options = ["--store", str(store), "--threads", str(threads), *(["--model", model] if model else []),
+                       *(["--index", str(index)] if index else [])]
             server = stack.enter_context(ServerProcess(*options))
             url = server.url
         results = []
         for mode, bodies in modes.items():
             closed_loop(url, "/v1/rerank", bodies, 1, 1.0)  # warm-up
             for level in concurrency:
-                result = closed_loop(url, "/v1/rerank", bodies, level, seconds, mode)
-                results.append(result)
-                typer.echo(f"{mode:<4} c={level:<3} {result.requests_per_s:8.1f} req/s  p50 {result.p50_ms:7.2f}  "
-                           f"p95 {result.p95_ms:7.2f}  p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
+                results.append(_shown(closed_loop(url, "/v1/rerank", bodies, level, seconds, mode)))
         if mixed:
             heavy = unseen_bodies(queries, mixed)
-            for result in mixed_loop(url, "/v1/rerank", modes["id"], heavy, 16, 1, seconds):
-                results.append(result)
-                typer.echo(f"{result.mode} c={result.concurrency:<3} {result.requests_per_s:8.1f} req/s  p50 "
-                           f"{result.p50_ms:7.2f}  p95 {result.p95_ms:7.2f}  p99 {result.p99_ms:7.2f} ms  errors "
-                           f"{result.errors}")
+            results += map(_shown, mixed_loop(url, "/v1/rerank", modes["id"], heavy, 16, 1, seconds))
+        attacked = None
+        if attack:
+            calm = _shown(closed_loop(url, "/v1/rerank", modes["id"], 15, seconds, "no-attack"))
+            before = rss_mb(server.process.pid) if server else None
+            with Attack(url, trickle, search=index is not None) as hostile:
+                time.sleep(3)  # the trickling connections are all open
+                under = _shown(closed_loop(url, "/v1/rerank", modes["id"], 15, seconds, "under-attack"))
+            after = rss_mb(server.process.pid) if server else None
+            results += [calm, under]
+            ratio = under.p99_ms / calm.p99_ms
+            attacked = {"p99_ratio": round(ratio, 2), "trickle": trickle, "attackers": hostile.counts.statuses,
+                        "trickle_closed": hostile.counts.trickle_closed, "rss_mb_before": before,
+                        "rss_mb_after": after}
+            typer.echo(f"attack: p99 {ratio:.2f}x without it; attackers answered {hostile.counts.statuses}, "
+                       f"trickling connections closed {hostile.counts.trickle_closed} times; server memory "
+                       f"{before} -> {after} MB")
         soaked = None
         if soak:
             before = rss_mb(server.process.pid) if server else None
@@ -77,10 +102,20 @@ def bench_serve(
             growth = f"{100 * (after - before) / before:+.1f}%" if server else "not measured (--url)"
             typer.echo(f"soak c={soak_concurrency} {soak:.0f} s: {result.requests} requests, {result.errors} errors, "
                        f"p99 {result.p99_ms:.1f} ms, server memory {growth}")
-    failed = [r for r in [*results, *([result] if soak else [])] if r.errors]
-    if failed:
-        raise RankerError("the server answered errors, so no figure is reported: " + "; ".join(
-            f"{r.mode} c={r.concurrency}: {r.errors} of {sum(r.statuses.values())} ({r.statuses})" for r in failed))
     if output is not None:
         write_json(output, {"k": k, "threads": threads, "seconds": seconds, "mixed": mixed,
-                            "results": [r.as_dict() for r in results], "soak": soaked})
+                            "results": [r.as_dict() for r in results], "soak": soaked, "attack": attacked})
+    failed = [r for r in [*results, *([result] if soak else [])] if r.errors]
+    if failed:
+        raise RankerError("the server answered errors, so those levels have no latency figure: " + "; ".join(
+            f"{r.mode} c={r.concurrency}: {r.errors} of {sum(r.statuses.values())} ({r.statuses})" for r in failed))
+
+
+def _shown(result):
+    """``result`` (a :class:`ranker.serve.loadtest.LoadResult`), printed as one line: its latencies only when
+    every request was answered 2xx."""
+    figures = (f"{result.requests_per_s:8.1f} req/s  p50 {result.p50_ms:7.2f}  p95 {result.p95_ms:7.2f}  p99 "
+               f"{result.p99_ms:7.2f} ms  errors 0" if not result.errors else
+               f"errors {result.errors} of {sum(result.statuses.values())} {result.statuses}: no latency figure")
+    typer.echo(f"{result.mode:<4} c={result.concurrency:<3} {figures}")
+    return result

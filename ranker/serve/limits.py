@@ -33,6 +33,7 @@ import uuid
 from typing import Any
 
 import h11
+from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ranker.serve.config import ServeConfig
@@ -83,25 +84,31 @@ class BodyLimits:
 
     def _deadline(self, started: float, received: int, now: float) -> tuple[ApiError, float]:
         """The error a read that times out gets, and how long the next read may wait."""
-        waits = [(self.read_timeout_s, ApiError(408, "body", f"no part of the body arrived within "
-                                                             f"{self.read_timeout_s} s")),
-                 (started + self.body_timeout_s - now, ApiError(408, "body", f"the body did not all arrive within "
-                                                                         f"{self.body_timeout_s} s"))]
+        waits = [(self.read_timeout_s, _unread(408, f"no part of the body arrived within {self.read_timeout_s} s")),
+                 (started + self.body_timeout_s - now,
+                  _unread(408, f"the body did not all arrive within {self.body_timeout_s} s"))]
         if self.min_rate:
             waits.append((started + BODY_GRACE_S + received / self.min_rate - now,
-                          ApiError(408, "body", f"the body arrived slower than {self.min_rate:,} bytes a second")))
+                          _unread(408, f"the body arrived slower than {self.min_rate:,} bytes a second")))
         wait, error = min(waits, key=lambda w: w[0])
         return error, wait
 
     def _too_large(self, size: int) -> ApiError:
-        return ApiError(413, "body", f"{size:,} bytes or more, over the limit of {self.max_bytes:,} bytes")
+        return _unread(413, f"{size:,} bytes or more, over the limit of {self.max_bytes:,} bytes")
+
+
+def _unread(status: int, reason: str) -> ApiError:
+    """An error answered before the body was all read: the connection closes after it (the rest of the body would
+    otherwise hold it)."""
+    return ApiError(status, "body", reason, {"Connection": "close"})
 
 
 def error_bytes(error: ApiError, request_id: str | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """The one error shape as a body and its headers (the connection closes after it)."""
     body = json.dumps(error.body(request_id)).encode()
+    extra = {"connection": "close", **{k.lower(): v for k, v in error.headers.items()}}
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *((k.lower().encode(), v.encode()) for k, v in error.headers.items())]
+               *((k.encode(), v.encode()) for k, v in extra.items())]
     return body, headers
 
 
@@ -112,14 +119,21 @@ async def refuse(send: Any, error: ApiError, request_id: str | None) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class Slots:
+    """A server's request slots, shared by its connections: how many there are and how many are serving."""
+
+    def __init__(self, count: int):
+        self.count, self.serving = count, 0
+
+
 class GuardedProtocol(H11Protocol):
     """uvicorn's h11 protocol with a header timeout, connection slots that idle clients cannot hold, h11's refusals
     in the one error shape, and a grace on shutdown (see the module docstring)."""
 
-    def __init__(self, *args: Any, header_timeout_s: float, max_connections: int, shutdown_grace_s: float,
+    def __init__(self, *args: Any, header_timeout_s: float, slots: Slots, shutdown_grace_s: float,
                  metrics: Metrics | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.header_timeout_s, self.max_connections = header_timeout_s, max_connections
+        self.header_timeout_s, self.slots = header_timeout_s, slots
         self.shutdown_grace_s, self.metrics = shutdown_grace_s, metrics
         self.waiting_since = time.monotonic()
         """When this connection last began waiting for a request (opened, or answered its last)."""
@@ -147,7 +161,7 @@ class GuardedProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > self.slots.count:  # open connections stay about the slots' number
             self._make_room()
 
     def data_received(self, data: bytes) -> None:
@@ -156,8 +170,9 @@ class GuardedProtocol(H11Protocol):
         super().data_received(data)
         if self.cycle is not self._waiting_after:  # a new request's headers are in
             self._disarm()
-            if self._draining:
+            if self._draining and self.cycle.keep_alive:  # answered with Connection: close, then closed
                 self.cycle.keep_alive = False
+                self.scope["headers"].append(CLOSE_HEADER)  # uvicorn echoes a request's close in the response
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -169,18 +184,20 @@ class GuardedProtocol(H11Protocol):
         super().connection_lost(exc)
 
     # connection slots
-    def _evictable(self, now: float) -> bool:
-        """Whether this connection waits for a request or its body (no work of the server's is under way), and
-        has waited long enough to be closed for room."""
+    def _evictable(self, now: float, in_request: bool) -> bool:
+        """Whether this connection waits for a request or (``in_request``: only) for its body, with no work of the
+        server's under way, and has waited long enough to be closed for room."""
         cycle = self.cycle
-        waiting = cycle is None or cycle.response_complete or (cycle.more_body and not cycle.response_started)
+        sending_body = cycle is not None and cycle.more_body and not cycle.response_started
+        waiting = sending_body or (not in_request and (cycle is None or cycle.response_complete))
         return waiting and now - self.waiting_since > EVICT_AFTER_S and not self.transport.is_closing()
 
-    def _make_room(self) -> bool:
-        """Close the connection (not this one) that has waited longest without work under way; whether one was."""
+    def _make_room(self, in_request: bool = False) -> bool:
+        """Close the connection (not this one) that has waited longest without work under way (``in_request``: one
+        holding a request slot while its body trickles in); whether one was."""
         now = time.monotonic()
         candidates = [c for c in self.connections if c is not self and isinstance(c, GuardedProtocol)
-                      and c._evictable(now)]
+                      and c._evictable(now, in_request)]
         if not candidates:
             return False
         oldest = min(candidates, key=lambda c: c.waiting_since)
@@ -194,14 +211,18 @@ class GuardedProtocol(H11Protocol):
 
     async def _admit(self, scope: dict, receive: Any, send: Any) -> None:
         """The app for a request that has a slot (one is made if need be), else the 503 of :meth:`_busy`."""
-        full = len(self.connections) > self.max_connections or len(self.tasks) > self.max_connections
-        if full and not self._make_room():
+        slots = self.slots
+        if slots.serving >= slots.count and not self._make_room(in_request=True):
             return await self._busy(send)
-        await self._app(scope, receive, send)
+        slots.serving += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            slots.serving -= 1
 
     async def _busy(self, send: Any) -> None:
         """The answer when every slot does work: 503 with ``Retry-After``, in the one error shape."""
-        error = ApiError(503, "connection", f"all {self.max_connections} connection slots are serving requests: "
+        error = ApiError(503, "connection", f"all {self.slots.count} connection slots are serving requests: "
                                             "retry shortly", {"Retry-After": "1"})
         request_id = uuid.uuid4().hex
         body, headers = error_bytes(error, request_id)
@@ -252,6 +273,6 @@ def server_options(config: ServeConfig, metrics: Metrics | None = None) -> dict[
     """uvicorn settings for ``config``: the guarded protocol (its evictions and refusals counted in ``metrics``)
     and the keep-alive timeout."""
     return {"http": functools.partial(GuardedProtocol, header_timeout_s=config.header_timeout_s,
-                                      max_connections=config.max_connections,
+                                      slots=Slots(config.max_connections),
                                       shutdown_grace_s=min(1.0, config.keep_alive_s), metrics=metrics),
             "timeout_keep_alive": config.keep_alive_s}

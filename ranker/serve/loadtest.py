@@ -6,10 +6,14 @@ from send to the last byte read; status codes are counted, 5xx and connection fa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import ipaddress
 import json
+import random
 import socket
+import string
 import subprocess
 import sys
 import threading
@@ -131,6 +135,116 @@ def _summary(path: str, mode: str, concurrency: int, runs: Sequence[tuple[list[f
     p50, p95, p99 = (float(np.percentile(ms, q)) if len(ms) else float("nan") for q in (50, 95, 99))
     return LoadResult(path, mode, concurrency, round(elapsed, 2), len(ms), round(len(ms) / elapsed, 1),
                       round(p50, 3), round(p95, 3), round(p99, 3), errors, counts)
+
+
+def nested_body(lists: int = 100_000, depth: int = 20) -> bytes:
+    """A rerank body whose unknown field holds ``lists`` lists nested ``depth`` deep (4.3 MB by default): cheap to
+    send, costly to parse."""
+    nested: object = 0
+    for _ in range(depth):
+        nested = [nested]
+    return json.dumps({"query": "q", "documents": ["a"], "x": [nested] * lists}).encode()
+
+
+def many_keys_body(keys: int = 1_000_000) -> bytes:
+    """A rerank body whose unknown field is an object of ``keys`` keys (14 MB by default)."""
+    return json.dumps({"query": "q", "documents": ["a"], "x": {f"k{i}": 0 for i in range(keys)}}).encode()
+
+
+def long_search_query(words: int = 14_000, seed: int = 0) -> str:
+    """``words`` distinct-looking random 6-letter words (a 98 KB query by default)."""
+    pick = random.Random(seed)
+    return " ".join("".join(pick.choices(string.ascii_lowercase, k=6)) for _ in range(words))
+
+
+@dataclass
+class AttackCounts:
+    """What the attackers met: answers by status per kind, and how often a trickling connection was closed."""
+
+    statuses: dict[str, dict[str, int]] = field(default_factory=dict)
+    trickle_closed: int = 0
+
+    def count(self, kind: str, status: str) -> None:
+        kinds = self.statuses.setdefault(kind, {})
+        kinds[status] = kinds.get(status, 0) + 1
+
+
+class Attack:
+    """Hostile clients against a loopback server while it is in effect (a context manager): one client loops
+    oversized-to-parse bodies (:func:`nested_body`, :func:`many_keys_body`) on ``/v1/rerank``, one (with
+    ``search``) loops a 98 KB ``/search`` query, and ``trickle`` connections each send a body one byte every
+    ``trickle_every_s`` (reconnecting when closed)."""
+
+    def __init__(self, url: str, trickle: int = 512, search: bool = False, trickle_every_s: float = 5.0):
+        self.host, self.port = loopback(url)
+        self.trickle, self.search, self.trickle_every_s = trickle, search, trickle_every_s
+        self.counts = AttackCounts()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> Attack:
+        bodies = [nested_body(), many_keys_body()]
+        loops = [("parse", lambda i: ("POST", "/v1/rerank", bodies[i % 2]))]
+        if self.search:
+            path = "/search?q=" + long_search_query().replace(" ", "+")
+            loops.append(("search", lambda i: ("GET", path, None)))
+        self._threads = [threading.Thread(target=self._loop, args=loop, daemon=True) for loop in loops]
+        self._threads.append(threading.Thread(target=lambda: asyncio.run(self._trickle()), daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _loop(self, kind: str, request) -> None:
+        i = 0
+        while not self._stop.is_set():
+            method, path, body = request(i)
+            i += 1
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+            try:
+                connection.request(method, path, body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                self.counts.count(kind, str(response.status))
+            except (OSError, http.client.HTTPException):
+                self.counts.count(kind, "failed")
+            finally:
+                connection.close()
+
+    async def _trickle(self) -> None:
+        head = (b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n")
+
+        async def one(n: int) -> None:
+            await asyncio.sleep(n * 0.002)  # connections open over a second, not all in one burst
+            while not self._stop.is_set():
+                with contextlib.suppress(OSError):
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
+                    writer.write(head)
+                    while not self._stop.is_set():
+                        writer.write(b"{")
+                        await writer.drain()
+                        with contextlib.suppress(TimeoutError):
+                            if await asyncio.wait_for(reader.read(1), self.trickle_every_s) == b"":
+                                break  # closed by the server
+                            break  # answered (408): the server ends it
+                    writer.close()
+                    self.counts.trickle_closed += 1
+                await asyncio.sleep(0.05)
+
+        async def watch() -> None:
+            while not self._stop.is_set():
+                await asyncio.sleep(0.1)
+
+        tasks = [asyncio.ensure_future(one(n)) for n in range(self.trickle)]
+        await watch()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def rss_mb(pid: int) -> float:
