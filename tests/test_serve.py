@@ -55,7 +55,7 @@ def running(config: ServeConfig, service=None) -> Iterator[Client]:
     port = free_port()
     app = create_app(config, service)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                                           **server_options(config, app.state.metrics)))
+                                           **server_options(config, app)))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -271,7 +271,7 @@ def test_a_server_fault_is_one_json_error_and_one_log_line_with_the_request_id(s
     assert 'endpoint="/v1/rerank",status="500"' in text
 
 
-def test_unseen_texts_are_encoded_in_turns_within_a_budget_and_the_timeout(dl19, service):
+def test_unseen_texts_are_encoded_in_turns_within_a_budget_and_the_timeout(dl19, service, monkeypatch):
     """Over --max-encode unseen texts is a 413; a request encoding many shares the model thread (a small request
     sent after it is answered first); past --timeout its encoding stops with a 504."""
     texts = [f"{t} (edited)" for t in dl19["texts"].values()][:96]  # none of them in the store
@@ -293,9 +293,14 @@ def test_unseen_texts_are_encoded_in_turns_within_a_budget_and_the_timeout(dl19,
         send("small", stored)
         big.join()
         assert done["small"] < done["big"]
+    batches = []
+    monkeypatch.setattr(service, "encode_passages", lambda texts, run=service.encode_passages: (
+        batches.append(len(texts)), run(texts))[1])
     with running(dataclasses.replace(config, timeout_s=0.3), service) as client:
         status, error, _ = client.call("POST", "/v1/rerank", {**query, "documents": texts})
         assert status == 504 and error["error"]["field"] == "documents"
+        time.sleep(2)  # the batch under way when time ran out finishes; no other is started
+        assert 1 <= len(batches) < len(texts) // 8
         assert client.call("POST", "/v1/rerank", stored)[0] == 200
 
 

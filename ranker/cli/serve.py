@@ -49,7 +49,7 @@ def serve(
     body_timeout: Annotated[float, typer.Option(
         min=0.001, help="Seconds a whole body may take to arrive (then 408).")] = DEFAULT.body_timeout_s,
     min_body_rate: Annotated[int, typer.Option(
-        min=0, help="Slowest body, bytes a second after the first two seconds (then 408; 0: no minimum).")
+        min=0, help="Slowest body, bytes a second after its first five seconds (then 408; 0: no minimum).")
     ] = DEFAULT.min_body_rate,
     max_json_values: Annotated[int | None, typer.Option(
         min=1, help="Most JSON values in a body, counted before parsing (then 413; default: 20 a document allowed).")
@@ -105,7 +105,7 @@ def serve(
     gc.freeze()  # the loaded model's objects move out of the collector's reach: full collections stay short
     app = create_app(config, service)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           **server_options(config, app.state.metrics)))
+                                           **server_options(config, app)))
     try:
         server.run(sockets=[listener])
     except Interrupted:  # uvicorn drains, then re-raises the signal it caught: the documented stop

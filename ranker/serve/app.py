@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -20,11 +19,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from ranker.serve.config import ServeConfig
-from ranker.serve.errors import ApiError
-from ranker.serve.limits import BodyLimits
+from ranker.serve.errors import ApiError, request_id_of
 from ranker.serve.metrics import Metrics
 from ranker.serve.page import SEARCH_PAGE
 from ranker.serve.schemas import (
@@ -59,26 +56,14 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
 
     app = FastAPI(title="ranker", summary="TwinBERT reranking from cached passage vectors", lifespan=lifespan)
 
-    # inside observe (registered next, so outermost): a body refused early is still counted and given an id
-    app.add_middleware(BodyLimits, max_bytes=config.max_body_bytes, read_timeout_s=config.read_timeout_s,
-                       body_timeout_s=config.body_timeout_s, min_rate=config.min_body_rate)
-
     @app.middleware("http")
     async def observe(request: Request, call_next):
         started = time.perf_counter()
-        request.state.request_id = request_id = _request_id(request.headers.get("x-request-id"))
+        request.state.request_id = request_id = request_id_of(request.headers.get("x-request-id"))
         try:
             response = await call_next(request)
         except ApiError as e:
             response = error_response(e, request)
-        except ClientDisconnect:  # nobody to answer: counted apart, never as a server error
-            evicted = getattr(request.state, "evicted", False)
-            status = 408 if evicted else 499
-            endpoint = _endpoint(request)
-            (metrics.requests.labels(endpoint, str(status)) if evicted else metrics.client_closed.labels(endpoint)).inc()
-            log.info("%s %s -> %d (request %s): %s", request.method, request.url.path, status, request_id,
-                     "closed to make room for another request" if evicted else "the client hung up")
-            return Response(status_code=status)
         except Exception as e:  # a fault of the server: one line with the request id, the traceback at debug level
             log.error("%s %s -> 500 (request %s): %s: %s", request.method, request.url.path, request_id,
                       type(e).__name__, (str(e).strip().splitlines() or [""])[0][:200])
@@ -219,10 +204,3 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
 def _endpoint(request: Request) -> str:
     """The route template, never the raw path: unknown paths share one label (a scan cannot grow the scrape)."""
     return getattr(request.scope.get("route"), "path", None) or "unmatched"
-
-
-def _request_id(given: str | None) -> str:
-    """The client's ``X-Request-Id`` when it is a short printable token, else a new one."""
-    if given and len(given) <= 64 and given.isascii() and given.isprintable() and " " not in given:
-        return given
-    return uuid.uuid4().hex

@@ -36,14 +36,14 @@ class ServeConfig:
         max_body_bytes: Largest request body (413 above; checked by ``Content-Length`` and while it streams in).
         read_timeout_s: Longest wait for the next part of a body (408 after).
         body_timeout_s: Longest a whole body may take to arrive (408 after).
-        min_body_rate: Slowest a body may arrive, in bytes a second, once two seconds have passed (408 below; 0: no
+        min_body_rate: Slowest a body may arrive, in bytes a second, once five seconds have passed (408 below; 0: no
             minimum).
         keep_alive_s: An idle keep-alive connection is closed after this long.
         header_timeout_s: A connection whose request line and headers have not all arrived this long after it
             opened (or after its previous response) is closed.
-        max_connections: Connection slots. When all are taken, a new request closes the connection that has waited
-            longest without a request in progress (silent, idle or sending its body slowly); only when every slot
-            is serving is it answered 503 with ``Retry-After``.
+        max_connections: Most open connections. A request arriving with more open closes the connection that has
+            waited longest without a request at work (silent, idle, or sending its body slowly); only when none
+            can be closed is it answered 503 with ``Retry-After``. Keep it under the process's file limit.
         fusion: ``/search``'s ranking: ``bm25`` (the student's score fused with BM25's, as ``rank run``) or
             ``none`` (the student alone); the rerank routes score the texts they are sent with the student alone.
         fusion_weight: The student's weight in the fusion; ``None``: the model's own (:mod:`ranker.rerank.fused`).
@@ -73,7 +73,7 @@ class ServeConfig:
     min_body_rate: int = 1024
     keep_alive_s: float = 5.0
     header_timeout_s: float = 10.0
-    max_connections: int = 512
+    max_connections: int = 1024
     fusion: str = "bm25"
     fusion_weight: float | None = None
 

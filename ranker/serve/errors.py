@@ -13,6 +13,7 @@ convention), never answered.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -30,36 +31,59 @@ class ApiError(Exception):
         return {"error": {**error, "request_id": request_id} if request_id else error}
 
 
-def parse_body(raw: bytes, model: type[BaseModel], max_values: int) -> Any:
-    """The request body as ``model``: UTF-8, then JSON of at most ``max_values`` values (counted on the bytes before
-    any is parsed: parsing costs by the value), then the model's fields, each failure an :class:`ApiError`."""
+def request_id_of(given: str | None) -> str:
+    """The client's ``X-Request-Id`` when it is a short printable token, else a new one."""
+    if given and len(given) <= 64 and given.isascii() and given.isprintable() and " " not in given:
+        return given
+    return uuid.uuid4().hex
+
+
+def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
+    """The request body as ``model``: UTF-8, then JSON, then the model's fields, each failure an :class:`ApiError`.
+    (Its size and count of JSON values were bounded while it arrived: :mod:`ranker.serve.limits`.)"""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ApiError(400, "body", f"not UTF-8 ({e.reason} at byte {e.start})") from None
-    if (values := json_values(raw, max_values)) > max_values:
-        raise ApiError(413, "body", f"holds {values:,} or more JSON values (arrays, objects, keys, elements), over "
-                                    f"the limit of {max_values:,}")
     try:
         return _parse(text, model)
     except RecursionError:  # json, the surrogate walk or pydantic ran out of stack
         raise ApiError(400, "body", "JSON nested too deeply to parse") from None
 
 
-def json_values(raw: bytes, limit: int) -> int:
-    """How many values the JSON text ``raw`` holds at least, counted fast on its bytes: each array or object and
-    each separator outside strings, and each string. Exact enough to bound parsing work; stops counting (and
-    answers more than ``limit``) once the strings alone are over ``limit``."""
-    def structure(text: bytes) -> int:
-        return text.count(b",") + text.count(b"[") + text.count(b"{")
+class JsonValues:
+    """How many values a JSON text holds, counted on its bytes part by part as they arrive, before any is parsed
+    (parsing costs by the value): each array, object and separator outside strings, and each string. Counting stops
+    once the strings alone are over ``limit``, so a body of many keys costs a few byte scans."""
 
-    if structure(raw) <= limit:  # also counts what strings hold: an upper bound, enough for nearly every body
-        return structure(raw)
-    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped quotes do not end a string
-    strings = unescaped.count(b'"') // 2
-    if strings > limit:
-        return strings
-    return max(strings, structure(b"".join(unescaped.split(b'"')[::2])))  # outside strings only
+    def __init__(self, limit: int):
+        self.limit, self.outside, self.strings = limit, 0, 0
+        self._in_string, self._escaped = False, False
+
+    @property
+    def values(self) -> int:
+        return max(self.outside, self.strings)
+
+    @property
+    def over(self) -> bool:
+        return self.values > self.limit
+
+    def feed(self, part: bytes) -> None:
+        """Count the next part of the text."""
+        if self._escaped:  # the last part ended on a backslash: this part's first byte is escaped
+            part, self._escaped = part[1:], False
+        if self.over:
+            return
+        if (len(part) - len(part.rstrip(b"\\"))) % 2:  # an odd run of backslashes at the end escapes what follows
+            part, self._escaped = part[:-1], True
+        part = part.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped quotes do not end a string
+        quotes = part.count(b'"')
+        self.strings += (quotes + self._in_string) // 2
+        if self.over:
+            return
+        pieces = part.split(b'"') if quotes else [part]
+        self.outside += sum(p.count(b",") + p.count(b"[") + p.count(b"{") for p in pieces[self._in_string::2])
+        self._in_string ^= quotes % 2 == 1
 
 
 def _parse(text: str, model: type[BaseModel]) -> Any:

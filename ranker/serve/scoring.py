@@ -98,8 +98,7 @@ class Scoring:
     async def parse(self, raw: bytes, model: type[BaseModel]) -> Any:
         """The body as ``model`` (:func:`ranker.serve.errors.parse_body`), parsed on its own thread, never on the
         event loop or the model thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.parser, parse_body, raw, model,
-                                                                self.config.json_values)
+        return await asyncio.get_running_loop().run_in_executor(self.parser, parse_body, raw, model)
 
     async def bm25(self, query: str, depth: int) -> list[tuple[str, float, str]]:
         """BM25's top ``depth`` (:meth:`RerankService.bm25`) on the BM25 thread: lexical work never waits for

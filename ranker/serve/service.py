@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import torch
@@ -126,7 +126,7 @@ class RerankService:
     def _refuse(self, stamp: tuple, error: RankerError) -> None:
         self._refused_stamp = stamp
         self.reloads["refused"] += 1
-        self.refused = {"reason": str(error), "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        self.refused = {"reason": str(error), "since": datetime.now(UTC).isoformat(timespec="seconds"),
                         "serving_generation": self.store.generation}
         log.warning("%s; still serving the commit opened before (generation %d)", error, self.store.generation)
 
