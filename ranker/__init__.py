@@ -17,6 +17,7 @@ from ranker.errors import FormatError, MissingInputError, RankerError
 from ranker.io.artifact import ARTIFACTS, artifact_type
 from ranker.io.formats import iter_collection, read_collection, read_qrels, read_run, read_topics, write_run
 from ranker.io.sources import iter_docs, load_qrels, load_topics
+from ranker.models.loading import resolve_model
 from ranker.pipeline import Cutoff, Identity, Reranker, Stage
 from ranker.rerank.registry import RERANKERS, RerankerConfig, make_reranker
 from ranker.types import FIRST_RANK, Doc, Qrel, Query, Ranking, ScoredDoc, sort_ranking
@@ -35,8 +36,9 @@ def load(path: str | Path) -> Any:
 
     A cross-encoder or TwinBERT folder gives the model, an embedding store the store, a BM25 index its
     retriever, a teacher-score cache its scores (a DataFrame), an ensemble file its description, an exported
-    query graph its ONNX Runtime session.
+    query graph its ONNX Runtime session. A shipped model may be named alone (``ranker.load("twinbert-v2")``).
     """
+    path = resolve_model(path)
     module, attribute = ARTIFACTS[artifact_type(path)][0].split(":")
     target: Any = importlib.import_module(module)
     for part in attribute.split("."):

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ranker.io import formats
+
 from .conftest import FIXTURES, ROOT, assert_input_error, rank
 
 SHIPPED = ROOT / "models"
@@ -117,6 +119,23 @@ def test_outputs_are_checked_before_any_work(work, tmp_path):
                             "--store", blocker, check=False), "is a file, not a folder")
 
 
+@pytest.mark.parametrize("inside", ["store/ranker.json", "store/new.trec", "index/segments_1"])
+def test_an_output_inside_a_store_or_index_is_refused_and_leaves_it_whole(work, tmp_path, inside):
+    """``--output S/ranker.json`` would replace the store's commit record, ``X/segments_1`` Lucene's: any file
+    inside an artifact's folder is refused before any work."""
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "segments_1").write_bytes(b"lucene")
+    folders = {"store": work / "store", "index": index}
+    target = folders[inside.split("/")[0]] / inside.split("/")[1]
+    before = {p: p.read_bytes() for folder in folders.values() for p in folder.iterdir() if p.is_file()}
+    assert_input_error(rerank(work, "--reranker", "twinbert", "--model", work / "student", "--store",
+                              work / "store", output=target), "the folder of a store, an index or a model")
+    assert_input_error(rank("evaluate", "--qrels", FIXTURES / "qrels.txt", work / "run.trec", "--per-query", target,
+                            check=False), "the folder of a store, an index or a model")
+    assert {p: p.read_bytes() for folder in folders.values() for p in folder.iterdir() if p.is_file()} == before
+
+
 @pytest.mark.parametrize("artifact, case, fragment", [
     ("student", dict(remove="head.safetensors"), "cannot load the model"),
     ("student", dict(remove="doc_encoder/model.safetensors"), "cannot load the model"),
@@ -205,3 +224,36 @@ def test_a_small_encode_commits_its_rows_while_it_runs(work, tmp_path, monkeypat
     whole = stores.build_store(model, [(f"p{i}", f"passage {i}") for i in range(50)], tmp_path / "w",
                                batch_size=8, progress=False)
     assert np.array_equal(resumed.embeddings, whole.embeddings) and resumed.docnos == whole.docnos
+
+
+@pytest.mark.parametrize("command, option, value", [
+    ("distill", "--temperature", "nan"), ("distill", "--temperature", "0"), ("distill", "--lr", "nan"),
+    ("distill", "--cos-scale", "nan"), ("distill", "--max-minutes", "-1"), ("distill", "--label-weight", "nan"),
+    ("align", "--lr", "-0.1"), ("train-teacher", "--head-lr", "inf"), ("train-teacher", "--segment-bias", "nan"),
+])
+def test_a_training_hyperparameter_that_cannot_train_is_refused_before_any_work(command, option, value, tmp_path):
+    """NaN, 0 or a negative number would train to a NaN loss, exit 0 and write an untrained model."""
+    result = rank(command, "--output", tmp_path / "run", option, value, check=False)
+    assert_input_error(result, option, "finite number")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_subset_of_the_topics_runs_over_the_full_candidate_run(work, tmp_path):
+    """``--queries N`` and ``--qids FILE`` rank part of the topics; the candidates may hold every topic's (only
+    a query in no topic is an error), and the sidecar says how many of the topics ran."""
+    first = tmp_path / "first.trec"
+    rank("run", "--topics", FIXTURES / "topics.tsv", "--candidates", work / "run.trec", "--queries", 1,
+         "--output", first)
+    assert set(formats.read_run(first)) == {"q1"}
+    assert json.loads((tmp_path / "first.trec.json").read_text())["queries"] == 1
+    qids = tmp_path / "qids.txt"
+    qids.write_text("q2\n")
+    named = tmp_path / "named.trec"
+    rank("run", "--topics", FIXTURES / "topics.tsv", "--candidates", work / "run.trec", "--qids", qids,
+         "--output", named)
+    assert set(formats.read_run(named)) == {"q2"}
+    qids.write_text("q2\nq9\n")
+    assert_input_error(rank("run", "--topics", FIXTURES / "topics.tsv", "--candidates", work / "run.trec",
+                            "--qids", qids, "--output", tmp_path / "never.trec", check=False),
+                       "qids.txt", "not among the topics", ": q9")
+    assert not (tmp_path / "never.trec").exists()

@@ -14,8 +14,9 @@ def test_index_run_evaluate_on_fixture(tmp_path):
     index = tmp_path / "index"
     assert "indexed 4 documents" in rank("index", "--collection", FIXTURES / "docs.jsonl", "--index", index).stdout
     out = tmp_path / "runs" / "bm25.trec"
-    printed = rank("run", "--topics", FIXTURES / "topics.tsv", "--index", index, "--k", 3, "--output", out).stdout
-    assert "ms/query" in printed
+    done = rank("run", "--topics", FIXTURES / "topics.tsv", "--index", index, "--k", 3, "--output", out)
+    assert "ms/query" in done.stdout
+    assert "WARNING" not in done.stderr, done.stderr  # the JVM's and Lucene's start-up warnings stay off the output
     lines = out.read_text().splitlines()
     assert lines[0].split()[:4] == ["q1", "Q0", "d1", "1"] and lines[0].endswith(" bm25")
     meta = json.loads((tmp_path / "runs" / "bm25.trec.json").read_text())

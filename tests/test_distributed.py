@@ -167,3 +167,22 @@ def test_an_unreachable_ray_address_fails_at_once_with_one_line(setup):
 
     with pytest.raises(RankerError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
         check_reachable("127.0.0.1:1", timeout=2.0)
+
+
+def test_an_address_where_something_other_than_ray_listens_fails_at_once(setup):
+    """An HTTP server at the address (not Ray's gRPC): one line within the timeout, not ray.init's minutes."""
+    import http.server
+    import threading
+    import time
+
+    from ranker.store.distributed import check_reachable
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RankerError, match="answers, but not as a Ray cluster does"):
+            check_reachable(f"127.0.0.1:{server.server_address[1]}", timeout=2.0)
+        assert time.monotonic() - started < 10
+    finally:
+        server.shutdown()

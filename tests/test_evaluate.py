@@ -98,3 +98,34 @@ def test_a_judged_query_missing_from_the_run_counts_zero():
     table = result.queries["sys"]
     assert sorted(table.index) == ["q1", "q2"] and (table.loc["q2"] == 0).all()
     assert result.means.loc["sys", "RR@10"] == pytest.approx(0.25)
+    assert result.missing == {"sys": 1}
+
+
+def test_a_partial_run_can_be_scored_on_its_own_queries():
+    """trec_eval's default: ``missing="skip"`` averages over the judged queries the run has."""
+    only_q1 = {"q1": RUN["q1"]}
+    measures = parse_measures(["RR@10"])
+    skipped = evaluate(QRELS, {"sys": only_q1, "full": RUN}, measures, baseline="full", missing="skip")
+    assert list(skipped.queries["sys"].index) == ["q1"] and skipped.means.loc["sys", "RR@10"] == pytest.approx(0.5)
+    assert skipped.missing == {"sys": 1, "full": 0}
+    with pytest.raises(RankerError, match="missing must be one of"):
+        evaluate(QRELS, {"sys": RUN}, measures, missing="drop")
+
+
+def test_rank_evaluate_warns_of_a_partial_run_and_orders_rows_as_given(tmp_path):
+    from .conftest import rank
+
+    qrels, full, partial = tmp_path / "qrels.txt", tmp_path / "zeta.trec", tmp_path / "alpha.trec"
+    formats.write_qrels(QRELS, qrels)
+    full.write_text("".join(f"{d.qid} Q0 {d.docno} {i + 1} {d.score} t\n" for docs in RUN.values()
+                            for i, d in enumerate(docs)))
+    partial.write_text("".join(f"{d.qid} Q0 {d.docno} {i + 1} {d.score} t\n" for i, d in enumerate(RUN["q1"])))
+    result = rank("evaluate", "--qrels", qrels, full, partial, "--measures", "RR@10", "--format", "csv")
+    assert "alpha.trec lacks 1 of the 2 judged queries: they count 0" in result.stderr
+    rows = [line.split(",") for line in result.stdout.splitlines()[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("zeta", "2", "0.2500"), ("alpha", "2", "0.2500")]
+    result = rank("evaluate", "--qrels", qrels, full, partial, "--measures", "RR@10", "--format", "csv",
+                  "--missing", "skip", "--sort", "RR@10")
+    assert "are left out of its figures" in result.stderr
+    rows = [line.split(",") for line in result.stdout.splitlines()[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("alpha", "1", "0.5000"), ("zeta", "2", "0.2500")]

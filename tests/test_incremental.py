@@ -119,7 +119,13 @@ def test_bad_store_edits_change_nothing(model, corpus, tmp_path):
     other = TwinBert(TwinBertConfig(num_layers=2), device="cpu")
     with pytest.raises(StoreMismatchError):
         add_to_store(other, docs[12:14], path)
+    with pytest.raises(RankerError, match="not in the store"):  # one transaction: the add is not committed either
+        add_to_store(model, docs[12:14], path, delete=[docs[0].docno, "no-such-doc"])
+    with pytest.raises(RankerError, match="both added and deleted"):
+        add_to_store(model, docs[12:14], path, delete=[docs[12].docno])
     assert snapshot(path) == before
+    store = add_to_store(model, docs[12:14], path, delete=[docs[0].docno])
+    assert store.generation == 1 and docs[12].docno in store and docs[0].docno not in store
 
 
 def test_a_second_writer_is_refused_while_an_edit_holds_the_store(model, corpus, tmp_path):
@@ -188,12 +194,27 @@ def test_bad_index_edits_are_one_line_and_change_nothing(data, tmp_path):
     ids.write_text("d1\nd1\n")
     assert_input_error(rank("index", "--index", index, "--delete", ids, check=False), "ids.txt:2")
     assert Bm25Retriever(index).num_docs == 2
-    store = tmp_path / "store"
+    added = tmp_path / "added.tsv"
+    added.write_text("d3\tprotein folding\n")
     ids.write_text("unknown\n")
-    rank("encode", "--collection", collection, "--store", store, "--model", _tiny_model(tmp_path))
+    # --add with a bad --delete is one transaction: neither is committed, and the corrected command then works
+    assert_input_error(rank("index", "--collection", added, "--index", index, "--add", "--delete", ids, check=False),
+                       "unknown")
+    assert Bm25Retriever(index).num_docs == 2
+    store, tiny = tmp_path / "store", _tiny_model(tmp_path)
+    rank("encode", "--collection", collection, "--store", store, "--model", tiny)
     before = snapshot(store)
     assert_input_error(rank("encode", "--store", store, "--delete", ids, check=False), "unknown")
+    assert_input_error(rank("encode", "--collection", added, "--store", store, "--model", tiny, "--add", "--delete",
+                            ids, check=False), "unknown")
     assert snapshot(store) == before
+    ids.write_text("d1\n")
+    assert "2 documents" in rank("index", "--collection", added, "--index", index, "--add", "--delete", ids).stdout
+    searcher = Bm25Retriever(index)._searcher
+    assert searcher.doc("d1") is None and searcher.doc("d3") is not None
+    rank("encode", "--collection", added, "--store", store, "--model", tiny, "--add", "--delete", ids)
+    edited = EmbeddingStore.load(store)
+    assert {edited.docnos[row] for row in edited.live_rows()} == {"d2", "d3"}
 
 
 
@@ -232,6 +253,31 @@ def test_an_index_edit_stopped_at_any_step_leaves_the_index_as_it_was(tmp_path, 
         fcntl.flock(lock, fcntl.LOCK_UN)
     assert index_edit.add_to_index(new, index, replace=True) == 4
     assert held() == {**before, "d2": "gene expression rewritten", "d4": "a new document"}
+    with open(tmp_path / ".index.lock", "a") as lock:  # a rebuild takes the same lock: never under an edit
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RankerError, match="the index .* is being edited by another process"):
+            build_index([Doc("d9", "another collection")], index)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    assert held() == {**before, "d2": "gene expression rewritten", "d4": "a new document"}
+
+
+def test_a_folder_is_replaced_by_one_swap_so_a_stop_never_leaves_nothing(tmp_path, monkeypatch):
+    """``rank index`` over an existing index (and every model save): the new folder takes the old one's place in
+    one step before the old is deleted; a stop while the old one is deleted leaves the new one whole."""
+    from ranker.io import atomic
+
+    target = tmp_path / "index"
+    target.mkdir()
+    (target / "segments_1").write_text("old")
+
+    def stopped(path, ignore_errors=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", stopped)
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_dir(target) as tmp:
+        (tmp / "segments_2").write_text("new")
+    monkeypatch.undo()
+    assert [p.name for p in target.iterdir()] == ["segments_2"]
 
 KILLED_INDEX_EDIT = """
 import os, signal, sys

@@ -71,3 +71,25 @@ def test_the_five_minute_path_works_from_any_folder(data, tmp_path):
         if env_models is not None:
             os.environ["RANKER_MODELS"] = env_models
     assert len(hits) == 5 and hits[0]["docno"] == student[claims[0]][0].docno
+
+
+def test_shipped_models_are_found_by_name_from_any_folder(tmp_path):
+    """``rank models list`` prints ``--model models/twinbert``; a user also types ``--model twinbert-v2`` or
+    ``model="ensemble-msmarco.json"``: each resolves to the shipped model from a folder that has no ``models/``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "passages.tsv").write_text("d1\tvitamin d and bone density\nd2\tgene expression in cancer cells\n"
+                                       "d3\tprotein folding in the cell\n")
+    (home / "topics.tsv").write_text("q1\tvitamin d bones\n")
+    (home / "candidates.trec").write_text("".join(f"q1 Q0 d{i} {i} {4 - i} bm25\n" for i in (1, 2, 3)))
+    for model in ("twinbert-v2", "models/twinbert"):
+        newcomer(home, "encode", "--model", model, "--collection", "passages.tsv", "--store", f"stores/{model}")
+    newcomer(home, "run", "--topics", "topics.tsv", "--candidates", "candidates.trec", "--collection", "passages.tsv",
+             "--reranker", "ensemble", "--model", "ensemble-msmarco.json", "--output", "runs/ensemble.trec")
+    assert set(d.docno for d in read_run(home / "runs" / "ensemble.trec")["q1"]) == {"d1", "d2", "d3"}
+    script = ("from ranker import RerankerConfig, load, make_reranker\n"
+              "print(type(make_reranker('ensemble', RerankerConfig(model='ensemble-msmarco.json', texts={}))).__name__,"
+              " type(load('twinbert-v2')).__name__)")
+    env = {k: v for k, v in os.environ.items() if k != "RANKER_MODELS"}
+    printed = subprocess.run([sys.executable, "-c", script], cwd=home, env=env, capture_output=True, text=True)
+    assert printed.stdout.split() == ["EnsembleReranker", "TwinBert"], printed.stderr[-2000:]

@@ -162,6 +162,16 @@ def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_p
     assert f"{own:5.0f} MB" in student  # the model's own files, not the graph cache
     assert teacher.startswith("* teacher") and "cross-encoder" in teacher and "dl19 —" in teacher
     assert "the student" in printed and "encodes: its store" in printed and "checkpoints" in printed
+    # figures are cached by the run's size and time: a changed run is scored anew
+    (runs / "ideal.trec").write_text("".join(f"{q.qid} Q0 {q.docno} {i + 1} {i} worst\n" for i, q in enumerate(best)))
+    again = subprocess.run([sys.executable, "-m", "ranker", "models", "list", "--data", str(data.resolve())],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    assert "dl19 1.0000" not in next(line for line in again.splitlines() if "twinbert" in line)
+    (models / "catalog.toml").write_text("[teacher\npurpose = 1\n")
+    broken = subprocess.run([sys.executable, "-m", "ranker", "models", "list"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert broken.returncode == 2 and "catalog.toml: not a TOML catalogue" in broken.stderr, broken.stderr
+    assert "Traceback" not in broken.stderr
 
 
 def test_the_readme_model_table_shows_what_rank_models_list_computes(data):

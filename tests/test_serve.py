@@ -10,6 +10,7 @@ import dataclasses
 import http.client
 import json
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -549,6 +550,14 @@ def test_search_page_and_search_endpoint_with_an_index(dl19, service, tmp_path):
         assert status == 422 and body["error"]["field"] == "k"
         status, page, _ = client.call("GET", "/")
         assert status == 200 and "<form id=\"search\">" in page
+        docs = (ROOT / "docs" / "serving.md").read_text()
+        block = docs[docs.index("```bash\ncurl") + len("```bash\n"):]
+        commands = block[:block.index("```")].replace("\\\n", " ").splitlines()
+        assert len(commands) == 4
+        for command in commands:  # docs/serving.md's curl line of each route, as printed
+            done = subprocess.run(command.replace("127.0.0.1:8000", f"127.0.0.1:{client.port}"), shell=True,
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0 and json.loads(done.stdout), (command, done.stderr)
 
 
 def test_a_load_test_refuses_other_addresses():

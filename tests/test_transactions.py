@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -163,7 +164,7 @@ def test_a_real_full_disk_is_one_line_naming_the_path_and_keeps_store_and_index(
     collection.write_text("\n".join(lines) + "\n")
     result = rank("index", "--collection", collection, "--index", small_disk / "index", check=False)
     assert_input_error(result, str(small_disk / "index"), "No space left on device")
-    assert not any(small_disk.iterdir())
+    assert [p.name for p in small_disk.iterdir()] == [".index.lock"]  # the writer lock only: nothing half-written
     store = small_disk / "store"
     build_store(ToyEncoder(), DOCS, store, batch_size=4, progress=False)
     before = state(store)
@@ -179,3 +180,52 @@ def test_a_real_full_disk_is_one_line_naming_the_path_and_keeps_store_and_index(
     filler.unlink()
     assert len(store_edit.add_to_store(ToyEncoder(), added, store)) == len(DOCS) + 400
     assert not leftovers(store)
+
+
+@pytest.mark.java
+def test_a_full_disk_during_an_index_edit_is_one_line_and_keeps_the_index(small_disk, data, tmp_path):
+    """rank index --add and --compact on a disk that fills inside Lucene's writer: exit 2, one line naming the
+    index, no Java traceback; the index answers as before."""
+    from ranker.first_stage.bm25 import Bm25Retriever
+
+    lines = (data / "msmarco-passage" / "passages" / "dl19.tsv").read_text().splitlines()
+    first, more = tmp_path / "first.tsv", tmp_path / "more.tsv"
+    first.write_text("\n".join(lines[:40]) + "\n")
+    more.write_text("\n".join(lines[40:3000]) + "\n")
+    index = small_disk / "index"
+    rank("index", "--collection", first, "--index", index)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(line.split("\t")[0] + "\n" for line in lines[:20]))
+    rank("index", "--index", index, "--delete", ids)  # deletions for the compaction to purge
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    for edit in (("--collection", more, "--add"), ("--compact",)):
+        result = rank("index", "--index", index, *edit, check=False)
+        assert_input_error(result, str(index))
+        assert "No space left on device" in result.stderr and "Exception in thread" not in result.stderr
+        assert Bm25Retriever(index)._searcher.doc(lines[30].split("\t")[0]) is not None
+    filler.unlink()
+
+
+@pytest.mark.parametrize("edit", ["files", "count", "generation", "deleted_rows"])
+def test_a_store_whose_metadata_names_outside_files_or_bad_counts_is_refused_untouched(base, edit, tmp_path):
+    """``ranker.json`` is data a user may have downloaded: a ``files`` entry naming a file outside the store (which
+    an edit's cleanup would truncate and a commit delete) or counts that are not whole numbers make the store
+    refused as damaged, before any edit touches a file."""
+    victim = tmp_path / "victim" / "notes.txt"
+    victim.parent.mkdir()
+    victim.write_text("precious\n" * 100)
+    meta_file = base / "ranker.json"
+    meta = json.loads(meta_file.read_text())
+    changes = {"files": {"files": {**meta.get("files", {}), "docnos": "../victim/notes.txt"}}, "count": {"count": -1},
+               "generation": {"generation": "two"}, "deleted_rows": {"deleted_rows": [10_000]}}
+    meta_file.write_text(json.dumps({**meta, **changes[edit]}))
+    with pytest.raises(RankerError, match="a damaged embedding store"):
+        EmbeddingStore.load(base)
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("nowhere\n")
+    for command in (("delete", "--docnos", unknown), ("compact",)):
+        assert_input_error(rank("store", *command, "--store", base, check=False), "a damaged embedding store")
+    assert victim.read_text() == "precious\n" * 100

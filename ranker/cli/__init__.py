@@ -44,7 +44,8 @@ app = typer.Typer(help="Neural reranking made cheap: BM25, cross-encoder teacher
 
 @app.callback()
 def options(models: Annotated[Path | None, typer.Option(
-        help=f"Folder of the shipped models (default: ${MODELS_ENV}, else ./models).")] = None) -> None:
+        help=f"Folder of the shipped models (default: ${MODELS_ENV}, else ./models, else the clone's models/); "
+             "a shipped model is named alone (--model twinbert-v2).")] = None) -> None:
     """Neural reranking made cheap: BM25, cross-encoder teacher, TwinBERT student."""
     use_models(models)
 
@@ -104,6 +105,8 @@ def main() -> None:
     # the command line finds its checkpoints on disk (bundled, fetched, shipped): no hub lookups, no waiting on a
     # network this may not have; HF_HUB_OFFLINE=0 lets a hub name download. The library leaves the environment be.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # a "Loading weights" bar per model read from disk reads as noise in a log; the command's own bars stay
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app()
     except SystemExit:  # the command has finished: a signal now would only turn its exit into a traceback

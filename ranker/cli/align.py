@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import output_folder
+from ranker.cli.options import output_folder, positive
 from ranker.io.datasets import DATA_DIR
 from ranker.train.config import AlignConfig
 
@@ -45,7 +45,7 @@ def align(
     batch_size: Annotated[int, typer.Option(min=1)] = RECIPE.batch_size,
     loss: Annotated[Loss, typer.Option(
         help="mse (vector to vector) or cosine (direction alone, for the cos crossing).")] = Loss(RECIPE.loss),
-    lr: Annotated[float, typer.Option(help="Query encoder learning rate.")] = RECIPE.lr,
+    lr: Annotated[float, typer.Option(callback=positive, help="Query encoder learning rate.")] = RECIPE.lr,
     max_steps: Annotated[int, typer.Option(min=1)] = RECIPE.loop.max_steps,
     eval_every: Annotated[int, typer.Option(min=1)] = RECIPE.loop.eval_every,
     seed: Annotated[int, typer.Option()] = RECIPE.loop.seed,

@@ -23,7 +23,8 @@ def bench_encode(
     threads: Annotated[int, typer.Option(min=1, help="torch and ONNX Runtime CPU threads.")] = 2,
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON.", callback=output_file)] = None,
 ) -> None:
-    """Encode the same passages on each backend in one process: passages/s and agreement with the first backend."""
+    """Encode the same passages on each backend in one process: passages/s, agreement with the first backend, and
+    the process's peak memory while each backend ran."""
     import itertools
 
     import torch
@@ -45,7 +46,8 @@ def bench_encode(
     for r in results:
         typer.echo(f"{model} [{r['backend']}]: {r['passages_per_s']:.2f} texts/s ({r['passages']} in "
                    f"{r['seconds']:.1f} s, {threads} threads); cosine to [{results[0]['backend']}] mean "
-                   f"{r['mean_cosine_to_first']:.6f}, min {r['min_cosine_to_first']:.6f}")
+                   f"{r['mean_cosine_to_first']:.6f}, min {r['min_cosine_to_first']:.6f}; peak memory "
+                   f"{r['peak_rss_mb']} MB")
     if output is not None:
         write_json(output, {"model": model, "threads": threads, "batch_size": batch_size, "cpu": cpu_info(),
                             "results": results})

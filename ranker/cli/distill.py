@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import output_folder, split_spec
+from ranker.cli.options import non_negative, output_folder, positive, split_spec
 from ranker.io.datasets import DATA_DIR, RUNS_DIR
 from ranker.rerank.registry import RerankerConfig
 from ranker.train.config import DistillConfig
@@ -40,26 +40,28 @@ def distill(
              "--doc-max-length applies).")] = None,
     loss: Annotated[str, typer.Option(
         help="margin-mse, kl, bce, or none (labels alone: with --label-weight).")] = RECIPE.loss,
-    temperature: Annotated[float, typer.Option(help="Temperature of kl and bce.")] = RECIPE.temperature,
+    temperature: Annotated[float, typer.Option(
+        callback=positive, help="Temperature of kl and bce.")] = RECIPE.temperature,
     label_weight: Annotated[float, typer.Option(
-        min=0.0, help="Weight of the label term (0: distillation only).")] = RECIPE.label_weight,
+        callback=non_negative, help="Weight of the label term (0: distillation only).")] = RECIPE.label_weight,
     num_layers: Annotated[int, typer.Option(min=1, help="Student encoder layers.")] = RECIPE.student.num_layers,
     pooling: Annotated[str, typer.Option(help="weighted or cls.")] = RECIPE.student.pooling,
     crossing: Annotated[str, typer.Option(help="res or cos.")] = RECIPE.student.crossing,
-    cos_scale: Annotated[float, typer.Option(help="Starting scale of the cos crossing.")] = RECIPE.student.cos_scale,
+    cos_scale: Annotated[float, typer.Option(
+        callback=positive, help="Starting scale of the cos crossing.")] = RECIPE.student.cos_scale,
     proj_dim: Annotated[int | None, typer.Option(help="tanh down-projection size.")] = RECIPE.student.proj_dim,
     shared_encoder: Annotated[bool, typer.Option(
         help="One encoder for queries and passages.")] = RECIPE.student.shared_encoder,
     doc_max_length: Annotated[int | None, typer.Option(
         min=16, help=f"Passage tokens the student reads (default: {RECIPE.student.doc_max_length}, or as the "
                      "--init model).")] = None,
-    lr: Annotated[float, typer.Option(help="Encoder learning rate.")] = RECIPE.lr,
+    lr: Annotated[float, typer.Option(callback=positive, help="Encoder learning rate.")] = RECIPE.lr,
     head_lr: Annotated[float, typer.Option(
-        help="Learning rate of pooling, projection and crossing.")] = RECIPE.head_lr,
+        callback=positive, help="Learning rate of pooling, projection and crossing.")] = RECIPE.head_lr,
     head_warmup_steps: Annotated[int, typer.Option(
         min=0, help="First steps train only pooling and crossing (encoders frozen).")] = RECIPE.head_warmup_steps,
     max_steps: Annotated[int, typer.Option(min=1)] = RECIPE.loop.max_steps,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop training after this long.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(callback=positive, help="Stop training after this long.")] = None,
     eval_every: Annotated[int, typer.Option(min=1)] = RECIPE.loop.eval_every,
     group_size: Annotated[int, typer.Option(min=2)] = RECIPE.group_size,
     queries_per_step: Annotated[int, typer.Option(min=1)] = RECIPE.queries_per_step,

@@ -178,7 +178,7 @@ def _one_mode(edit: bool, merge: bool, convert: bool, shard: bool, ray: bool) ->
 
 def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encoder, add: bool, replace: bool,
           delete: Path | None, compact: bool, backend: str, windows: tuple[bool, int | None] = (True, None)):
-    """``--add``, ``--delete``, ``--compact`` on an existing store, in that order."""
+    """``--add`` and ``--delete`` (in one commit), then ``--compact``, on an existing store."""
     from ranker.errors import RankerError
     from ranker.io.formats import read_ids
     from ranker.models.loading import doc_encoder
@@ -189,11 +189,11 @@ def _edit(store: Path, docs: Iterator | None, model: str | None, encoder: Encode
         raise RankerError("--add needs --collection FILE")
     ids = read_ids(delete) if delete else []  # read first: a bad file changes nothing
     built = EmbeddingStore.load(store)
-    if add:
+    if add:  # with --delete: one commit
         built = store_edit.add_to_store(doc_encoder(encoder.value, model, built.meta["batch_size"], backend),
-                                        docs, store, replace=replace,
+                                        docs, store, replace=replace, delete=ids,
                                         windows=None if windows == (True, None) else windows[0], stride=windows[1])
-    if delete:
+    elif delete:
         built = store_edit.delete_from_store(store, ids)
     if compact:
         built = store_edit.compact_store(store)

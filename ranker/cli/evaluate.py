@@ -15,6 +15,11 @@ from ranker.cli.options import not_an_input, output_file
 DEFAULT_MEASURES = ["nDCG@10", "RR@10", "R@100"]  # kept here so `rank --help` need not import pandas and scipy
 
 
+class Missing(str, Enum):
+    zero = "zero"
+    skip = "skip"
+
+
 class Format(str, Enum):
     table = "table"
     csv = "csv"
@@ -32,8 +37,14 @@ def evaluate(
     per_query: Annotated[Path | None, typer.Option(
         help="Write per-query values to this CSV.", callback=output_file)] = None,
     format: Annotated[Format, typer.Option(help="Output format.")] = Format.table,
+    missing: Annotated[Missing, typer.Option(
+        help="A judged query a run lacks: zero (counts 0 in the mean, trec_eval -c) or skip (the run's own "
+             "queries only, trec_eval's default).")] = Missing.zero,
+    sort: Annotated[str | None, typer.Option(
+        help="Order the rows by this measure, best first (default: the runs in the order given).")] = None,
 ) -> None:
     """Evaluate runs with ir-measures; '†' marks a significant difference from --baseline (p < 0.05, Holm)."""
+    from ranker.errors import RankerError
     from ranker.eval import evaluate as ev
     from ranker.io.atomic import atomic_open
     from ranker.io.formats import read_run
@@ -50,7 +61,19 @@ def evaluate(
     for p in paths:
         if not judged_qids & set(read[names[p]]):  # every figure would be 0: most likely the wrong qrels
             typer.echo(f"rank: warning: {p} shares no query with {qrels}: all its figures are 0", err=True)
-    result = ev.evaluate(judged, read, parsed, baseline=names[baseline] if baseline else None)
+    result = ev.evaluate(judged, read, parsed, baseline=names[baseline] if baseline else None,
+                         missing=missing.value)
+    for p in paths:
+        lacking = result.missing[names[p]]
+        if lacking and judged_qids & set(read[names[p]]):
+            counted = ("count 0 in its figures (--missing skip scores only its own queries)" if missing is Missing.zero
+                       else "are left out of its figures (--missing skip)")
+            typer.echo(f"rank: warning: {p} lacks {lacking} of the {len(judged_qids)} judged queries: they "
+                       f"{counted}", err=True)
+    if sort is not None:
+        if sort not in result.means.columns:
+            raise RankerError(f"--sort {sort}: not one of the measures evaluated ({', '.join(result.means.columns)})")
+        result.means = result.means.sort_values(sort, ascending=False, kind="stable")
     if per_query is not None:
         with atomic_open(per_query) as f:
             result.long_per_query().to_csv(f, index=False, float_format="%.4f")

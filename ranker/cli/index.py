@@ -35,9 +35,10 @@ def index(
             raise RankerError("--add needs --collection FILE")
         ids = read_ids(delete) if delete else []  # read first: a bad file changes nothing
         count = None
-        if add:
-            count = index_edit.add_to_index(iter_docs(collection), index, replace=replace, threads=threads)
-        if delete:
+        if add:  # with --delete: one commit
+            count = index_edit.add_to_index(iter_docs(collection), index, replace=replace, threads=threads,
+                                            delete=ids)
+        elif delete:
             count = index_edit.delete_from_index(index, ids)
         if compact:
             count = index_edit.compact_index(index)

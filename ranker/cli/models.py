@@ -35,12 +35,16 @@ def list_models(
     test from the committed runs; * the default of its kind), then every checkpoint and where it is."""
     from ranker.errors import MissingInputError
     from ranker.eval.catalog import CATALOG, catalog
-    from ranker.io.checkpoints import CHECKPOINTS, checkpoint_path
-    from ranker.models.hf import bundled_minilm
+    from ranker.io.checkpoints import CHECKPOINTS, bundled_minilm, checkpoint_path
     from ranker.models.loading import models_dir
 
     folder = models_dir()
-    if (folder / CATALOG).is_file():
+    if data == DATA_DIR and not data.is_dir():  # outside the clone: the shared data beside it
+        data = folder.parent / DATA_DIR
+    if not (folder / CATALOG).is_file():
+        typer.echo(f"rank: warning: no shipped models in {folder} (no {CATALOG}): set --models or $RANKER_MODELS to "
+                   "the project's models/ folder", err=True)
+    else:
         typer.echo(f"shipped models ({folder}; nDCG@10 from {folder.parent / 'runs'}; * the default of its kind)")
         for entry in catalog(folder, folder.parent, data):
             figures = "  ".join(f"{name} {'—' if value is None else f'{value:.4f}'}"

@@ -11,7 +11,6 @@ import typer
 
 from ranker.cli import options
 from ranker.cli.options import QUERY_BACKEND_HELP, output_file
-from ranker.errors import RankerError
 from ranker.first_stage.bm25 import Bm25Config
 from ranker.rerank.assembly import DenseConfig
 from ranker.rerank.fused import FUSIONS, FusionConfig
@@ -73,21 +72,22 @@ def run(
     threads: Annotated[int, typer.Option(min=1, help="Search threads.")] = BM25.threads,
     remove_query_id: Annotated[bool, typer.Option(help="Drop hits whose docid equals the query id (BEIR).")] = False,
     judged_only: Annotated[str | None, typer.Option(help="Keep only the topics judged in this qrels file.")] = None,
+    queries_first: Annotated[int | None, typer.Option(
+        "--queries", min=1, help="Run only the first N topics (in file order); --candidates may hold them "
+                                 "all.")] = None,
+    qids: Annotated[Path | None, typer.Option(
+        help="Run only the topics named in this file (one qid a line); --candidates may hold them all.")] = None,
     tag: Annotated[str | None, typer.Option(help="Run tag (default: the output file's stem).")] = None,
 ) -> None:
     """Retrieve with BM25 (--index) or rerank --candidates, and write runs/NAME.trec plus NAME.trec.json."""
     from ranker.io.runs import save_run, timing
-    from ranker.io.sources import load_qrels, load_topics
+    from ranker.io.sources import load_topics, select_topics
     from ranker.rerank.assembly import PipelineConfig, build_pipeline
 
-    options.not_an_input(output, [Path(topics), candidates, *(collection or ()), *(
-        [Path(judged_only)] if judged_only else [])])
-    queries = load_topics(topics)
-    if judged_only:
-        judged = {q.qid for q in load_qrels(judged_only)}
-        queries = {qid: q for qid, q in queries.items() if qid in judged}
-    if not queries:
-        raise RankerError(f"{topics}: no queries to run")
+    options.not_an_input(output, [Path(topics), candidates, index, qids, *(collection or ()), *(
+        Path(p) for p in (judged_only, store, model, dense_model) if p and Path(p).exists())])
+    every = load_topics(topics)
+    queries = select_topics(every, topics, judged_only, queries_first, qids)
     config = PipelineConfig(
         reranker=reranker, index=index, candidates=candidates, collection=tuple(collection or ()), k=k,
         reranker_config=RerankerConfig(model=model, store=store, encode_missing=encode_missing,
@@ -97,12 +97,13 @@ def run(
         bm25=Bm25Config(k1=k1, b=b, threads=threads, remove_query_id=remove_query_id), retriever=retriever,
         dense=DenseConfig(store=store, model=dense_model, search=search, ef_search=ef_search,
                           hybrid_weight=hybrid_weight),
-        fusion=FusionConfig(fusion, fusion_weight))
+        fusion=FusionConfig(fusion, fusion_weight), known_qids=frozenset(every))
     pipeline = build_pipeline(queries, config)
     start = time.perf_counter()
     ranking = pipeline.run()
     seconds = time.perf_counter() - start
     metadata: dict = {"topics": topics, "judged_only": judged_only, "k": k,
+                      **({"queries": len(queries), "of_topics": len(every)} if len(queries) < len(every) else {}),
                       "collection": [str(c) for c in collection or []]}
     if candidates is not None:
         metadata["candidates"] = str(candidates)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import output_folder
+from ranker.cli.options import finite, output_folder, positive
 from ranker.io.datasets import DATA_DIR
 from ranker.train.config import TeacherTrainingConfig
 
@@ -22,14 +22,14 @@ def train_teacher(
     head: Annotated[str, typer.Option(help="span-cos or cls.")] = RECIPE.model.head,
     layout: Annotated[str, typer.Option(help="joint, or gated (starts as the bi-encoder).")] = RECIPE.model.layout,
     segment_bias: Annotated[float, typer.Option(
-        help="Initial cross-segment attention bias (gated).")] = RECIPE.model.segment_bias,
+        callback=finite, help="Initial cross-segment attention bias (gated).")] = RECIPE.model.segment_bias,
     max_length: Annotated[int, typer.Option(min=16, help="Tokens per pair.")] = RECIPE.model.max_length,
     loss: Annotated[str, typer.Option(help="softmax (1 positive + negatives) or listwise (graded).")] = RECIPE.loss,
-    lr: Annotated[float, typer.Option(help="Encoder learning rate.")] = RECIPE.lr,
-    head_lr: Annotated[float, typer.Option(help="Head learning rate.")] = RECIPE.head_lr,
+    lr: Annotated[float, typer.Option(callback=positive, help="Encoder learning rate.")] = RECIPE.lr,
+    head_lr: Annotated[float, typer.Option(callback=positive, help="Head learning rate.")] = RECIPE.head_lr,
     max_steps: Annotated[int, typer.Option(min=1)] = RECIPE.loop.max_steps,
     warmup_steps: Annotated[int, typer.Option(min=0)] = RECIPE.loop.warmup_steps,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop training after this long.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(callback=positive, help="Stop training after this long.")] = None,
     eval_every: Annotated[int, typer.Option(
         min=1, help="Validate (and checkpoint) every N steps.")] = RECIPE.loop.eval_every,
     group_size: Annotated[int, typer.Option(min=2)] = RECIPE.group_size,

@@ -81,11 +81,16 @@ def floor_sentence(bench: dict) -> str:
 
 def encode_throughput(model: str, texts: list[str], backends: list[str], batch_size: int = 16) -> list[dict]:
     """Passages per second of the bi-encoder ``model`` on each backend over the same ``texts`` (after one untimed
-    batch), and the mean and smallest cosine of each backend's vectors to the first backend's."""
+    batch), the mean and smallest cosine of each backend's vectors to the first backend's, and the process's peak
+    memory while that backend loaded and encoded (Linux; ``None`` elsewhere)."""
+    import gc
+
     from ranker.models.biencoder import BiEncoder
 
     results, first = [], None
     for backend in backends:
+        gc.collect()
+        reset_peak_rss()
         encoder = BiEncoder(model, batch_size=batch_size, device="cpu", progress=False, backend=backend)
         encoder.encode(texts[:batch_size])
         start = time.perf_counter()
@@ -96,5 +101,27 @@ def encode_throughput(model: str, texts: list[str], backends: list[str], batch_s
         results.append({"backend": backend, "passages": len(texts), "seconds": round(seconds, 2),
                         "passages_per_s": round(len(texts) / seconds, 2),
                         "mean_cosine_to_first": round(float(cosine.mean()), 6),
-                        "min_cosine_to_first": round(float(cosine.min()), 6)})
+                        "min_cosine_to_first": round(float(cosine.min()), 6), "peak_rss_mb": peak_rss_mb()})
+        del encoder
     return results
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak memory (``VmHWM``) afresh from what it holds now (Linux's ``clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB since it started or since :func:`reset_peak_rss` (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None

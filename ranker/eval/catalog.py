@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ranker.eval.evaluate import evaluate
+from ranker.errors import RankerError
 from ranker.io.artifact import artifact_type
-from ranker.io.formats import read_qrels, read_run
-from ranker.measures import parse_measures
+from ranker.io.atomic import write_json
+from ranker.io.checkpoints import cache_dir
 from ranker.models.loading import DEFAULT_MODELS
 
 CATALOG = "catalog.toml"
@@ -30,23 +32,65 @@ class ModelEntry:
 
 def catalog(models: Path, root: Path, data: Path) -> list[ModelEntry]:
     """Every model ``models/catalog.toml`` describes, with nDCG@10 of its runs (paths relative to ``root``; a run
-    or qrels file that is not there gives ``None``)."""
-    described = tomllib.loads((models / CATALOG).read_text())
+    or qrels file that is not there gives ``None``). Figures are cached by the run's and qrels' size and time
+    (:data:`FIGURES`), so listing again costs no evaluation.
+
+    Raises:
+        RankerError: ``catalog.toml`` is not TOML, or an entry lacks a field.
+    """
+    file = models / CATALOG
+    try:
+        described = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RankerError(f"{file}: not a TOML catalogue ({e})") from None
+    cache = _FigureCache(cache_dir() / FIGURES)
     entries = []
     for name, about in described.items():
         path = models / name
-        kind = artifact_type(path)
+        try:
+            kind = artifact_type(path)
+            runs, purpose, encode = about["runs"], about["purpose"], about["encode"]
+        except (KeyError, TypeError) as e:
+            raise RankerError(f"{file}: [{name}] lacks {e}") from None
         files = [path] if path.is_file() else [f for f in path.rglob("*") if "onnx" not in f.relative_to(path).parts]
         size = sum(f.stat().st_size for f in files if f.is_file())  # not the exported query graphs cached beside it
-        figures = {collection: _ndcg10(root / run, data, collection) for collection, run in about["runs"].items()}
-        entries.append(ModelEntry(name, kind, about["purpose"], about["encode"], size / 1e6,
-                                  DEFAULT_MODELS.get(kind) == name, figures))
+        figures = {collection: cache.ndcg10(root / run, data, collection) for collection, run in runs.items()}
+        entries.append(ModelEntry(name, kind, purpose, encode, size / 1e6, DEFAULT_MODELS.get(kind) == name,
+                                  figures))
+    cache.save()
     return entries
 
 
-def _ndcg10(run: Path, data: Path, collection: str) -> float | None:
-    qrels_file, rel_level = QRELS[collection]
-    if not run.is_file() or not (data / qrels_file).is_file():
-        return None
-    found = evaluate(read_qrels(data / qrels_file), {"run": read_run(run)}, parse_measures(["nDCG@10"], rel_level))
-    return float(found.means.iloc[0, 0])
+FIGURES = "catalog-figures.json"
+"""The cache of the catalogue's figures, in :func:`ranker.io.checkpoints.cache_dir`."""
+
+
+class _FigureCache:
+    """nDCG@10 of a run on a collection's qrels, keyed by both files' paths, sizes and modification times."""
+
+    def __init__(self, path: Path):
+        self.path, self.changed = path, False
+        try:
+            self.known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.known = {}
+
+    def ndcg10(self, run: Path, data: Path, collection: str) -> float | None:
+        qrels_file, rel_level = QRELS[collection]
+        qrels = data / qrels_file
+        if not run.is_file() or not qrels.is_file():
+            return None
+        key = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (run, qrels))
+        if key not in self.known:  # pandas, scipy and ir-measures load only to compute a figure anew
+            from ranker.eval.evaluate import evaluate
+            from ranker.io.formats import read_qrels, read_run
+            from ranker.measures import parse_measures
+
+            found = evaluate(read_qrels(qrels), {"run": read_run(run)}, parse_measures(["nDCG@10"], rel_level))
+            self.known[key], self.changed = float(found.means.iloc[0, 0]), True
+        return self.known[key]
+
+    def save(self) -> None:
+        if self.changed:
+            with contextlib.suppress(OSError):  # a read-only cache: the figures are computed again next time
+                write_json(self.path, self.known)

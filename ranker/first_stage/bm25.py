@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ranker.errors import MissingInputError, RankerError
 from ranker.first_stage.jvm import start_jvm
 from ranker.io.artifact import read_metadata, write_metadata
-from ranker.io.atomic import atomic_dir, naming
+from ranker.io.atomic import atomic_dir, exclusive, naming
 from ranker.pipeline import Stage
 from ranker.types import Doc, Query, Ranking, ScoredDoc
 
@@ -40,13 +40,14 @@ def build_index(docs: Iterable[Doc], index_dir: str | Path, *, threads: int = 2,
 
     The documents are streamed to a Pyserini JSONL file, indexed by Anserini's ``IndexCollection`` into a
     temporary folder, which replaces ``index_dir`` only when indexing succeeded; an existing ``index_dir`` must be
-    empty or an index this project built (anything else is refused before any work, never deleted). A document
+    empty or an index this project built (anything else is refused before any work, never deleted), and is not
+    being edited (the writer lock of :mod:`ranker.first_stage.index_edit`). A document
     with no text is left out and counted (``IndexStats.empty``, ``empty_documents`` in the index metadata):
     Anserini skips such documents, and BM25 could never retrieve them.
     """
     _check_replaceable(Path(index_dir))
     start = time.perf_counter()
-    with atomic_dir(index_dir) as lucene_dir, tempfile.TemporaryDirectory(
+    with exclusive(index_dir, "index"), atomic_dir(index_dir) as lucene_dir, tempfile.TemporaryDirectory(
             prefix=f".{Path(index_dir).name}.corpus.", dir=Path(index_dir).parent) as corpus:
         corpus_dir = Path(corpus)
         count = empty = 0

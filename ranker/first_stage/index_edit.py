@@ -72,8 +72,18 @@ def _editing(index_dir: Path) -> Iterator[None]:
         for left in index_dir.parent.glob(f".{index_dir.name}.add.*"):  # an edit killed before it could clean up
             shutil.rmtree(left, ignore_errors=True)
         start_jvm()
-        _recount(index_dir)
-        yield
+        from jnius import JavaException
+
+        try:
+            _recount(index_dir)
+            yield
+        except JavaException as e:  # Lucene's IOException (a full disk): one line, the edit rolled back
+            reason = (getattr(e, "innermessage", None) or str(e)).strip().splitlines()[0]
+            raise RankerError(f"{index_dir}: Lucene could not write the index ({reason}): the edit was not "
+                              "committed, the index is as it was") from None
+        except OSError as e:
+            raise RankerError(f"{e.filename or index_dir}: {e.strerror or e}: the edit was not committed, the "
+                              f"index {index_dir} is as it was") from None
 
 
 def _recount(index_dir: Path) -> int:
@@ -95,6 +105,17 @@ def _held(index_dir: Path, docnos: Iterable[str]) -> list[str]:
         searcher.close()  # no reader may keep segments mapped that a merge is about to delete
 
 
+def _check_held(index_dir: Path, docnos: Sequence[str]) -> None:
+    """A RankerError naming the first few of ``docnos`` (to delete) that the index lacks."""
+    if not docnos:
+        return
+    held = set(_held(index_dir, docnos))
+    unknown = [d for d in docnos if d not in held]
+    if unknown:
+        raise RankerError(f"{len(unknown)} docno(s) to delete are not in the index {index_dir}: "
+                          f"{', '.join(unknown[:5])}")
+
+
 def _delete(writer: object, docnos: Sequence[str]) -> None:
     from jnius import autoclass, cast
 
@@ -104,12 +125,15 @@ def _delete(writer: object, docnos: Sequence[str]) -> None:
     commit_step("deleted")
 
 
-def add_to_index(docs: Iterable[Doc], index_dir: str | Path, replace: bool = False, threads: int = 2) -> int:
-    """Index ``docs`` into an existing index; returns its document count.
+def add_to_index(docs: Iterable[Doc], index_dir: str | Path, replace: bool = False, threads: int = 2,
+                 delete: Sequence[str] = ()) -> int:
+    """Index ``docs`` into an existing index and delete the documents ``delete`` names, in one commit; returns its
+    document count.
 
     Raises:
-        RankerError: A docno repeated among ``docs``, one the index holds (without ``replace``), or a document
-            with no text (nothing could retrieve it).
+        RankerError: A docno repeated among ``docs``, one the index holds (without ``replace``), a document with
+            no text (nothing could retrieve it), one to delete that the index lacks or that is also added; nothing
+            is committed then.
     """
     index_dir = Path(index_dir)
     docs = list(docs)
@@ -120,11 +144,14 @@ def add_to_index(docs: Iterable[Doc], index_dir: str | Path, replace: bool = Fal
         if not doc.contents.strip():
             raise RankerError(f"document {doc.docno!r} has no text: nothing could retrieve it")
         seen.add(doc.docno)
+    if both := [d for d in delete if d in seen]:
+        raise RankerError(f"{len(both)} docno(s) are both added and deleted: {', '.join(both[:5])}")
     with _editing(index_dir):
         held = _held(index_dir, seen)
         if held and not replace:
             raise RankerError(f"{len(held)} docno(s) are already in the index {index_dir}: {', '.join(held[:5])} "
                               "(--replace indexes them anew)")
+        _check_held(index_dir, delete)
         with tempfile.TemporaryDirectory(prefix=f".{index_dir.name}.add.", dir=index_dir.parent) as work:
             corpus, added = Path(work) / "corpus", Path(work) / "index"
             corpus.mkdir()
@@ -138,7 +165,7 @@ def add_to_index(docs: Iterable[Doc], index_dir: str | Path, replace: bool = Fal
             index_collection(corpus, added, threads, index_dir)
             commit_step("indexed")
             with _writer(index_dir) as writer:
-                _delete(writer, held)
+                _delete(writer, [*held, *delete])  # before the add: a delete never reaches the added documents
                 writer.addIndexes(cast("org.apache.lucene.store.Directory", _directory(added)))  # varargs: one
                 commit_step("added")
         return _recount(index_dir)
@@ -152,11 +179,7 @@ def delete_from_index(index_dir: str | Path, docnos: Sequence[str]) -> int:
     """
     index_dir = Path(index_dir)
     with _editing(index_dir):
-        held = set(_held(index_dir, docnos))
-        unknown = [d for d in docnos if d not in held]
-        if unknown:
-            raise RankerError(f"{len(unknown)} docno(s) to delete are not in the index {index_dir}: "
-                              f"{', '.join(unknown[:5])}")
+        _check_held(index_dir, docnos)
         with _writer(index_dir) as writer:
             _delete(writer, list(docnos))
         return _recount(index_dir)

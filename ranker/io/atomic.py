@@ -8,6 +8,7 @@ edited in place (a store, an index) has one writer at a time (:func:`exclusive`)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -74,7 +75,8 @@ def exclusive(path: str | Path, what: str) -> Iterator[None]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """A fresh temporary folder next to ``path``; it replaces ``path`` (whatever was there) only if the block
-    succeeds, and is removed if it fails."""
+    succeeds, and is removed if it fails. A folder is replaced by swapping the two in one step, then deleting the old
+    one, so that a stop at any moment leaves the old version or the new at ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -84,6 +86,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         for file in tmp.rglob("*"):
             if file.is_file():
                 file.chmod(0o666 & ~_UMASK)
+        if path.is_dir() and not path.is_symlink() and _exchange(tmp, path):
+            shutil.rmtree(tmp, ignore_errors=True)  # now the previous version
+            return
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists():
@@ -92,6 +97,18 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux ``renameat2`` with ``RENAME_EXCHANGE``), so that a process killed
+    at any moment leaves one of them whole at each name; ``False`` where the system or file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 @contextlib.contextmanager

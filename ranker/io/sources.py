@@ -38,6 +38,30 @@ def load_topics(source: str | Path) -> dict[str, Query]:
     return {q.query_id: Query(q.query_id, q.default_text()) for q in _irds(str(source)).queries_iter()}
 
 
+def select_topics(queries: dict[str, Query], source: str | Path, judged: str | Path | None = None,
+                  first: int | None = None, qids: str | Path | None = None) -> dict[str, Query]:
+    """The topics a run ranks, in ``source``'s order: those judged in the qrels ``judged``, those named in the file
+    ``qids`` (one a line; each must be a topic), then the first ``first`` of what is left.
+
+    Raises:
+        RankerError: A qid of ``qids`` that ``source`` lacks, or no topic left.
+    """
+    if judged is not None:
+        kept = {q.qid for q in load_qrels(judged)}
+        queries = {qid: q for qid, q in queries.items() if qid in kept}
+    if qids is not None:
+        named = formats.read_ids(qids, "qid")
+        if unknown := [q for q in named if q not in queries]:
+            raise RankerError(f"{qids}: {len(unknown)} qid(s) are not among the topics of {source}"
+                              f"{' judged in ' + str(judged) if judged else ''}: {', '.join(unknown[:5])}")
+        queries = {qid: q for qid, q in queries.items() if qid in set(named)}
+    if first is not None:
+        queries = dict(list(queries.items())[:first])
+    if not queries:
+        raise RankerError(f"{source}: no queries to run")
+    return queries
+
+
 def load_qrels(source: str | Path) -> list[Qrel]:
     """Judgements from a qrels file or an ir_datasets id."""
     if not _is_irds(source):

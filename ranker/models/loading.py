@@ -54,9 +54,21 @@ DEFAULT_MODELS = {"twinbert": "twinbert-v2", "cross-encoder": "teacher"}
 validation: docs/experiments.md)."""
 
 
+def resolve_model(model: str | Path) -> str | Path:
+    """``model`` as given where that path exists; else the shipped model it names, from any folder
+    (``twinbert-v2``, ``ensemble-msmarco.json``, or ``models/twinbert-v2`` as ``rank models list`` prints it);
+    else as given (a Hugging Face name, or a path the caller reports missing)."""
+    given = Path(model)
+    if given.exists() or given.parent not in (Path("."), Path("models")):
+        return model
+    shipped = models_dir() / given.name
+    return shipped if shipped.exists() else model
+
+
 def student_path(model: str | Path | None) -> Path:
-    """``model``, or the default shipped student (:data:`DEFAULT_MODELS`) where none is given."""
-    return Path(model) if model else shipped_model(DEFAULT_MODELS["twinbert"])
+    """``model`` (a folder, or a shipped model's name: :func:`resolve_model`), or the default shipped student
+    (:data:`DEFAULT_MODELS`) where none is given."""
+    return Path(resolve_model(model)) if model else shipped_model(DEFAULT_MODELS["twinbert"])
 
 
 def doc_encoder(kind: str, model: str | None, batch_size: int = 64, backend: str = "torch"):

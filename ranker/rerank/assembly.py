@@ -10,7 +10,7 @@ parts and the same defaults::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -57,6 +57,9 @@ class PipelineConfig:
             no index needed) or ``hybrid`` (both fused, :mod:`ranker.first_stage.dense`).
         dense: The dense retriever's settings.
         fusion: How a student reranker's scores are fused with BM25's (:mod:`ranker.rerank.fused`).
+        known_qids: Every query of the topics file when the queries ranked are a subset of it (``--queries N``,
+            ``--qids``, ``--judged-only``): ``candidates`` may name any of them (those not ranked are skipped);
+            ``None``: the queries ranked.
     """
 
     reranker: str | None = None
@@ -69,6 +72,7 @@ class PipelineConfig:
     retriever: str = "bm25"
     dense: DenseConfig = field(default_factory=DenseConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    known_qids: Collection[str] | None = None
 
 
 @dataclass
@@ -167,7 +171,8 @@ def build_pipeline(queries: Mapping[str, Query], config: PipelineConfig) -> Pipe
             first = HybridRetriever(retriever, dense, model_weight(student) if weight is None else weight, config.k)
     given = None
     if config.candidates is not None:
-        given = read_run(config.candidates, known_qids=queries)
+        given = read_run(config.candidates, known_qids=queries if config.known_qids is None else config.known_qids)
+        given = {qid: docs for qid, docs in given.items() if qid in queries}
         queries = {qid: q for qid, q in queries.items() if qid in given}
         if retriever is not None:  # candidates with an index: every one must be a document of it
             missing = retriever.missing(dict.fromkeys(d.docno for docs in given.values() for d in docs))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ranker.errors import RankerError
 from ranker.models.config import DEFAULT_QUERY_BACKEND
 from ranker.models.kinds import reranker_kind
-from ranker.models.loading import DEFAULT_MODELS, shipped_model
+from ranker.models.loading import DEFAULT_MODELS, resolve_model, shipped_model
 from ranker.pipeline import Identity, Reranker
 
 if TYPE_CHECKING:
@@ -126,6 +126,8 @@ def make_reranker(name: str | None, config: RerankerConfig = RerankerConfig()) -
     Raises:
         RankerError: An unknown name (the known ones are listed), or neither a name nor a model.
     """
+    if config.model is not None:
+        config = dataclasses.replace(config, model=str(resolve_model(config.model)))
     if name is None:
         if config.model is None:
             raise RankerError("name a reranker (--reranker) or give its model (--model)")

@@ -109,13 +109,29 @@ def build_store_ray(encoder: Callable[[], DocEncoder], docs: Iterable[Doc | tupl
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Refuse a cluster address nothing answers at within ``timeout`` seconds (``ray.init`` would wait on)."""
+    """Refuse a cluster address where no Ray answers within ``timeout`` seconds: nothing listening, or something
+    other than Ray's gRPC (an HTTP/2 server, whose first frame answering a client's preface is SETTINGS), where
+    ``ray.init`` would wait on for minutes."""
     import socket
 
     host, _, port = address.removeprefix("ray://").rpartition(":")
+    hint = "start one with 'ray start --head' or leave --address out for a local one"
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            sock.sendall(HTTP2_PREFACE + HTTP2_EMPTY_SETTINGS)
+            frame = b""
+            while len(frame) < 9:
+                part = sock.recv(9 - len(frame))
+                if not part:
+                    break
+                frame += part
     except (OSError, ValueError) as e:
-        raise RankerError(f"cannot reach a Ray cluster at {address} ({e or 'no answer'}); start one with "
-                          "'ray start --head' or leave --address out for a local one") from None
+        raise RankerError(f"cannot reach a Ray cluster at {address} ({e or 'no answer'}); {hint}") from None
+    if len(frame) < 9 or frame[3] != 0x4:
+        raise RankerError(f"{address} answers, but not as a Ray cluster does (no gRPC server there); {hint}")
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HTTP2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+"""A client's HTTP/2 connection preface and empty SETTINGS frame (RFC 9113, 3.4): a gRPC server answers with its
+own SETTINGS frame (type 4)."""

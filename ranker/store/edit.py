@@ -21,7 +21,6 @@ collection in the same order (rows in the same order; vectors equal up to the ba
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from ranker.store.embeddings import (
     generation_name,
     open_rows,
     read_docnos,
+    store_file_name,
     store_files,
     text_hashes,
 )
@@ -71,15 +71,6 @@ def _data_roles(store: EmbeddingStore) -> dict[str, tuple[str, tuple[int, ...]]]
     return roles
 
 
-def _owned(name: str) -> bool:
-    """Whether a file name is one a store's commits write (a role's default or generation name)."""
-    for default in ROLE_FILES.values():
-        stem, _, suffix = default.rpartition(".")
-        if re.fullmatch(rf"{re.escape(stem)}(\.\d+)?\.{suffix}", name):
-            return True
-    return False
-
-
 def _clean(store: EmbeddingStore) -> None:
     """Remove what a stopped edit left: rows past the committed count, files no commit names, a compaction's
     unfinished folder (under the writer lock; readers never open those)."""
@@ -88,7 +79,7 @@ def _clean(store: EmbeddingStore) -> None:
     for file in store.path.iterdir():
         if file.name == COMPACTING:
             shutil.rmtree(file)
-        elif file.is_file() and _owned(file.name) and file.name not in named:
+        elif file.is_file() and store_file_name(file.name) and file.name not in named:
             file.unlink()
     for role, (dtype, shape) in _data_roles(store).items():
         row_bytes = np.dtype(dtype).itemsize * int(np.prod(shape))
@@ -152,14 +143,16 @@ def _edit(path: str | Path, change: Callable[[EmbeddingStore], EmbeddingStore],
 
 
 def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path: str | Path,
-                 replace: bool = False, windows: bool | None = None, stride: int | None = None) -> EmbeddingStore:
-    """Encode ``docs`` with ``model`` (the store's) and append them, in one commit: a document longer than the
-    model's window as its windows (``windows``: ``None`` as the store records, else split or cut; ``stride``:
-    tokens between windows, default half a window).
+                 replace: bool = False, windows: bool | None = None, stride: int | None = None,
+                 delete: Sequence[str] = ()) -> EmbeddingStore:
+    """Encode ``docs`` with ``model`` (the store's) and append them, and delete the documents ``delete`` names, in
+    one commit: a document longer than the model's window as its windows (``windows``: ``None`` as the store
+    records, else split or cut; ``stride``: tokens between windows, default half a window).
 
     Raises:
         StoreMismatchError: ``model`` did not build the store.
-        RankerError: A docno repeated among ``docs``, one the store holds (without ``replace``), or an OS error.
+        RankerError: A docno repeated among ``docs``, one the store holds (without ``replace``), one to delete that
+            the store lacks or that is also added, or an OS error; nothing is committed then.
     """
     items = [docno_text(d) for d in docs]
 
@@ -169,12 +162,14 @@ def add_to_store(model: DocEncoder, docs: Iterable[Doc | tuple[str, str]], path:
             if docno in seen:
                 raise RankerError(f"docno {docno!r} is given twice among the documents to add")
             seen.add(docno)
+        if both := [d for d in delete if d in seen]:
+            raise RankerError(f"{len(both)} docno(s) are both added and deleted: {', '.join(both[:5])}")
         rows = store.rows_of([d for d, _ in items])
         held = [d for (d, _), row in zip(items, rows) if row is not None]
         if held and not replace:
             raise RankerError(f"{len(held)} docno(s) are already in the store {path}: {', '.join(held[:5])} "
                               "(--replace re-encodes them)")
-        old = [row for row in rows if row is not None]
+        old = [row for row in rows if row is not None] + _rows_to_delete(store, delete, path)
         deleted = set(store.deleted) | set(store.window_rows(old)[0].tolist())
         windowing = stored_windowing(model, store.meta) if windows is None else windowing_of(model, windows, stride)
         new = list(window_rows(iter(items), windowing, {}))
@@ -213,14 +208,19 @@ def delete_from_store(path: str | Path, docnos: Sequence[str]) -> EmbeddingStore
         RankerError: A docno the store does not hold (the first few are named); nothing is deleted then.
     """
     def delete(store: EmbeddingStore) -> EmbeddingStore:
-        rows = store.rows_of(docnos)
-        unknown = [d for d, row in zip(docnos, rows) if row is None]
-        if unknown:
-            raise RankerError(f"{len(unknown)} docno(s) to delete are not in the store {path}: "
-                              f"{', '.join(unknown[:5])}")
+        rows = _rows_to_delete(store, docnos, path)
         return _commit(store, store.row_count, set(store.deleted) | set(store.window_rows(rows)[0].tolist()))
 
     return _edit(path, delete)
+
+
+def _rows_to_delete(store: EmbeddingStore, docnos: Sequence[str], path: str | Path) -> list[int]:
+    """The rows of ``docnos``; a RankerError naming the first few the store lacks."""
+    rows = store.rows_of(docnos)
+    unknown = [d for d, row in zip(docnos, rows) if row is None]
+    if unknown:
+        raise RankerError(f"{len(unknown)} docno(s) to delete are not in the store {path}: {', '.join(unknown[:5])}")
+    return rows
 
 
 def compact_store(path: str | Path, chunk_size: int = 4096) -> EmbeddingStore:

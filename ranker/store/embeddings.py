@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -66,8 +67,46 @@ LOAD_ATTEMPTS = 5
 
 
 def store_files(meta: dict) -> dict[str, str]:
-    """The file of each role in the commit ``meta`` (a store's ``ranker.json``)."""
-    return {**DEFAULT_FILES, **meta.get("files", {})}
+    """The file of each role in the commit ``meta`` (a store's ``ranker.json``).
+
+    Raises:
+        ValueError: ``files`` names an unknown role, or a file that is not one a store's commits write (a role's
+            default or generation name, inside the store folder): a store is shared and downloaded, and its edits
+            truncate and delete the files it names.
+    """
+    named = meta.get("files", {})
+    if not isinstance(named, dict):
+        raise ValueError("'files' is not an object")
+    for role, name in named.items():
+        if role not in ROLE_FILES or not isinstance(name, str) or not store_file_name(name, role):
+            raise ValueError(f"'files' names {name!r} for {role!r}, not a file of the store's own")
+    return {**DEFAULT_FILES, **named}
+
+
+def store_file_name(name: str, role: str | None = None) -> bool:
+    """Whether ``name`` is a file name a store's commits write: a role's default or generation name
+    (``embeddings.npy``, ``embeddings.3.npy``), of ``role`` if given."""
+    for default in ROLE_FILES.values() if role is None else (ROLE_FILES[role],):
+        stem, _, suffix = default.rpartition(".")
+        if re.fullmatch(rf"{re.escape(stem)}(\.\d+)?\.{suffix}", name):
+            return True
+    return False
+
+
+def _check_counts(meta: dict) -> None:
+    """Raise ValueError unless ``meta``'s counts are what a commit writes: ``count`` and ``generation`` whole numbers
+    (0 or more), ``dim`` one or more, ``deleted_rows`` committed row numbers."""
+    def whole(key: str, least: int) -> bool:
+        value = meta.get(key, least)
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    for key, least in (("count", 0), ("dim", 1), ("generation", 0)):
+        if not whole(key, least):
+            raise ValueError(f"{key!r} is {meta.get(key)!r}, not a whole number of {least} or more")
+    deleted = meta.get("deleted_rows", [])
+    if not isinstance(deleted, list) or not all(
+            isinstance(row, int) and not isinstance(row, bool) and 0 <= row < meta["count"] for row in deleted):
+        raise ValueError("'deleted_rows' holds something other than committed row numbers")
 
 
 def generation_name(role: str, generation: int) -> str:
@@ -186,6 +225,7 @@ class EmbeddingStore:
 
     @classmethod
     def _open(cls, path: Path, meta: dict, stamp: tuple) -> EmbeddingStore:
+        _check_counts(meta)
         files, count, dim = store_files(meta), meta["count"], meta["dim"]
         embeddings = open_rows(path / files["embeddings"], meta["dtype"], (dim,), count)
         scales = (open_rows(path / files["scales"], "float32", (), count)
