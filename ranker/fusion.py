@@ -19,9 +19,14 @@ def znorm(ranking: Ranking) -> dict[str, dict[str, float]]:
     """Each query's scores as z-scores (mean 0, standard deviation 1), by docno."""
     out = {}
     for qid, docs in ranking.items():
-        s = np.array([d.score for d in docs], dtype=np.float64)
-        s = (s - s.mean()) / (s.std() + 1e-9)
-        out[qid] = {d.docno: float(v) for d, v in zip(docs, s)}
+        scores = np.array([d.score for d in docs], dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = scores.mean(), scores.std()
+        if not (np.isfinite(mean) and np.isfinite(std)):  # scores near float64's limit (±1e300) overflow the
+            scores = scores / np.abs(scores).max()  # sums: the z-scores of scaled scores are the same numbers
+            mean, std = scores.mean(), scores.std()
+        z = (scores - mean) / (std + 1e-9)
+        out[qid] = {d.docno: float(v) for d, v in zip(docs, z)}
     return out
 
 

@@ -257,3 +257,23 @@ def test_a_subset_of_the_topics_runs_over_the_full_candidate_run(work, tmp_path)
                             "--qids", qids, "--output", tmp_path / "never.trec", check=False),
                        "qids.txt", "not among the topics", ": q9")
     assert not (tmp_path / "never.trec").exists()
+
+
+def test_a_folder_given_as_a_file_and_a_missing_model_folder_are_named_as_such(tmp_path):
+    from ranker.errors import MissingInputError
+    from ranker.models.hf import resolve_checkpoint
+
+    with pytest.raises(MissingInputError, match="is a folder, not a file"):
+        formats.read_ids(tmp_path)
+    with pytest.raises(MissingInputError, match="no such model folder"):
+        resolve_checkpoint(tmp_path / "no-such-model")
+    assert resolve_checkpoint("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_a_teacher_run_for_an_unknown_collection_is_refused_not_taken_as_ms_marco(tmp_path):
+    from ranker.errors import RankerError
+    from ranker.train.scores import run_teacher_scores
+
+    with pytest.raises(RankerError, match="--teacher-run marco=.*known: msmarco, scifact"):
+        run_teacher_scores(tmp_path / "scores", {"marco": tmp_path / "run.trec"})
+    assert not (tmp_path / "scores").exists()

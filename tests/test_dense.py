@@ -94,8 +94,15 @@ def test_an_empty_store_is_refused_for_exact_and_hnsw_search(student, tmp_path):
     empty = build_store(model, [], tmp_path / "empty", progress=False)
     assert empty.row_count == 0
     for search in ("exact", "hnsw"):
-        with pytest.raises(RankerError, match="holds no passages: nothing to retrieve"):
+        with pytest.raises(RankerError, match="holds no live passages: nothing to retrieve"):
             DenseRetriever(empty.path, str(model.path), search=search, query_backend="torch")
+    from ranker.store.edit import delete_from_store
+
+    emptied = build_store(model, [("d1", "vitamin d"), ("d2", "gene expression")], tmp_path / "emptied",
+                          progress=False)
+    delete_from_store(emptied.path, ["d1", "d2"])  # rows, all of them deleted: not an empty run with exit 0
+    with pytest.raises(RankerError, match="holds no live passages"):
+        DenseRetriever(emptied.path, str(model.path), query_backend="torch")
 
 
 def test_contradictory_first_stage_options_are_refused(tmp_path):

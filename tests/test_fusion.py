@@ -24,6 +24,15 @@ def test_znorm_and_fuse():
     assert all(v == pytest.approx(0.0, abs=1e-6) for v in even.values())  # the two cancel out
 
 
+def test_scores_near_the_float_limit_keep_their_order_in_a_fusion():
+    """Scores of ±1e300 overflow a plain mean and variance: the component would silently count for nothing."""
+    huge = {"q": [ScoredDoc("q", "a", 1e300), ScoredDoc("q", "b", -1e300), ScoredDoc("q", "c", 0.0)]}
+    plain = {"q": [ScoredDoc("q", "a", 1.0), ScoredDoc("q", "b", -1.0), ScoredDoc("q", "c", 0.0)]}
+    assert znorm(huge)["q"] == pytest.approx(znorm(plain)["q"])
+    fused = fuse([huge, plain], [1.0, 0.0])["q"]
+    assert [d.docno for d in sorted(fused, key=lambda d: -d.score)] == ["a", "c", "b"]
+
+
 def test_pick_weights_follows_the_judgements():
     qrels = [Qrel("q", "d3", 2)]
     b = {"q": [ScoredDoc("q", "d1", -5.0), ScoredDoc("q", "d2", 0.0), ScoredDoc("q", "d3", 1.0)]}

@@ -104,6 +104,10 @@ def test_metadata_has_type_and_format_version_and_older_files_still_read(tmp_pat
         read_metadata(old_scores, "twinbert")
     with pytest.raises(MissingInputError, match="not a ranker artifact"):
         read_metadata(tmp_path)
+    for version in (99, 0, "1"):  # a newer layout, or a damaged record, is refused rather than misread
+        (tmp_path / "a" / "ranker.json").write_text(json.dumps({**record, "format_version": version}))
+        with pytest.raises(ArtifactError, match="is not one this ranker reads"):
+            read_metadata(tmp_path / "a")
 
 
 def test_load_opens_every_shipped_artifact_by_its_type():

@@ -59,8 +59,8 @@ class DenseRetriever(Stage):
         self.queries_truncated = 0
         """Queries a student's query tower cut to its query cap."""
         self.encode = self._query_encoder(model, store, query_backend)
-        if self.store.row_count == 0:
-            raise RankerError(f"{store}: the embedding store holds no passages: nothing to retrieve")
+        if len(self.store) == 0:  # no rows, or every one deleted
+            raise RankerError(f"{store}: the embedding store holds no live passages: nothing to retrieve")
         self.hnsw = self._hnsw() if search == "hnsw" else None
 
     def _query_encoder(self, model: str | None, store: str | Path, query_backend: str | None):

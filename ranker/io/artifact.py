@@ -102,6 +102,10 @@ def read_metadata(path: str | Path, expected: str | tuple[str, ...] | None = Non
     if record["type"] not in TYPES:
         found = f"unknown artifact type {record['type']!r}" if record["type"] else "no artifact type"
         raise ArtifactError(f"{file}: {found} (known: {', '.join(TYPES)})")
+    version = record.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 < version <= FORMAT_VERSION:
+        raise ArtifactError(f"{file}: format_version {version!r} is not one this ranker reads (1 to "
+                            f"{FORMAT_VERSION}): a newer ranker wrote it, or the file is damaged")
     wanted = (expected,) if isinstance(expected, str) else expected
     if wanted and record["type"] not in wanted:
         raise ArtifactError(f"{path} is a {record['type']} artifact, not {' or '.join(wanted)}")

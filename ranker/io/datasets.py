@@ -234,6 +234,11 @@ def strip_prefix(identifier: str) -> str:
     return identifier
 
 
+def collections() -> tuple[str, ...]:
+    """The collections the registered sets draw from (``msmarco``, ``scifact``)."""
+    return tuple(sorted({d.collection for d in _REGISTRY.values()}))
+
+
 def with_prefix(collection: str, identifier: str) -> str:
     """A collection's own id as the registry's sets write it (``scifact:…``; MS MARCO ids have no prefix)."""
     return next((d.id_prefix for d in _REGISTRY.values() if d.collection == collection), "") + identifier

@@ -27,7 +27,7 @@ def iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
     """Non-blank lines of a UTF-8 text file as ``(line number, text)``, without line ends."""
     path = Path(path)
     if not path.is_file():
-        raise MissingInputError(f"{path}: no such file")
+        raise MissingInputError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ranker.errors import RankerError
+from ranker.errors import MissingInputError, RankerError
 from ranker.io.checkpoints import bundled_minilm
 
 TOKENIZER_PROBE = "the quick brown fox jumps over the lazy dog"
@@ -47,6 +47,10 @@ def resolve_checkpoint(model: str | Path | None) -> str:
         return str(bundled_minilm())
     if str(model) in CHECKPOINTS and not Path(model).exists():
         return str(checkpoint_path(str(model)))
+    if not Path(model).exists() and (Path(model).is_absolute() or str(model).startswith((".", "~"))
+                                     or str(model).count("/") > 1):
+        raise MissingInputError(f"{model}: no such model folder (nor a Hugging Face name: 'name' or "
+                                "'namespace/name')")
     return str(model)
 
 

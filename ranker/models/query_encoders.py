@@ -98,13 +98,15 @@ class QueryTokenizer:
 
 
 class _BatchedEncoder:
-    """Shared by the backends: tokenize in batches of similar length, run ``_forward``, count truncations."""
+    """Shared by the backends: tokenize in batches of similar length, run ``_forward``, count truncations. With
+    ``max_tokens``, a batch whose padded tokens are more is run in parts of at most that many (long passages:
+    attention's memory grows with the square of the length, and ONNX Runtime's arena keeps the largest)."""
 
     backend = ""
 
-    def __init__(self, tokenizer: Any, max_length: int, batch_size: int):
+    def __init__(self, tokenizer: Any, max_length: int, batch_size: int, max_tokens: int | None = None):
         self.tokenize = QueryTokenizer(tokenizer, max_length)
-        self.batch_size, self.truncated = batch_size, 0
+        self.batch_size, self.truncated, self.max_tokens = batch_size, 0, max_tokens
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) <= self.batch_size:
@@ -119,7 +121,14 @@ class _BatchedEncoder:
     def _run(self, texts: Sequence[str]) -> np.ndarray:
         ids, mask, truncated = self.tokenize(texts)
         self.truncated += truncated
-        return self._forward(ids, mask)
+        if self.max_tokens is None or ids.size <= self.max_tokens:
+            return self._forward(ids, mask)
+        rows = max(1, self.max_tokens // ids.shape[1])
+        parts = []
+        for start in range(0, len(ids), rows):
+            width = int(mask[start:start + rows].sum(1).max())  # this part's longest text: less padding
+            parts.append(self._forward(ids[start:start + rows, :width], mask[start:start + rows, :width]))
+        return np.concatenate(parts)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -152,10 +161,10 @@ class OnnxQueryEncoder(_BatchedEncoder):
     vector would depend on the texts beside it (a server's batches, a run's order); alone, it never does.
     """
 
-    def __init__(self, source: GraphSource, int8: bool = False, batch_size: int = 64):
+    def __init__(self, source: GraphSource, int8: bool = False, batch_size: int = 64, max_tokens: int | None = None):
         import onnxruntime as ort
 
-        super().__init__(source.tokenizer, source.max_length, 1 if int8 else batch_size)
+        super().__init__(source.tokenizer, source.max_length, 1 if int8 else batch_size, max_tokens)
         self.backend = "onnx-int8" if int8 else "onnx"
         self.graph = export_graph(source, "int8" if int8 else "float32")
         options = ort.SessionOptions()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ranker.errors import RankerError
 from ranker.io.artifact import metadata_file, read_metadata, write_metadata
 from ranker.io.atomic import atomic_open
-from ranker.io.datasets import DATA_DIR, RUNS_DIR, collection_of, strip_prefix, with_prefix
+from ranker.io.datasets import DATA_DIR, RUNS_DIR, collection_of, collections, strip_prefix, with_prefix
 from ranker.io.formats import read_run
 from ranker.models.kinds import reranker_kind
 from ranker.models.loading import shipped_model
@@ -129,6 +129,10 @@ def run_teacher_scores(folder: str | Path, runs: Mapping[str, str | Path], data_
     collection's own ids): e.g. ``rank fuse`` of its components' runs over the candidates ``rank datasets
     distill`` wrote, or a run scored on another machine. Only the (query, candidate) pairs a run scores are
     kept; ``score_type`` is ``run`` (pairs compare within a query only)."""
+    known = collections()
+    if unknown := [c for c in runs if c not in known]:
+        raise RankerError(f"--teacher-run {unknown[0]}=…: not a collection the distillation sets hold (known: "
+                          f"{', '.join(known)})")
     data = distill_data_held_out(data_dir, sets, seed, runs_dir)
     ranking: Ranking = {}
     for collection, path in runs.items():
