@@ -92,7 +92,7 @@ def test_failed_indexing_keeps_the_old_index(tiny_index, tmp_path):
     target = tmp_path / "index"
     with pytest.raises(RankerError, match="half-way"):
         build_index(broken(), target)
-    assert not target.exists() and list(tmp_path.iterdir()) == []
+    assert not target.exists() and [p.name for p in tmp_path.iterdir()] == [".index.lock"]  # the writer lock only
 
 
 def test_a_document_with_no_text_is_left_out_and_counted(tmp_path):

@@ -69,6 +69,26 @@ def test_hybrid_fuses_z_scores_over_the_union():
                                   abs=1e-6)
 
 
+def test_hybrid_over_an_index_and_a_store_of_different_collections_is_refused(student):
+    """BM25 hits none of which the store holds: two collections, whose fusion would interleave unrelated lists."""
+    from ranker.first_stage.dense import HybridRetriever
+    from ranker.pipeline import Stage
+
+    class OtherCollection(Stage):
+        name = "bm25"
+
+        def transform(self, queries, candidates=None):
+            return {q: [ScoredDoc(q, "msmarco-7", 2.0), ScoredDoc(q, "msmarco-9", 1.0)] for q in queries}
+
+    model, store = student
+    dense = DenseRetriever(store.path, str(model.path), k=5, query_backend="torch")
+    with pytest.raises(RankerError, match="different collections"):
+        HybridRetriever(OtherCollection(), dense, 0.5, k=5)(QUERIES)
+    ours = {q: [ScoredDoc(q, store.docnos[0], 1.0)] for q in QUERIES}
+    same = type("Same", (OtherCollection,), {"transform": lambda self, queries, candidates=None: ours})
+    assert set(HybridRetriever(same(), dense, 0.5, k=5)(QUERIES)) == set(QUERIES)
+
+
 def test_a_res_crossing_student_is_refused(student, tmp_path):
     model, store = student
     res = TwinBert(TwinBertConfig(num_layers=1, crossing="res"), device="cpu").save(tmp_path / "res")

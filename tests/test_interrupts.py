@@ -70,6 +70,29 @@ def _fit(folder: Path, stop_in_checkpoint_at: int | None = None) -> torch.Tensor
     return model.weight.detach().clone()
 
 
+def test_a_signal_while_a_run_is_written_publishes_run_and_sidecar_together(handlers, tmp_path, monkeypatch):
+    """A signal that arrives between the run and its sidecar waits for the sidecar: never a new run beside the
+    previous run's sidecar."""
+    import json
+
+    from ranker.io import runs
+    from ranker.types import ScoredDoc
+
+    path = tmp_path / "run.trec"
+    runs.save_run({"q1": [ScoredDoc("q1", "d1", 1.0)]}, path, "old", {"k": 1})
+    written = runs.write_run
+
+    def signalled(*args, **kwargs):
+        written(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # the run is in place; its sidecar not yet
+        time.sleep(0.05)
+
+    monkeypatch.setattr(runs, "write_run", signalled)
+    with pytest.raises(Interrupted):
+        runs.save_run({"q1": [ScoredDoc("q1", "d2", 2.0)]}, path, "new", {"k": 2})
+    assert path.read_text().split()[2] == "d2" and json.loads((tmp_path / "run.trec.json").read_text())["k"] == 2
+
+
 def test_training_stopped_inside_a_checkpoint_resumes_to_the_same_weights(handlers, tmp_path):
     reference = _fit(tmp_path / "straight")
     with pytest.raises(Interrupted):
@@ -154,7 +177,7 @@ def test_rank_index_stopped_inside_lucene_says_so_and_leaves_nothing(data, tmp_p
     output = stop_once(process, "indexing 5183 documents with Anserini", signal.SIGTERM)
     assert process.returncode == 143, output[-2000:]
     assert_interrupted(output, "SIGTERM")
-    assert not index.exists() and list((tmp_path / "indexes").iterdir()) == []
+    assert not index.exists() and [p.name for p in (tmp_path / "indexes").iterdir()] == [f".{index.name}.lock"]
 
 
 @pytest.mark.java

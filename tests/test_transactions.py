@@ -165,6 +165,9 @@ def test_a_real_full_disk_is_one_line_naming_the_path_and_keeps_store_and_index(
     result = rank("index", "--collection", collection, "--index", small_disk / "index", check=False)
     assert_input_error(result, str(small_disk / "index"), "No space left on device")
     assert [p.name for p in small_disk.iterdir()] == [".index.lock"]  # the writer lock only: nothing half-written
+    encoded = rank("encode", "--collection", collection, "--store", small_disk / "encoded", check=False)
+    assert_input_error(encoded, str(small_disk / "encoded"), "No space left on device")  # its own line, not the bar's
+    shutil.rmtree(small_disk / "encoded.partial", ignore_errors=True)
     store = small_disk / "store"
     build_store(ToyEncoder(), DOCS, store, batch_size=4, progress=False)
     before = state(store)
@@ -229,3 +232,14 @@ def test_a_store_whose_metadata_names_outside_files_or_bad_counts_is_refused_unt
     for command in (("delete", "--docnos", unknown), ("compact",)):
         assert_input_error(rank("store", *command, "--store", base, check=False), "a damaged embedding store")
     assert victim.read_text() == "precious\n" * 100
+
+
+def test_temporary_files_of_a_killed_write_are_removed_by_the_next_edit(base):
+    """SIGKILL between an atomic write and its rename leaves ``.NAME.xxxx.tmp``: the next edit removes the store's
+    own, and nothing else."""
+    own = [".docno_keys.3.npy.k1l2.tmp", ".ranker.json.ab12.tmp"]
+    foreign = ".notes.txt.zz.tmp"
+    for name in [*own, foreign]:
+        (base / name).write_bytes(b"left by a killed write")
+    store_edit.delete_from_store(base, ["d1"])
+    assert not any((base / name).exists() for name in own) and (base / foreign).exists()

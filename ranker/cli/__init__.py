@@ -97,6 +97,15 @@ def finished() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def _close_bars() -> None:
+    """End the progress bars an error cut short, so that its line starts a line of its own."""
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
+
+
 def main() -> None:
     """Entry point: a :class:`RankerError` or an OS error becomes one line on stderr and exit code 2; SIGINT or
     SIGTERM one line and 128 + the signal number, after every temporary file has been removed."""
@@ -113,9 +122,11 @@ def main() -> None:
         finished()
         raise
     except RankerError as e:
+        _close_bars()
         print(f"rank: error: {e}", file=sys.stderr)
         sys.exit(EXIT_CODES["bad_input"])
     except OSError as e:  # the file system refused (permissions, a full disk, a path that changed meanwhile)
+        _close_bars()
         print(f"rank: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         sys.exit(EXIT_CODES["bad_input"])
     except Interrupted as e:

@@ -188,7 +188,14 @@ class HybridRetriever(Stage):
         self.bm25, self.dense, self.weight, self.k = bm25, dense, weight, k
 
     def transform(self, queries: Mapping[str, Query], candidates: Ranking | None = None) -> Ranking:
-        fused = sort_ranking(interpolate(self.bm25(queries), self.dense(queries), self.weight))
+        """Raises RankerError when none of BM25's hits is in the store: the index and the store hold different
+        collections, and fusing them would interleave two unrelated lists."""
+        lexical = self.bm25(queries)
+        hits = {d.docno for docs in lexical.values() for d in docs}
+        if hits and not any(docno in self.dense.store for docno in hits):
+            raise RankerError(f"none of BM25's {len(hits):,} hits is in the store {self.dense.store.path}: the index "
+                              "and the store hold different collections (build both from the same one)")
+        fused = sort_ranking(interpolate(lexical, self.dense(queries), self.weight))
         return {qid: docs[:self.k] for qid, docs in fused.items()}
 
     def config(self) -> dict:

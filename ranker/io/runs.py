@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ranker._version import __version__
+from ranker.interrupt import deferred
 from ranker.io.atomic import write_json
 from ranker.io.formats import write_run
 from ranker.types import Ranking
@@ -32,8 +33,8 @@ def command_line() -> str:
 
 
 def save_run(ranking: Ranking, path: str | Path, tag: str, metadata: dict[str, Any]) -> Path:
-    """Write the TREC run and its sidecar (both atomically); returns the sidecar's path."""
-    write_run(ranking, path, tag)
+    """Write the TREC run and its sidecar (each atomically, and a signal meanwhile waits until both are written,
+    so that a run never stands beside the previous run's sidecar); returns the sidecar's path."""
     meta = {
         "run": str(path),
         "tag": tag,
@@ -47,5 +48,7 @@ def save_run(ranking: Ranking, path: str | Path, tag: str, metadata: dict[str, A
         **metadata,
     }
     side = sidecar_path(path)
-    write_json(side, meta)
+    with deferred():
+        write_run(ranking, path, tag)
+        write_json(side, meta)
     return side

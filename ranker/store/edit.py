@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ranker.errors import RankerError
-from ranker.io.artifact import write_metadata
+from ranker.io.artifact import META_FILE, write_metadata
 from ranker.io.atomic import exclusive, sync_folder
 from ranker.store.build import batches, docno_text, encoded_plan, stored_rows
 from ranker.store.embeddings import (
@@ -72,19 +72,28 @@ def _data_roles(store: EmbeddingStore) -> dict[str, tuple[str, tuple[int, ...]]]
 
 
 def _clean(store: EmbeddingStore) -> None:
-    """Remove what a stopped edit left: rows past the committed count, files no commit names, a compaction's
-    unfinished folder (under the writer lock; readers never open those)."""
+    """Remove what a stopped edit left: rows past the committed count, files no commit names, temporary files of
+    atomic writes, a compaction's unfinished folder (under the writer lock; readers never open those)."""
     files = store_files(store.meta)
     named = set(files.values())
     for file in store.path.iterdir():
         if file.name == COMPACTING:
             shutil.rmtree(file)
-        elif file.is_file() and store_file_name(file.name) and file.name not in named:
+        elif file.is_file() and (store_file_name(file.name) and file.name not in named or _temporary(file.name)):
             file.unlink()
     for role, (dtype, shape) in _data_roles(store).items():
         row_bytes = np.dtype(dtype).itemsize * int(np.prod(shape))
         os.truncate(store.path / files[role], len(npy_header(dtype, (0, *shape))) + store.row_count * row_bytes)
     os.truncate(store.path / files["docnos"], len("".join(f"{d}\n" for d in store.docnos).encode("utf-8")))
+
+
+def _temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file an atomic write of the store's own left (``.docno_keys.3.npy.x1.tmp``,
+    ``.ranker.json.x1.tmp``: a process killed before its rename)."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return False
+    written = name[1:-len(".tmp")].rpartition(".")[0]
+    return written == META_FILE or store_file_name(written)
 
 
 def _commit(store: EmbeddingStore, count: int, deleted: Iterable[int], files: dict[str, str] | None = None,

@@ -14,7 +14,7 @@ import numpy as np
 
 from ranker.errors import RankerError
 from ranker.io.artifact import write_metadata
-from ranker.io.atomic import write_json
+from ranker.io.atomic import naming, write_json
 from ranker.store.embeddings import DEFAULT_FILES, DOCNOS, EMBEDDINGS, HASHES, PROGRESS, SCALES, read_docnos
 from ranker.store.keys import SortedIndex, docno_keys, hash_keys
 from ranker.store.quantization import QUANTIZATION
@@ -103,6 +103,10 @@ class PartialBuild:
 
     def finish(self) -> None:
         """Give the ``.npy`` files their final shapes, write ``ranker.json`` and drop ``progress.json``."""
+        with naming(self.folder):  # a full disk names the store
+            self._finish()
+
+    def _finish(self) -> None:
         for name, (dtype, row_shape) in self.arrays.items():
             header = npy_header(dtype, (self.rows, *row_shape))
             if len(header) != len(npy_header(dtype, (0, *row_shape))):
@@ -140,7 +144,7 @@ def write_indexes(folder: Path, docnos: Sequence[str], hashes: np.ndarray | None
 
 
 def _append_bytes(path: Path, data: bytes) -> None:
-    with open(path, "ab") as f:
+    with naming(path), open(path, "ab") as f:  # a full disk names the file
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
