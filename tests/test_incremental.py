@@ -16,7 +16,8 @@ from ranker.models.twinbert import TwinBert  # noqa: E402
 from ranker.rerank.twinbert import TwinBertReranker  # noqa: E402
 from ranker.store.build import build_store  # noqa: E402
 from ranker.store.edit import add_to_store, compact_store, delete_from_store  # noqa: E402
-from ranker.store.embeddings import ROLE_FILES, EmbeddingStore, StoreMismatchError, store_files  # noqa: E402
+from ranker.store.embeddings import EmbeddingStore, StoreMismatchError  # noqa: E402
+from ranker.store.files import ROLE_FILES, store_files  # noqa: E402
 from ranker.types import Doc, Query, ScoredDoc  # noqa: E402
 
 from .conftest import assert_input_error, rank  # noqa: E402

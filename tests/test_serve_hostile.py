@@ -220,10 +220,17 @@ def test_search_checks_q_before_bm25_and_head_works(dl19, service, tmp_path):  #
         answer = raw_exchange(client.port, b"GET /search?q=" + long_search_query().replace(" ", "+").encode()
                               + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 413") and b'"field": "q"' in answer.replace(b'":"', b'": "')
-        connection = http.client.HTTPConnection("127.0.0.1", client.port, timeout=60)
-        connection.request("HEAD", "/search?q=bank")
+        assert head(client.port, "/search?q=bank") == (200, b"")
+
+
+def head(port: int, path: str) -> tuple[int, bytes]:
+    """A HEAD request's status and body (which must be empty)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("HEAD", path)
         response = connection.getresponse()
-        assert response.status == 200 and response.read() == b""
+        return response.status, response.read()
+    finally:
         connection.close()
 
 
@@ -249,11 +256,7 @@ def test_refusals_before_any_route_answer_the_one_error_shape(default_limits):
     assert answer.startswith(b"HTTP/1.1 431") and b"application/json" in answer
     answer = raw_exchange(client.port, b"NOT HTTP\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400") and b'"field": "request"' in answer.replace(b'":"', b'": "')
-    connection = http.client.HTTPConnection("127.0.0.1", client.port, timeout=60)
-    connection.request("HEAD", "/metrics")
-    response = connection.getresponse()
-    assert response.status == 200 and response.read() == b""
-    connection.close()
+    assert head(client.port, "/metrics") == (200, b"")
     schema = client.call("GET", "/openapi.json")[1]
     search = schema["paths"]["/search"]["get"]["responses"]
     assert {"200", "409", "413", "422", "503", "504"} <= set(search)

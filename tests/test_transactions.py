@@ -19,7 +19,8 @@ import pytest
 from ranker.errors import RankerError
 from ranker.store import edit as store_edit
 from ranker.store.build import build_store
-from ranker.store.embeddings import EmbeddingStore, store_files
+from ranker.store.embeddings import EmbeddingStore
+from ranker.store.files import store_files
 
 from .conftest import assert_input_error, rank
 from .crash_edit import DOCS, TOMBSTONED, ToyEncoder, run

@@ -84,8 +84,8 @@ def run(
     from ranker.io.sources import load_topics, select_topics
     from ranker.rerank.assembly import PipelineConfig, build_pipeline
 
-    options.not_an_input(output, [Path(topics), candidates, index, qids, *(collection or ()), *(
-        Path(p) for p in (judged_only, store, model, dense_model) if p and Path(p).exists())])
+    options.not_an_input(output, [Path(topics), candidates, qids, *(collection or ()), *(  # folders: output_file
+        Path(p) for p in (judged_only, store, model, dense_model) if p and Path(p).is_file())])
     every = load_topics(topics)
     queries = select_topics(every, topics, judged_only, queries_first, qids)
     config = PipelineConfig(

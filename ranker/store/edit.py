@@ -32,18 +32,8 @@ from ranker.errors import RankerError
 from ranker.io.artifact import META_FILE, write_metadata
 from ranker.io.atomic import exclusive, sync_folder
 from ranker.store.build import batches, docno_text, encoded_plan, stored_rows
-from ranker.store.embeddings import (
-    DEFAULT_FILES,
-    ROLE_FILES,
-    DocEncoder,
-    EmbeddingStore,
-    generation_name,
-    open_rows,
-    read_docnos,
-    store_file_name,
-    store_files,
-    text_hashes,
-)
+from ranker.store.embeddings import DocEncoder, EmbeddingStore, open_rows, read_docnos, text_hashes
+from ranker.store.files import DEFAULT_FILES, ROLE_FILES, generation_name, store_file_name, store_files
 from ranker.store.partial import PartialBuild, npy_header, write_indexes
 from ranker.store.quantization import quantize
 from ranker.store.windows import stored_windowing, window_counts, window_rows, windowing_of

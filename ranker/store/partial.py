@@ -15,7 +15,8 @@ import numpy as np
 from ranker.errors import RankerError
 from ranker.io.artifact import write_metadata
 from ranker.io.atomic import naming, write_json
-from ranker.store.embeddings import DEFAULT_FILES, DOCNOS, EMBEDDINGS, HASHES, PROGRESS, SCALES, read_docnos
+from ranker.store.embeddings import read_docnos
+from ranker.store.files import DEFAULT_FILES, DOCNOS, EMBEDDINGS, HASHES, PROGRESS, SCALES
 from ranker.store.keys import SortedIndex, docno_keys, hash_keys
 from ranker.store.quantization import QUANTIZATION
 from ranker.store.windows import WINDOWS, window_counts
