@@ -70,7 +70,10 @@ class Reranker(Stage):
         raise NotImplementedError
 
     def transform(self, queries: Mapping[str, Query], candidates: Ranking | None) -> Ranking:
-        return self.rerank(queries, _require(candidates, self))
+        candidates = _require(candidates, self)
+        if not pending(queries, candidates):  # nothing to score: no model runs on an empty batch
+            return {qid: [] for qid in candidates if qid in queries}
+        return self.rerank(queries, candidates)
 
 
 class Identity(Reranker):

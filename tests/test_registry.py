@@ -153,9 +153,14 @@ def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_p
     runs.mkdir()
     (runs / "ideal.trec").write_text("".join(f"{q.qid} Q0 {q.docno} {i + 1} {1000 - i} ideal\n"
                                              for i, q in enumerate(best)))
+    (models / "twinbert-old").symlink_to(root / "models" / "twinbert")
     (models / "catalog.toml").write_text(
-        f'[{default}]\npurpose = "the student"\nencode = "its store"\nruns = {{ dl19 = "runs/ideal.trec" }}\n'
-        '[teacher]\npurpose = "the teacher"\nencode = "nothing"\nruns = { dl19 = "runs/missing.trec" }\n')
+        f'[{default}]\npurpose = "the student"\nencode = "its store"\nstatus = "supported"\ndecided_by = "v"\n'
+        'runs = { dl19 = "runs/ideal.trec" }\n'
+        '[twinbert-old]\npurpose = "the old one"\nencode = "its store"\nstatus = "experiment"\ndecided_by = "w"\n'
+        'runs = {}\n'
+        '[teacher]\npurpose = "the teacher"\nencode = "nothing"\nstatus = "supported"\ndecided_by = "x"\n'
+        'runs = { dl19 = "runs/missing.trec" }\n')
     env = {**os.environ, MODELS_ENV: str(models)}
     printed = subprocess.run([sys.executable, "-m", "ranker", "models", "list", "--data", str(data.resolve())],
                              cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
@@ -166,6 +171,13 @@ def test_models_list_marks_the_default_and_scores_each_model_from_its_runs(tmp_p
     assert f"{own:5.0f} MB" in student  # the model's own files, not the graph cache
     assert teacher.startswith("* teacher") and "cross-encoder" in teacher and "dl19 —" in teacher
     assert "the student" in printed and "encodes: its store" in printed and "checkpoints" in printed
+    assert " default " in student and "decided by: v" in printed  # the default is DEFAULT_MODELS', shown as such
+    assert "twinbert-old" not in printed and "experiments kept for the record, not shown: 1" in printed
+    everything = subprocess.run([sys.executable, "-m", "ranker", "models", "list", "--all", "--data",
+                                 str(data.resolve())], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                check=True).stdout
+    assert [line.split()[0] for line in everything.splitlines() if line.startswith(("* ", "  twinbert"))][:3] == [
+        "*", "*", "twinbert-old"]  # defaults first, experiments last
     # figures are cached by the run's size and time: a changed run is scored anew
     (runs / "ideal.trec").write_text("".join(f"{q.qid} Q0 {q.docno} {i + 1} {i} worst\n" for i, q in enumerate(best)))
     again = subprocess.run([sys.executable, "-m", "ranker", "models", "list", "--data", str(data.resolve())],
@@ -184,16 +196,38 @@ def test_the_readme_model_table_shows_what_rank_models_list_computes(data):
 
     from .conftest import ROOT
 
-    computed = {e.name: e.ndcg10 for e in catalog(ROOT / "models", ROOT, data)}
-    shown = {}
+    entries = catalog(ROOT / "models", ROOT, data)
+    computed = {e.name: e.ndcg10 for e in entries}
+    shown, labels = {}, {}
     for line in (ROOT / "README.md").read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| `") and len(cells) == 4 and cells[0].split("`")[1] in computed:
             shown[cells[0].split("`")[1]] = [c.strip() for c in cells[2].split("/")]
+            labels[cells[0].split("`")[1]] = cells[0]
     assert shown.keys() == computed.keys()
+    assert all(e.status in labels[e.name] for e in entries)  # the row says what the catalogue says
 
     def figure(value):
         return "—" if value is None else f"{value:.4f}"
 
     for name, figures in computed.items():
         assert shown[name] == [figure(figures.get("dl19")), figure(figures.get("scifact"))], name
+
+
+def test_the_catalogue_labels_every_model_and_never_names_a_default_itself(tmp_path, data):
+    """A status is supported or experiment: a default is DEFAULT_MODELS' to say, and the default must be there."""
+    from ranker.errors import RankerError
+    from ranker.eval.catalog import catalog
+
+    from .conftest import ROOT
+
+    assert {e.status for e in catalog(ROOT / "models", ROOT, data)} == {"default", "supported", "experiment"}
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "teacher").symlink_to(ROOT / "models" / "teacher")
+    entry = '[teacher]\npurpose = "p"\nencode = "e"\ndecided_by = "d"\nruns = {{}}\nstatus = "{}"\n'
+    for status, message in (("default", "not one of supported, experiment"), ("experiment", "marked an experiment"),
+                            ("supported", "the default twinbert-v2 is not catalogued")):
+        (models / "catalog.toml").write_text(entry.format(status))
+        with pytest.raises(RankerError, match=message):
+            catalog(models, tmp_path, data)

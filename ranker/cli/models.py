@@ -30,9 +30,11 @@ def fetch(
 def list_models(
     cache: Annotated[Path | None, typer.Option(help="Cache folder (default: $RANKER_CACHE, else in .venv).")] = None,
     data: Annotated[Path, typer.Option(help="Shared data folder (its qrels score the committed runs).")] = DATA_DIR,
+    all_models: Annotated[bool, typer.Option("--all", help="Also the experiments kept for the record.")] = False,
 ) -> None:
-    """The shipped models (name, kind, size, what each is for, what it must encode, nDCG@10 on DL19 and SciFact
-    test from the committed runs; * the default of its kind), then every checkpoint and where it is."""
+    """The shipped models, defaults first, then supported ones (experiments with --all): name, status, kind, size,
+    what each is for, the validation figures that decided its status, what it must encode, nDCG@10 on DL19 and
+    SciFact test from the committed runs; then every checkpoint and where it is."""
     from ranker.errors import MissingInputError
     from ranker.eval.catalog import CATALOG, catalog
     from ranker.io.checkpoints import CHECKPOINTS, bundled_minilm, checkpoint_path
@@ -46,11 +48,15 @@ def list_models(
                    "the project's models/ folder", err=True)
     else:
         typer.echo(f"shipped models ({folder}; nDCG@10 from {folder.parent / 'runs'}; * the default of its kind)")
-        for entry in catalog(folder, folder.parent, data):
+        entries = catalog(folder, folder.parent, data)
+        for entry in entries if all_models else [e for e in entries if e.status != "experiment"]:
             figures = "  ".join(f"{name} {'—' if value is None else f'{value:.4f}'}"
                                 for name, value in entry.ndcg10.items())
-            typer.echo(f"{'*' if entry.default else ' '} {entry.name:<26} {entry.kind:<14} {entry.size_mb:5.0f} MB  "
-                       f"{figures}\n    {entry.purpose}\n    encodes: {entry.encode}")
+            typer.echo(f"{'*' if entry.default else ' '} {entry.name:<26} {entry.status:<10} {entry.kind:<14} "
+                       f"{entry.size_mb:5.0f} MB  {figures}\n    {entry.purpose}\n    decided by: {entry.decided_by}"
+                       f"\n    encodes: {entry.encode}")
+        if not all_models and (hidden := sum(e.status == "experiment" for e in entries)):
+            typer.echo(f"(experiments kept for the record, not shown: {hidden}; rank models list --all)")
         typer.echo("your own collection, MS MARCO or not (the pipeline validation picked on both domains): rank index, "
                    "rank encode (the default student, whole collection), then rank run --index I --k 100 --reranker "
                    "twinbert --store S: BM25 >> the student fused with BM25 (--fusion none: the student alone)")

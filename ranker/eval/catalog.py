@@ -19,6 +19,12 @@ QRELS = {"dl19": ("msmarco-passage/qrels/dl19.txt", 2), "scifact": ("beir-scifac
 """Where each collection's judgements are in the shared data, and the relevance level nDCG counts from."""
 
 
+STATUSES = ("default", "supported", "experiment")
+"""A shipped model's label, in the order ``rank models list`` shows them: the default of its kind
+(:data:`ranker.models.loading.DEFAULT_MODELS`, never written in the catalogue), one a user may pick or a default
+or reproduction needs, or a result kept for the record."""
+
+
 @dataclass
 class ModelEntry:
     name: str
@@ -26,17 +32,24 @@ class ModelEntry:
     purpose: str
     encode: str
     size_mb: float
-    default: bool
+    status: str
+    decided_by: str
     ndcg10: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def default(self) -> bool:
+        return self.status == "default"
 
 
 def catalog(models: Path, root: Path, data: Path) -> list[ModelEntry]:
-    """Every model ``models/catalog.toml`` describes, with nDCG@10 of its runs (paths relative to ``root``; a run
-    or qrels file that is not there gives ``None``). Figures are cached by the run's and qrels' size and time
-    (:data:`FIGURES`), so listing again costs no evaluation.
+    """Every model ``models/catalog.toml`` describes, defaults first, then supported models, then experiments
+    (:data:`STATUSES`), with nDCG@10 of its runs (paths relative to ``root``; a run or qrels file that is not there
+    gives ``None``). Figures are cached by the run's and qrels' size and time (:data:`FIGURES`), so listing again
+    costs no evaluation.
 
     Raises:
-        RankerError: ``catalog.toml`` is not TOML, or an entry lacks a field.
+        RankerError: ``catalog.toml`` is not TOML, an entry lacks a field, has a status other than ``supported`` or
+            ``experiment``, or a default is not catalogued.
     """
     file = models / CATALOG
     try:
@@ -50,15 +63,23 @@ def catalog(models: Path, root: Path, data: Path) -> list[ModelEntry]:
         try:
             kind = artifact_type(path)
             runs, purpose, encode = about["runs"], about["purpose"], about["encode"]
+            status, decided_by = about["status"], about["decided_by"]
         except (KeyError, TypeError) as e:
             raise RankerError(f"{file}: [{name}] lacks {e}") from None
+        if status not in STATUSES[1:]:
+            raise RankerError(f"{file}: [{name}] status {status!r} is not one of {', '.join(STATUSES[1:])} (a "
+                              "default is DEFAULT_MODELS' to say)")
         files = [path] if path.is_file() else [f for f in path.rglob("*") if "onnx" not in f.relative_to(path).parts]
         size = sum(f.stat().st_size for f in files if f.is_file())  # not the exported query graphs cached beside it
         figures = {collection: cache.ndcg10(root / run, data, collection) for collection, run in runs.items()}
-        entries.append(ModelEntry(name, kind, purpose, encode, size / 1e6, DEFAULT_MODELS.get(kind) == name,
-                                  figures))
+        if DEFAULT_MODELS.get(kind) == name and status == "experiment":
+            raise RankerError(f"{file}: [{name}] is the default {kind} (DEFAULT_MODELS) but marked an experiment")
+        entries.append(ModelEntry(name, kind, purpose, encode, size / 1e6,
+                                  "default" if DEFAULT_MODELS.get(kind) == name else status, decided_by, figures))
     cache.save()
-    return entries
+    if missing := sorted(set(DEFAULT_MODELS.values()) - {e.name for e in entries}):
+        raise RankerError(f"{file}: the default {', '.join(missing)} is not catalogued")
+    return sorted(entries, key=lambda e: STATUSES.index(e.status))
 
 
 FIGURES = "catalog-figures.json"

@@ -51,7 +51,9 @@ def shipped_model(name: str) -> Path:
 
 DEFAULT_MODELS = {"twinbert": "twinbert-v2", "cross-encoder": "teacher"}
 """Reranker kind -> the shipped model it loads when none is given: the one place each default lives (picked on
-validation: docs/experiments.md)."""
+validation: docs/experiments.md); ``models/catalog.toml`` labels the rest of the shelf."""
+DEFAULT_TEACHERS = {"msmarco": "ensemble-msmarco.json", "scifact": "ensemble-scifact.json"}
+"""Collection -> the teacher ``rank distill`` scores its queries with when none is given (the shipped students')."""
 
 
 def resolve_model(model: str | Path) -> str | Path:

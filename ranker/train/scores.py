@@ -22,7 +22,7 @@ from ranker.io.atomic import atomic_open
 from ranker.io.datasets import DATA_DIR, RUNS_DIR, collection_of, collections, strip_prefix, with_prefix
 from ranker.io.formats import read_run
 from ranker.models.kinds import reranker_kind
-from ranker.models.loading import shipped_model
+from ranker.models.loading import DEFAULT_TEACHERS, shipped_model
 from ranker.pipeline import Reranker, pending, rescored
 from ranker.rerank.registry import RerankerConfig, make_reranker
 from ranker.train.config import DISTILL_SETS
@@ -141,10 +141,6 @@ def run_teacher_scores(folder: str | Path, runs: Mapping[str, str | Path], data_
             ranking[q] = [ScoredDoc(q, with_prefix(collection, d.docno), d.score) for d in docs]
     name = json.dumps({c: str(p) for c, p in sorted(runs.items())})
     return score_with_teacher(RunScores(ranking, name), data.within(ranking), folder, name, "run")
-
-
-DEFAULT_TEACHERS = {"msmarco": "ensemble-msmarco.json", "scifact": "ensemble-scifact.json"}
-"""The shipped student's teachers, per collection (names in the models folder)."""
 
 
 def teacher_scores(folder: str | Path, teacher: str | None = None, scifact_teacher: str | None = None,
