@@ -58,14 +58,13 @@ def evaluate(
     names = _names(paths)
     read = {names[p]: read_run(p) for p in paths}
     judged_qids = {q.qid for q in judged}
-    for p in paths:
-        if not judged_qids & set(read[names[p]]):  # every figure would be 0: most likely the wrong qrels
-            typer.echo(f"rank: warning: {p} shares no query with {qrels}: all its figures are 0", err=True)
     result = ev.evaluate(judged, read, parsed, baseline=names[baseline] if baseline else None,
                          missing=missing.value)
     for p in paths:
         lacking = result.missing[names[p]]
-        if lacking and judged_qids & set(read[names[p]]):
+        if lacking == len(judged_qids):  # every figure would be 0: most likely the wrong qrels
+            typer.echo(f"rank: warning: {p} shares no query with {qrels}: all its figures are 0", err=True)
+        elif lacking:
             counted = ("count 0 in its figures (--missing skip scores only its own queries)" if missing is Missing.zero
                        else "are left out of its figures (--missing skip)")
             typer.echo(f"rank: warning: {p} lacks {lacking} of the {len(judged_qids)} judged queries: they "

@@ -72,10 +72,11 @@ def catalog(models: Path, root: Path, data: Path) -> list[ModelEntry]:
         files = [path] if path.is_file() else [f for f in path.rglob("*") if "onnx" not in f.relative_to(path).parts]
         size = sum(f.stat().st_size for f in files if f.is_file())  # not the exported query graphs cached beside it
         figures = {collection: cache.ndcg10(root / run, data, collection) for collection, run in runs.items()}
-        if DEFAULT_MODELS.get(kind) == name and status == "experiment":
+        default = DEFAULT_MODELS.get(kind) == name
+        if default and status == "experiment":
             raise RankerError(f"{file}: [{name}] is the default {kind} (DEFAULT_MODELS) but marked an experiment")
-        entries.append(ModelEntry(name, kind, purpose, encode, size / 1e6,
-                                  "default" if DEFAULT_MODELS.get(kind) == name else status, decided_by, figures))
+        entries.append(ModelEntry(name, kind, purpose, encode, size / 1e6, "default" if default else status,
+                                  decided_by, figures))
     cache.save()
     if missing := sorted(set(DEFAULT_MODELS.values()) - {e.name for e in entries}):
         raise RankerError(f"{file}: the default {', '.join(missing)} is not catalogued")

@@ -35,7 +35,7 @@ from ranker.models.hf import (
     resolve_checkpoint,
     sentence_max_length,
 )
-from ranker.models.query_encoders import GraphSource, OnnxQueryEncoder, cache_root
+from ranker.models.query_encoders import GraphSource, OnnxQueryEncoder, cache_root, token_parts
 from ranker.pipeline import Reranker, pending, rescored
 from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking, ScoredDoc
@@ -97,11 +97,8 @@ class BiEncoder:
             batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt").to(self.device)
             ids, mask = batch["input_ids"], batch["attention_mask"]
-            rows = max(1, PASS_TOKENS // ids.shape[1])  # long passages in parts, as the ONNX path runs them
-            for start in range(0, len(idx), rows):
-                width = int(mask[start:start + rows].sum(1).max())
-                out[idx[start:start + rows]] = MeanPooled(self.encoder)(
-                    ids[start:start + rows, :width], mask[start:start + rows, :width]).float().cpu().numpy()
+            for rows, width in token_parts(mask, PASS_TOKENS):  # long passages in parts, as the ONNX path runs them
+                out[idx[rows]] = MeanPooled(self.encoder)(ids[rows, :width], mask[rows, :width]).float().cpu().numpy()
         return out
 
     @property

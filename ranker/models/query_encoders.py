@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,6 +97,15 @@ class QueryTokenizer:
         return ids, mask, sum(bool(e.overflowing) for e in encodings)
 
 
+def token_parts(mask: Any, max_tokens: int) -> Iterator[tuple[slice, int]]:
+    """A padded batch's rows in parts of at most ``max_tokens`` padded tokens: each part's rows, and its longest
+    text's length (the part is cut to it: less padding). ``mask``: numpy or torch, ``(rows, longest)``."""
+    step = max(1, max_tokens // mask.shape[1])
+    for start in range(0, len(mask), step):
+        rows = slice(start, start + step)
+        yield rows, int(mask[rows].sum(1).max())
+
+
 class _BatchedEncoder:
     """Shared by the backends: tokenize in batches of similar length, run ``_forward``, count truncations. With
     ``max_tokens``, a batch whose padded tokens are more is run in parts of at most that many (long passages:
@@ -123,12 +132,8 @@ class _BatchedEncoder:
         self.truncated += truncated
         if self.max_tokens is None or ids.size <= self.max_tokens:
             return self._forward(ids, mask)
-        rows = max(1, self.max_tokens // ids.shape[1])
-        parts = []
-        for start in range(0, len(ids), rows):
-            width = int(mask[start:start + rows].sum(1).max())  # this part's longest text: less padding
-            parts.append(self._forward(ids[start:start + rows, :width], mask[start:start + rows, :width]))
-        return np.concatenate(parts)
+        return np.concatenate([self._forward(ids[rows, :width], mask[rows, :width])
+                               for rows, width in token_parts(mask, self.max_tokens)])
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
