@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ranker import cpu  # noqa: E402
 from ranker.errors import RankerError  # noqa: E402
 from ranker.eval.floor import encoder_flops  # noqa: E402
-from ranker.models import query_encoders  # noqa: E402
+from ranker.models import onnx_graphs  # noqa: E402
 from ranker.models.biencoder import BiEncoder, BiEncoderReranker  # noqa: E402
 from ranker.models.config import TwinBertConfig  # noqa: E402
 from ranker.models.query_encoders import QueryTokenizer, make_query_encoder, query_graph  # noqa: E402
@@ -94,11 +94,11 @@ def test_seven_bit_int8_graphs_are_cached_apart_and_stay_close_to_float32(model,
 
     graphs = {}
     for seven_bits in (False, True):
-        monkeypatch.setattr(query_encoders, "int8_reduce_range", lambda seven_bits=seven_bits: seven_bits)
+        monkeypatch.setattr(onnx_graphs, "int8_reduce_range", lambda seven_bits=seven_bits: seven_bits)
         graphs[seven_bits] = query_graph(model, "int8")
-        recipe = read_metadata(graphs[seven_bits].parent, query_encoders.GRAPH_TYPE)["recipe"]
+        recipe = read_metadata(graphs[seven_bits].parent, onnx_graphs.GRAPH_TYPE)["recipe"]
         assert recipe.get("reduce_range", False) is seven_bits
-        assert {k: v for k, v in recipe.items() if k != "reduce_range"} == query_encoders.RECIPE["int8"]
+        assert {k: v for k, v in recipe.items() if k != "reduce_range"} == onnx_graphs.RECIPE["int8"]
         got = make_query_encoder(model, "onnx-int8").encode(QUERIES)
         assert cosine(got, reference(model, QUERIES)).min() > 0.98
     assert graphs[False].parent != graphs[True].parent and graphs[False].is_file()  # a CPU of each kind keeps its own
@@ -120,7 +120,7 @@ def test_a_changed_model_gets_a_new_graph_and_the_least_recently_used_beyond_the
         model.query_tower.pooling.score.weight.add_(0.5)
     new = query_graph(model, "float32")
     assert new != old and old.parent.exists()  # another model's graph under a shared cache is kept
-    monkeypatch.setattr(query_encoders, "CACHED_GRAPHS", 2)
+    monkeypatch.setattr(onnx_graphs, "CACHED_GRAPHS", 2)
     os.utime(old.parent, (1, 1))  # used long ago
     query_graph(model, "int8")
     assert not old.parent.exists() and new.parent.exists()
@@ -134,25 +134,25 @@ def test_an_altered_graph_or_another_recipe_is_rebuilt_and_never_used(model, cap
     graph.write_bytes(graph.read_bytes()[:-10] + b"0123456789")
     caplog.clear()
     with pytest.raises(RankerError, match="changed since export"):
-        query_encoders.load_graph(graph.parent)
+        onnx_graphs.load_graph(graph.parent)
     assert query_graph(model, "float32") == graph
     assert "the graph file changed since export" in caplog.text
     caplog.clear()
-    query_encoders.load_graph(graph.parent)  # rebuilt: its hash matches again
-    monkeypatch.setitem(query_encoders.RECIPE, "float32", {"opset": 16})
+    onnx_graphs.load_graph(graph.parent)  # rebuilt: its hash matches again
+    monkeypatch.setitem(onnx_graphs.RECIPE, "float32", {"opset": 16})
     other = query_graph(model, "float32")
     assert other != graph and graph.is_file() and "none cached" in caplog.text  # a graph per recipe
 
 
 def test_a_graph_that_disagrees_with_the_model_is_refused(model, monkeypatch):
-    monkeypatch.setitem(query_encoders.TOLERANCE, "float32", -1.0)
+    monkeypatch.setitem(onnx_graphs.TOLERANCE, "float32", -1.0)
     with pytest.raises(RankerError, match="disagrees with the PyTorch query encoder"):
         query_graph(model, "float32")
     assert not list((model.path / "onnx").glob("query-*"))
 
 
 def test_an_unwritable_model_folder_caches_elsewhere(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(query_encoders.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(onnx_graphs.os, "access", lambda path, mode: False)
     monkeypatch.setenv("RANKER_CACHE", str(tmp_path / "cache"))
     assert query_graph(model, "float32").is_relative_to(tmp_path / "cache" / "onnx")
 
@@ -216,7 +216,7 @@ def test_a_forged_graph_with_a_matching_hash_is_one_line(model):
     graph = query_graph(model, "float32")
     graph.write_bytes(b"not an onnx graph")
     meta = json.loads((graph.parent / "ranker.json").read_text())
-    meta["sha256"] = query_encoders._sha256(graph)
+    meta["sha256"] = onnx_graphs._sha256(graph)
     (graph.parent / "ranker.json").write_text(json.dumps(meta))
     with pytest.raises(RankerError, match="not a graph ONNX Runtime can load .*: delete .* exported again"):
         make_query_encoder(model, "onnx")

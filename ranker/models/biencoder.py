@@ -35,7 +35,8 @@ from ranker.models.hf import (
     resolve_checkpoint,
     sentence_max_length,
 )
-from ranker.models.query_encoders import GraphSource, OnnxQueryEncoder, cache_root, token_parts
+from ranker.models.onnx_graphs import GraphSource, cache_root
+from ranker.models.query_encoders import OnnxQueryEncoder, token_parts
 from ranker.pipeline import Reranker, pending, rescored
 from ranker.store.embeddings import EmbeddingStore
 from ranker.types import Query, Ranking, ScoredDoc
