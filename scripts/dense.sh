@@ -9,7 +9,7 @@
 #   --out       work folder: indexes, stores, validation runs (default work/dense; rerun to resume)
 #   --v3-store  all-mpnet-base-v2's store of SciFact's corpus (default work/v3/stores/scifact.mpnet)
 #   --collections  the students' collections to run first (default "scifact dl19"; "" runs the v3 part alone)
-# Run time on the 2-core CPU: README ("Dense and hybrid retrieval").
+# Run time on the 2-core CPU: docs/operations.md ("Dense and hybrid retrieval").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/dense V3_STORE=work/v3/stores/scifact.mpnet COLLECTIONS="scifact dl19"
@@ -30,16 +30,15 @@ declare -A VAL=([scifact]=scifact [dl19]=msmarco) EXTRA=([scifact]=--remove-quer
 made() { [ -f "$1" ] && [ -f "$1.json" ]; }
 
 pick_weight() {  # pick_weight COLLECTION INDEX [NAME]: sets best, best_score (validation nDCG@10 of each weight)
-    best=0 best_score=-1
+    local w run candidates=()
     for w in 0.0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0; do
         run=$OUT/val/$1.${3:-hybrid}-$w.trec
         # shellcheck disable=SC2086
         made "$run" || rank run --topics "$V/${VAL[$1]}.topics.tsv" --index "$2" "${dense[@]}" ${EXTRA[$1]} \
             --retriever hybrid --hybrid-weight "$w" --output "$run" > /dev/null
-        score=$(ndcg10 "$V/${VAL[$1]}.qrels.txt" "$run")
-        echo "   weight $w: validation nDCG@10 $score"
-        if awk "BEGIN {exit !($score > $best_score)}"; then best=$w best_score=$score; fi
+        candidates+=("$w@${VAL[$1]}=$run")
     done
+    read -r best best_score < <(rank pick-run --qrels "${VAL[$1]}=$V/${VAL[$1]}.qrels.txt" "${candidates[@]}")
 }
 
 for c in $COLLECTIONS; do

@@ -7,7 +7,7 @@
 #   --models  where the ensembles go as ensemble-v2-{msmarco,scifact}.json (default OUT/models)
 #   --runs    where the test runs go (default OUT/runs; the committed ones were made with --runs runs)
 # Needs the committed runs/{teacher,teacher-scifact,biencoder}.*.trec and runs/bm25.scifact-test.trec.
-# Run time on the 2-core CPU: README ("Teacher v2").
+# Run time on the 2-core CPU: docs/teacher-experiments.md ("Teacher v2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/mpnet MODELS= RUNS= ONLY=

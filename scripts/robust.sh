@@ -10,7 +10,7 @@
 #   4. the pick's weight recorded in models/twinbert-v2, and BM25 >> student + BM25 against the hybrid first stage;
 #   5. the default pipeline's DL19 and SciFact test runs; 6. its latency against student v1's in one benchmark.
 # Every pick is made by a rank command (library code); this script only runs them. Picks made here: v2, 64 query
-# tokens, weight 0.75, passages cut at 128 tokens, BM25's candidates (docs/experiments.md, "Your own collection").
+# tokens, weight 0.75, passages cut at 128 tokens, BM25's candidates (docs/experiments.md "Your own collection").
 #
 # Usage: bash scripts/robust.sh [--data DIR] [--out DIR]   (default work/robust; rerun to resume)
 # Run time on the 2-core CPU: ~3 h, nearly all of it encoding SciFact's corpus (9 min a cut store, 24-34 min a

@@ -14,7 +14,7 @@
 #   --queries  distillation queries scored by the teachers, the first N in their fixed order (default all 1,588,
 #              as for the shipped student)
 # Needs runs/bm25.scifact-{train,test}.trec (scripts/reproduce.sh) and the committed teacher runs for evaluation.
-# Run time on the 2-core CPU: see README ("Student"); a GPU is used when present.
+# Run time on the 2-core CPU: see docs/experiments.md ("Student"); a GPU is used when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/student MODELS= RUNS= SCORES=work/teacher-scores QUERIES=1588

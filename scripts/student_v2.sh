@@ -16,7 +16,7 @@
 #   --mpnet   scripts/mpnet.sh's --out, whose validation runs the v3 ensemble fuses (default work/mpnet)
 # Needs models/ensemble-v2-{msmarco,scifact}.json, models/teacher, models/teacher-scifact and models/twinbert
 # (scripts/mpnet.sh, scripts/teacher.sh, scripts/student.sh).
-# Run time on the 2-core CPU: README ("all-mpnet-base-v2, teacher v2 and student v2"), ~4.5 h.
+# Run time on the 2-core CPU: docs/experiments.md ("all-mpnet-base-v2, teacher v2 and student v2"), ~4.5 h.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/v2 MODELS= RUNS= MPNET=work/mpnet
@@ -88,12 +88,8 @@ rank distill --output "$OUT/student-sym" "${TEACHER_RUN[@]}" --init models/twinb
     --max-steps 120 --eval-every 30 --lr 2e-5
 
 step "SciFact protocol: each kind's student, more steps on SciFact train alone (teacher v2's SciFact ensemble)"
-best() {  # best RUN...: the run folder whose model validation scores highest (mean over its collections)
-    .venv/bin/python -c 'import json, sys
-score = {r: json.load(open(f"{r}/model/training.json"))["best"]["val_ndcg10"] for r in sys.argv[1:]}
-print(max(score, key=score.get))' "$@"
-}
-asym=$(best "$OUT/student-cos" "$OUT/student-res")
+# each pick: the run folder whose model's recorded validation (mean over its collections) is highest
+asym=$(rank pick-trained "$OUT/student-cos" "$OUT/student-res")
 SCIFACT=(--teacher-run "scifact=$OUT/runs/distill.scifact.teacher-v2.trec" --sets scifact-train
          --scores "$OUT/scores-distill-scifact" --label-weight 0.5)
 rank distill --output "$OUT/student-asym-scifact" "${SCIFACT[@]}" --init "$asym/model" "${STORES[@]}" \
@@ -102,7 +98,8 @@ rank distill --output "$OUT/student-sym-scifact" "${SCIFACT[@]}" --init "$OUT/st
     --max-steps 180 --eval-every 60 --lr 5e-5
 
 step "ship the validation picks: twinbert-v2 (of all), twinbert-v2-asym (cos or res), twinbert-v2-scifact"
-v2=$(best "$OUT/student-sym" "$asym") v2_scifact=$(best "$OUT/student-sym-scifact" "$OUT/student-asym-scifact")
+v2=$(rank pick-trained "$OUT/student-sym" "$asym")
+v2_scifact=$(rank pick-trained "$OUT/student-sym-scifact" "$OUT/student-asym-scifact")
 echo "validation picks $v2, asymmetric $asym, SciFact $v2_scifact"
 ship "$v2" twinbert-v2
 ship "$asym" twinbert-v2-asym

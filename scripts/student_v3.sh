@@ -59,28 +59,11 @@ for k in 1 2 3 4; do
     rank align --output "$OUT/align-mpnet$k" "${ALIGN[@]}" --encoder mpnet --num-layers "$k"
 done
 
-best() {  # best MAX_MB MAX_COST RUN...: the run folder validation scores highest among those whose model (its onnx/
-          # cache aside) is at most MAX_MB MB and whose query tower costs at most MAX_COST x v1's a token (layers x width^2)
-    .venv/bin/python -c 'import json, pathlib, sys
-def megabytes(model):
-    return sum(f.stat().st_size for f in model.rglob("*") if f.is_file() and "onnx" not in f.relative_to(model).parts) / 1e6
-def cost(config):
-    config = json.loads(config.read_text())
-    return config["num_hidden_layers"] * config["hidden_size"] ** 2
-v1 = cost(pathlib.Path("models/twinbert/doc_encoder/config.json"))
-score = {}
-for run in sys.argv[3:]:
-    model = pathlib.Path(run, "model")
-    tower = model / "query_encoder" / "config.json"
-    if megabytes(model) <= float(sys.argv[1]) and (not tower.exists() or cost(tower) <= float(sys.argv[2]) * v1):
-        score[run] = json.loads((model / "training.json").read_text())["best"]["val_ndcg10"]
-print(max(score, key=score.get))' "$@"
-}
 STARTS=("$OUT/align-minilm" "$OUT"/align-mpnet{1,2,3,4})
-deep=$(best inf inf "${STARTS[@]}")
+deep=$(rank pick-trained "${STARTS[@]}")  # the run whose model's recorded validation is highest
 # the start of every step below: the query-side budget is 50 MB and a query tower at most 1.5x v1's cost a token
 # (6 layers x 384): mpnet's k = 3 (45 MB, 2x) measured 1.54x v1's p50 (runs/bench-v3-k3.dl19.json), k = 2 1.14x
-aligned=$(best 50 1.5 "${STARTS[@]}")
+aligned=$(rank pick-trained --max-mb 50 --max-cost 1.5 --reference models/twinbert "${STARTS[@]}")
 echo "validation pick of every aligned tower: $deep; of those within the budget: $aligned"
 
 step "teacher v2 over the MS MARCO distillation queries (829 x BM25 top-20) and mpnet's store of their passages"
@@ -130,21 +113,18 @@ rank distill --output "$OUT/distill-train" --init "$OUT/distill-mpnet-s1/model" 
 step "both validation sets for every candidate tower (27 DL20/DL21, 50 SciFact train; BM25 top-100); the pick"
 declare -A VSTORE=([msmarco]=msmarco-val.mpnet [scifact]=scifact.mpnet)
 pick_by_validation() {  # pick_by_validation RUN...: the run folder whose model has the best mean nDCG@10 over both sets
-    local run c out score sum best="" best_mean=-1
+    local run c out result candidates=()
     mkdir -p "$OUT/val-runs"
     for run in "$@"; do
-        sum=0
         for c in msmarco scifact; do
             out=$OUT/val-runs/${run##*/}.$c.trec
             made "$out" || rank run --topics "$V/$c.topics.tsv" --candidates "$V/$c.bm25.trec" --reranker twinbert --fusion none \
                 --model "$run/model" --store "$S/${VSTORE[$c]}" --output "$out" > /dev/null
-            score=$(ndcg10 "$V/$c.qrels.txt" "$out")
-            echo "   ${run##*/} $c validation nDCG@10 $score" >&2
-            sum=$(awk "BEGIN {print $sum + $score}")
+            candidates+=("$run@$c=$out")
         done
-        if awk "BEGIN {exit !($sum / 2 > $best_mean)}"; then best=$run best_mean=$(awk "BEGIN {print $sum / 2}"); fi
     done
-    echo "$best"
+    result=$(rank pick-run --qrels "msmarco=$V/msmarco.qrels.txt" --qrels "scifact=$V/scifact.qrels.txt" "${candidates[@]}")
+    echo "${result% *}"
 }
 pick=$(pick_by_validation "$aligned" "$OUT/distill-lr1" "$OUT/distill-lr3" "$OUT/distill-mpnet-s1" "$OUT/distill-train")
 echo "validation pick: $pick"
@@ -197,7 +177,7 @@ for lr in 1 3 10 30; do  # encoder learning rates 1e-5 ... 3e-4; validation: Sci
 done
 # the best rate's curve still rose at 800 steps: twice as long
 rank distill --output "$OUT/scifact-lr30-long" "${SF_DISTILL[@]}" --lr 3e-4 --max-steps 1600 --cached-only
-scifact_pick=$(best inf inf "$OUT"/scifact-lr{1,3,10,30,30-long})
+scifact_pick=$(rank pick-trained "$OUT"/scifact-lr{1,3,10,30,30-long})
 echo "validation pick (SciFact): $scifact_pick"
 ship "$scifact_pick" twinbert-v3-scifact
 scifact_run "$MODELS/twinbert-v3-scifact" twinbert-v3-scifact

@@ -10,7 +10,7 @@
 #             were made with --models models)
 #   --runs    where the test runs go (default OUT/runs; the committed ones were made with --runs runs)
 # Needs runs/bm25.scifact-test.trec and runs/bm25.scifact-train.trec (scripts/reproduce.sh makes them).
-# Run time on the 2-core CPU: see README ("Teacher"); a GPU is used when present.
+# Run time on the 2-core CPU: see docs/experiments.md ("Teacher"); a GPU is used when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data OUT=work/teacher MODELS= RUNS=

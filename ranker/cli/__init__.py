@@ -25,7 +25,9 @@ from ranker.cli import (
     index,
     models,
     report,
+    reproduce,
     run,
+    select,
     serve,
     store,
     train,
@@ -61,9 +63,12 @@ app.command("agreement")(align.agreement)
 app.command("ensemble")(ensemble.ensemble)
 app.command("fusion-weight")(ensemble.fusion_weight)
 app.command("pick-student")(ensemble.pick_student)
+app.command("pick-trained")(select.pick_trained)
+app.command("pick-run")(select.pick_run)
 app.command("fuse")(ensemble.fuse)
 app.command("bench")(bench.bench)
 app.command("report")(report.report)
+app.command("reproduce")(reproduce.reproduce)
 app.command("serve")(serve.serve)
 app.command("bench-encode")(bench_encode.bench_encode)
 app.command("bench-serve")(bench_serve.bench_serve)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ranker.errors import RankerError
-from ranker.io.artifact import artifact_type
+from ranker.io.artifact import artifact_type, shipped_megabytes
 from ranker.io.atomic import write_json
 from ranker.io.checkpoints import cache_dir
 from ranker.models.loading import DEFAULT_MODELS
@@ -69,14 +69,12 @@ def catalog(models: Path, root: Path, data: Path) -> list[ModelEntry]:
         if status not in STATUSES[1:]:
             raise RankerError(f"{file}: [{name}] status {status!r} is not one of {', '.join(STATUSES[1:])} (a "
                               "default is DEFAULT_MODELS' to say)")
-        files = [path] if path.is_file() else [f for f in path.rglob("*") if "onnx" not in f.relative_to(path).parts]
-        size = sum(f.stat().st_size for f in files if f.is_file())  # not the exported query graphs cached beside it
         figures = {collection: cache.ndcg10(root / run, data, collection) for collection, run in runs.items()}
         default = DEFAULT_MODELS.get(kind) == name
         if default and status == "experiment":
             raise RankerError(f"{file}: [{name}] is the default {kind} (DEFAULT_MODELS) but marked an experiment")
-        entries.append(ModelEntry(name, kind, purpose, encode, size / 1e6, "default" if default else status,
-                                  decided_by, figures))
+        entries.append(ModelEntry(name, kind, purpose, encode, shipped_megabytes(path),
+                                  "default" if default else status, decided_by, figures))
     cache.save()
     if missing := sorted(set(DEFAULT_MODELS.values()) - {e.name for e in entries}):
         raise RankerError(f"{file}: the default {', '.join(missing)} is not catalogued")

@@ -27,7 +27,7 @@ from ranker.errors import RankerError
 from ranker.eval.bench import floor_sentence, latency_rows
 from ranker.eval.evaluate import ALPHA, Evaluation, evaluate
 from ranker.eval.serve_report import serve_markdown, serve_plot
-from ranker.io.artifact import metadata_file, read_metadata
+from ranker.io.artifact import metadata_file, read_metadata, shipped_megabytes
 from ranker.io.atomic import atomic_open
 from ranker.io.formats import read_run
 from ranker.io.sources import load_qrels
@@ -153,13 +153,6 @@ def parameters(folder: Path) -> int:
     return total
 
 
-def folder_mb(path: Path) -> float:
-    """Megabytes of a model as shipped: its exported query graphs (``onnx/``, a cache rebuilt on use) not counted."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*")
-                                           if p.is_file() and "onnx" not in p.relative_to(path).parts[:1]]
-    return sum(p.stat().st_size for p in files) / 1e6
-
-
 def training_summary(folder: Path) -> str:
     """What the model's saved training metadata says: data, steps, best validation score, time, device."""
     meta = None
@@ -192,13 +185,13 @@ def models_table(models: dict[str, Path]) -> list[list[str]]:
     rows = []
     for name, path in models.items():
         if path.is_dir():
-            rows.append([name, f"`{path}`", f"{parameters(path) / 1e6:.1f} M", f"{folder_mb(path):.1f}",
+            rows.append([name, f"`{path}`", f"{parameters(path) / 1e6:.1f} M", f"{shipped_megabytes(path):.1f}",
                          training_summary(path)])
         elif path.is_file():  # an ensemble spec: components and weights
             spec = read_ensemble(path)
             parts = ", ".join(f"{c.get('model') or c['reranker']} × {w}"
                               for c, w in zip(spec["components"], spec["weights"]))
-            rows.append([name, f"`{path}`", "—", f"{folder_mb(path):.3f}", f"fusion of z-scores: {parts}"])
+            rows.append([name, f"`{path}`", "—", f"{shipped_megabytes(path):.3f}", f"fusion of z-scores: {parts}"])
         else:
             raise RankerError(f"model {name!r} not found: {path}")
     return rows

@@ -117,6 +117,15 @@ def artifact_type(path: str | Path) -> str:
     return read_metadata(path)["type"]
 
 
+def shipped_megabytes(path: str | Path) -> float:
+    """Megabytes of an artifact as shipped (a folder, or one file): the exported query graphs cached in its
+    ``onnx/`` folder, rebuilt on use, are not counted."""
+    path = Path(path)
+    files = [path] if path.is_file() else [f for f in path.rglob("*")
+                                           if f.is_file() and f.relative_to(path).parts[0] != "onnx"]
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
 def _legacy_type(record: dict) -> str | None:
     """The type an older metadata file stands for, from the keys it holds."""
     if "model_type" in record:
