@@ -17,10 +17,11 @@ from ranker import cpu  # noqa: E402
 from ranker.errors import RankerError  # noqa: E402
 from ranker.eval.floor import encoder_flops  # noqa: E402
 from ranker.models import onnx_graphs  # noqa: E402
-from ranker.models.biencoder import BiEncoder, BiEncoderReranker  # noqa: E402
+from ranker.models.biencoder import BiEncoder  # noqa: E402
 from ranker.models.config import TwinBertConfig  # noqa: E402
 from ranker.models.query_encoders import QueryTokenizer, make_query_encoder, query_graph  # noqa: E402
 from ranker.models.twinbert import TwinBert  # noqa: E402
+from ranker.rerank.biencoder import BiEncoderReranker  # noqa: E402
 from ranker.store.build import build_store  # noqa: E402
 from ranker.store.embeddings import StoreMismatchError  # noqa: E402
 from ranker.types import Query, ScoredDoc  # noqa: E402

@@ -17,8 +17,9 @@ from ranker.errors import RankerError  # noqa: E402
 from ranker.io.texts import TextSource  # noqa: E402
 from ranker.models.biencoder import BiEncoder  # noqa: E402
 from ranker.models.config import CrossEncoderConfig  # noqa: E402
-from ranker.models.cross_encoder import CrossEncoder, CrossEncoderReranker  # noqa: E402
+from ranker.models.cross_encoder import CrossEncoder  # noqa: E402
 from ranker.models.hf import bundled_minilm  # noqa: E402
+from ranker.rerank.cross_encoder import CrossEncoderReranker  # noqa: E402
 from ranker.train.config import LoopConfig, TeacherTrainingConfig  # noqa: E402
 from ranker.train.examples import build_trainset  # noqa: E402
 from ranker.train.losses import group_loss  # noqa: E402

@@ -1,4 +1,4 @@
-"""Cross-encoder: model and reranker (training is :mod:`ranker.train.teacher`).
+"""Cross-encoder: the model (its reranker: :mod:`ranker.rerank.cross_encoder`; training: :mod:`ranker.train.teacher`).
 
 A cross-encoder reads query and passage together and gives one raw logit per pair (``score_type: logit``).
 Two heads:
@@ -40,8 +40,6 @@ from ranker.io.artifact import metadata_file, read_metadata, write_metadata
 from ranker.io.atomic import atomic_dir, write_json
 from ranker.models.config import CrossEncoderConfig
 from ranker.models.hf import auto_device, length_order, load_tokenizer, loading, mean_pool, resolve_checkpoint
-from ranker.pipeline import Reranker, pending, rescored
-from ranker.types import Query, Ranking
 
 TRAINING = "training.json"
 HEAD_WEIGHTS = "head.safetensors"
@@ -195,30 +193,3 @@ def _training(path: Path, metadata: dict) -> dict:
     if (path / TRAINING).is_file():
         return json.loads((path / TRAINING).read_text())
     return metadata.get("training") or {}
-
-
-class CrossEncoderReranker(Reranker):
-    """Rerank candidates by cross-encoder logit.
-
-    Args:
-        texts: ``docno -> passage text`` for every candidate.
-        model: A :class:`CrossEncoder`, or a folder/name for :meth:`CrossEncoder.from_pretrained`.
-        batch_size: Pairs per forward pass.
-        progress: Show a tqdm bar.
-    """
-
-    name = "cross-encoder"
-
-    def __init__(self, texts: Mapping[str, str], model: CrossEncoder | str | Path, batch_size: int = 32,
-                 progress: bool = True):
-        self.texts, self.batch_size, self.progress = texts, batch_size, progress
-        self.model = model if isinstance(model, CrossEncoder) else CrossEncoder.from_pretrained(model)
-
-    def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
-        docs = pending(queries, candidates)
-        pairs = [(queries[d.qid].text, self.texts[d.docno]) for d in docs]
-        scores = self.model.score_pairs(pairs, self.batch_size, self.progress)
-        return rescored(docs, scores)
-
-    def config(self) -> dict:
-        return {"stage": self.name, **dataclasses.asdict(self.model.config)}

@@ -56,7 +56,7 @@ class SentenceTransformerReranker(Reranker):
         del owner
 
     def rerank(self, queries: Mapping[str, Query], candidates: Ranking) -> Ranking:
-        from ranker.models.biencoder import store_scores
+        from ranker.rerank.biencoder import store_scores
 
         def encode(texts: list[str]) -> np.ndarray:
             return self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True,

@@ -57,14 +57,15 @@ def _texts(config: RerankerConfig, name: str) -> Mapping[str, str]:
 
 
 def _cross_encoder(config: RerankerConfig) -> Reranker:
-    from ranker.models.cross_encoder import CrossEncoderReranker
+    from ranker.rerank.cross_encoder import CrossEncoderReranker
 
     model = config.model or shipped_model(DEFAULT_MODELS["cross-encoder"])
     return CrossEncoderReranker(_texts(config, "cross-encoder"), model, config.batch_size)
 
 
 def _biencoder(config: RerankerConfig) -> Reranker:
-    from ranker.models.biencoder import BiEncoder, BiEncoderReranker
+    from ranker.models.biencoder import BiEncoder
+    from ranker.rerank.biencoder import BiEncoderReranker
 
     texts = config.texts if config.store is not None else _texts(config, "biencoder")
     return BiEncoderReranker(texts, BiEncoder(config.model, batch_size=config.batch_size,

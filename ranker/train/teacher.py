@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ranker.models.cross_encoder import CrossEncoder, CrossEncoderReranker
+from ranker.models.cross_encoder import CrossEncoder
+from ranker.rerank.cross_encoder import CrossEncoderReranker
 from ranker.train.config import TeacherTrainingConfig
 from ranker.train.examples import QueryExamples, TrainSet, ValidationSet, build_trainset
 from ranker.train.loop import TrainingRun
