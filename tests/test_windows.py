@@ -117,13 +117,20 @@ def test_the_reranker_ranks_the_long_document_first_by_its_best_window(stores, s
 
 
 def test_a_whole_long_document_sent_as_text_finds_its_windows(stores):
+    from types import SimpleNamespace
+
+    from ranker.models.student import Student
     from ranker.serve.service import RerankService
 
     store, _ = stores
     first = store.row("long")
     assert store.rows_of_texts([LONG, LONG[:500], SHORT[0][1]]) == [first, None, store.row("bread")]
-    rows = RerankService.locate(None, store, [None, "bread"], [LONG, None])
-    passages = RerankService.passages(None, store, [None, "bread"], rows)
+    rows, ids = RerankService.locate(None, store, [None, "bread"], [LONG, None])
+    assert RerankService.locate(None, store, ["gone", "bread"], [LONG, None], strict=False) == (rows, ids)
+    with pytest.raises(KeyError):  # an id the store lacks: a 404, unless its text may be looked up
+        RerankService.locate(None, store, ["gone", "bread"], [LONG, None])
+    service = SimpleNamespace(student=Student(None, store, None))  # passages read the store alone
+    passages = RerankService.passages(service, store, ids, rows)
     windows = int(store.windows[first, 1])
     assert passages.by_hash == 1 and passages.by_id == 1 and len(passages.vectors) == windows + 1
     logits = np.arange(windows + 1, dtype=np.float32)

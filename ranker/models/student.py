@@ -105,6 +105,27 @@ class Student:
         """Vectors of passages the store lacks, encoded now and quantized as the store's vectors are."""
         return self.store.requantize(self.model.encode_docs(list(texts), batch_size).numpy())
 
+    def passage_vectors(self, rows: Sequence[int | None], encoded: np.ndarray | None = None,
+                        store: EmbeddingStore | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Float32 vectors of documents, in order: every window of the document whose first window is at row
+        ``rows[i]`` of ``store`` (default: the student's), or, where ``rows[i]`` is ``None``, the next row of
+        ``encoded`` (:meth:`encode_passages`). Returns the vectors and each document's first row among them (its
+        windows follow it). The one path from a store to vectors: the reranker and the server both take it."""
+        store = store or self.store
+        known = [i for i, row in enumerate(rows) if row is not None]
+        unseen = [i for i, row in enumerate(rows) if row is None]
+        counts = np.ones(len(rows), dtype=np.int64)
+        counts[known] = store.window_counts([rows[i] for i in known])
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        vectors = np.zeros((int(counts.sum()), store.dim), dtype=np.float32)
+        if known:
+            flat, _ = store.window_rows([rows[i] for i in known])
+            at = np.concatenate([np.arange(starts[i], starts[i] + counts[i]) for i in known])
+            vectors[at] = store.lookup_rows(flat)
+        if unseen:
+            vectors[starts[unseen]] = encoded
+        return vectors, starts
+
     def cross(self, queries: np.ndarray, passages: np.ndarray) -> np.ndarray:
         """Logits of row ``i`` of ``queries`` against row ``i`` of ``passages`` (one query vector: against each)."""
         return cross(self.model, queries, passages)

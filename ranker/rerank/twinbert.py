@@ -87,29 +87,25 @@ class TwinBertReranker(Reranker):
 
     def _doc_vectors(self, docnos: list[str]) -> tuple[np.ndarray, dict[str, int], dict[str, int] | None]:
         """Float32 rows of the (distinct) docnos — every window of a document the store holds as windows — from
-        the store, or encoded when missing and allowed; the first row of each docno among them, and its number of
-        windows (``None``: one row each)."""
+        the store, or encoded when missing and allowed (:meth:`Student.passage_vectors`); the first row of each
+        docno among them, and its number of windows (``None``: one row each)."""
         with self._timed("lookup"):
             rows = self.store.rows_of(docnos)
-            known = [d for d, row in zip(docnos, rows) if row is not None]
-            missing = [d for d, row in zip(docnos, rows) if row is None]
-            if missing and not self.encode_missing:
-                raise RankerError(f"{len(missing)} candidate(s) not in the embedding store {self.store.path}: "
-                                  f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
-                                  "(rebuild the store, or encode them on the fly: --encode-missing with the "
-                                  "passage text)")
-            firsts = [row for row in rows if row is not None]
-            flat, starts = self.store.window_rows(firsts)
-            found = self.store.lookup_rows(flat)
-        counts = np.diff(np.append(starts, len(flat))).tolist()
-        row_of = {d: int(start) for d, start in zip(known, starts)}
-        windows = {d: n for d, n in zip(known, counts) if n > 1} or None
+        missing = [d for d, row in zip(docnos, rows) if row is None]
+        if missing and not self.encode_missing:
+            raise RankerError(f"{len(missing)} candidate(s) not in the embedding store {self.store.path}: "
+                              f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
+                              "(rebuild the store, or encode them on the fly: --encode-missing with the "
+                              "passage text)")
+        encoded = None
         if missing:
             with self._timed("doc_encoding"):
                 encoded = self.student.encode_passages(self._texts(missing), self.batch_size)
-            row_of.update({d: len(flat) + i for i, d in enumerate(missing)})
-            found = np.concatenate([found, encoded])
-        return found, row_of, windows
+        with self._timed("lookup"):
+            vectors, starts = self.student.passage_vectors(rows, encoded)
+        counts = np.diff(np.append(starts, len(vectors))).tolist()
+        windows = {d: n for d, n in zip(docnos, counts) if n > 1} or None
+        return vectors, dict(zip(docnos, starts.tolist())), windows
 
     def _texts(self, docnos: list[str]) -> list[str]:
         lacking = [d for d in docnos if d not in self.texts]

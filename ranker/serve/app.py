@@ -157,9 +157,9 @@ def create_app(config: ServeConfig, service: RerankService | None = None) -> Fas
             return JSONResponse({"query": q, "hits": [], "ms": {"bm25": round(bm25_ms, 2)}, "meta": {"depth": 0}})
         docnos = [d for d, _, _ in hits]
         store = service.snapshot()
-        in_store = [d if d in store else None for d in docnos]
-        reranking = time.perf_counter()
-        logits, passages = await scoring.score(q_vector, in_store, [t for _, _, t in hits], "hits", deadline, store)
+        reranking = time.perf_counter()  # BM25's hits: by id where the store has it, else by text, else encoded
+        logits, passages = await scoring.score(q_vector, docnos, [t for _, _, t in hits], "hits", deadline, store,
+                                               strict=False)
         rerank_ms = 1000 * (time.perf_counter() - reranking)
         scores = service.fused(logits, [s for _, s, _ in hits])
         ranked = best_first(scores, docnos)[:k]

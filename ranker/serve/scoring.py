@@ -143,16 +143,16 @@ class Scoring:
                                                      f"{config.max_text_chars}")
 
     async def score(self, q: np.ndarray, ids: list[str | None], texts: list[str | None], field: str,
-                    deadline: float, store: EmbeddingStore | None = None,
-                    cut_to: int | None = None) -> tuple[np.ndarray, Passages]:
+                    deadline: float, store: EmbeddingStore | None = None, cut_to: int | None = None,
+                    strict: bool = True) -> tuple[np.ndarray, Passages]:
         """Logits of the documents against the query vector, and where their vectors came from (one commit of the
         store: ``store``, or the last); unseen texts are encoded a batch a turn on the model thread, each turn
         within what is left of the request's time. ``cut_to``: the texts were cut to this many tokens
-        (``max_tokens_per_doc``)."""
+        (``max_tokens_per_doc``). ``strict``: an id the store lacks is a 404 (else its text is looked up)."""
         config, service, metrics = self.config, self.service, self.metrics
         store = store or service.snapshot()
         try:
-            rows = service.locate(store, ids, texts)
+            rows, ids = service.locate(store, ids, texts, strict)
         except KeyError as e:
             position, docno = e.args[0]
             raise ApiError(404, f"{field}[{position}].id", f"{docno!r} is not in the embedding store") from None

@@ -130,25 +130,28 @@ class RerankService:
                         "serving_generation": self.store.generation}
         log.warning("%s; still serving the commit opened before (generation %d)", error, self.store.generation)
 
-    def locate(self, store: EmbeddingStore, ids: Sequence[str | None],
-               texts: Sequence[str | None]) -> list[int | None]:
+    def locate(self, store: EmbeddingStore, ids: Sequence[str | None], texts: Sequence[str | None],
+               strict: bool = True) -> tuple[list[int | None], list[str | None]]:
         """The row in ``store`` (a :meth:`snapshot`) of each document (its first window's), by id (first, where
         both are given) or by the hash of its text (a long document sent whole finds its windows); ``None`` for a
-        text the store lacks. Cheap: no model work.
+        text the store lacks. Also the ids found (``None`` where a document was not found by id). Cheap: no model
+        work; one lookup per document and way.
 
         Raises:
-            KeyError: An id the store lacks, as ``(position, id)``.
+            KeyError: ``strict`` and an id the store lacks, as ``(position, id)``; not strict, its text is tried.
         """
         rows: list[int | None] = [None] * len(ids)
+        found: list[str | None] = list(ids)
         given = [i for i, docno in enumerate(ids) if docno is not None]
         for i, row in zip(given, store.rows_of([ids[i] for i in given]), strict=True):
-            if row is None:
+            if row is None and strict:
                 raise KeyError((i, ids[i]))
             rows[i] = row
+            found[i] = ids[i] if row is not None else None
         wanted = [i for i in range(len(ids)) if rows[i] is None]
         for i, row in zip(wanted, store.rows_of_texts([texts[i] or "" for i in wanted]), strict=True):
             rows[i] = row
-        return rows
+        return rows, found
 
     @property
     def passage_tokens(self) -> int:
@@ -181,20 +184,10 @@ class RerankService:
         stored as windows); those it did not find (row ``None``) take the rows of ``encoded``
         (:meth:`encode_passages`), in order."""
         started = time.perf_counter()
-        unseen = [i for i, row in enumerate(rows) if row is None]
-        known = [i for i, row in enumerate(rows) if row is not None]
-        counts = np.ones(len(rows), dtype=np.int64)
-        counts[known] = store.window_counts([rows[i] for i in known])
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        vectors = np.zeros((int(counts.sum()), store.dim), dtype=np.float32)
-        if known:
-            flat, _ = store.window_rows([rows[i] for i in known])
-            at = np.concatenate([np.arange(starts[i], starts[i] + counts[i]) for i in known])
-            vectors[at] = store.lookup_rows(flat)
-        if unseen:
-            vectors[starts[unseen]] = encoded
+        vectors, starts = self.student.passage_vectors(rows, encoded, store)
+        unseen = sum(row is None for row in rows)
         by_id = sum(docno is not None for docno in ids)
-        return Passages(vectors, by_id, len(rows) - by_id - len(unseen), len(unseen),
+        return Passages(vectors, by_id, len(rows) - by_id - unseen, unseen,
                         ms + 1000 * (time.perf_counter() - started), None if len(vectors) == len(rows) else starts)
 
     def cross(self, query: np.ndarray, passages: np.ndarray) -> np.ndarray:
