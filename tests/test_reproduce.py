@@ -98,6 +98,7 @@ def test_a_run_is_remade_checked_and_not_redone(tmp_path, data):
 [tolerance]
 ok = 0.00005
 close = 0.01
+int8_7bit = 0.05
 [profiles]
 quick = "{{work}}/stores"
 full = "{{work}}/stores"

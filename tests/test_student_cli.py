@@ -50,12 +50,17 @@ def test_encode_then_rerank_from_the_store(tiny, data):
     printed = rank("bench", "--topics", data / "msmarco-passage/topics/dl19.tsv", "--candidates", root / "cands.trec",
                    "--collection", root / "passages.tsv", "--reranker", "identity", "--reranker", f"twinbert={model}",
                    "--store", store, "--repeats", 1, "--warmup", 0, "--reference", f"twinbert={model}[torch]",
-                   "--query-backend", "torch", "--query-backend", "onnx-int8", "--fusion", "none",
+                   "--query-backend", "torch", "--query-backend", "onnx-int8", "--query-backend", "torch-bf16",
+                   "--fusion", "none",
                    "--fusion", "bm25", "--output", bench).stdout
     assert f"1.0x faster than twinbert={model}[torch]" in printed and "MFLOP per query" in printed
     written = json.loads(bench.read_text())
     results = {r["name"]: r for r in written["results"]}
     assert results[f"twinbert={model}[onnx-int8]"]["queries"] == 2 and results["identity"]["p50_ms"] >= 0
+    from ranker.cpu import native_bfloat16
+
+    # a backend this CPU lacks keeps the name asked for (RESULTS.md finds it) and records what ran instead
+    assert results[f"twinbert={model}[torch-bf16]"].get("ran") == (None if native_bfloat16() else "torch")
     from ranker.rerank.fused import DEFAULT_STUDENT_WEIGHT
 
     fused = f"twinbert={model}[onnx-int8]+bm25 w={DEFAULT_STUDENT_WEIGHT}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -87,12 +88,13 @@ def bench(
                                                biencoder_backend=biencoder_backend or RERANK.biencoder_backend)))
             given = dict(list(cutoff(pipeline.candidates, k).items())[:queries])
             label = f"{head}{'@store' if spec_store else ''}"  # the store's path differs between machines
-            label += f"[{pipeline.reranker.query_encoder.backend}]" if backend else ""
+            label += f"[{backend}]" if backend else ""  # as asked: a fallback is recorded as what ran
             label += f"+bm25 w={pipeline.reranker.weight}" if isinstance(pipeline.reranker, FusedReranker) else ""
             label += f" q{cap}" if cap else ""
             student = student or (pipeline.reranker if backend else None)
-            results.append(time_reranker(label, pipeline.reranker, topics, given, repeats, warmup, budget,
-                                         min_queries))
+            timed = time_reranker(label, pipeline.reranker, topics, given, repeats, warmup, budget, min_queries)
+            ran = pipeline.reranker.query_encoder.backend if backend else None
+            results.append(dataclasses.replace(timed, ran=ran) if ran and ran != backend else timed)
             del pipeline
     by_name = {r.name: r for r in results}
     if reference is not None and reference not in by_name:

@@ -70,6 +70,10 @@ def reproduce(
         got = "missing" if f.got is None else f"{f.got:.4f}"
         typer.echo(f"{f.verdict:5} {f.system.collection:19} {f.measure:13} {got:>8} (expected {f.expected:.4f})  "
                    f"{f.system.name}")
+    widened = sorted({f.system.name for f in figures if f.close > reproduction.close})
+    if widened:
+        typer.echo(f"this CPU's int8 graphs take 7-bit weights (no VNNI): {len(widened)} systems on int8 query graphs "
+                   f"are close within {reproduction.int8_7bit} (docs/reproduce.md)")
     counts = summary(figures)
     typer.echo(f"{counts['OK']} OK, {counts['close']} close, {counts['FAIL']} FAIL of {len(figures)} figures "
                f"({len(chosen)} systems)")

@@ -23,6 +23,7 @@ class Latency:
     queries: int
     repeats: int
     candidates_per_query: float
+    ran: str | None = None  # what actually ran, where it differs from the name's (a backend this CPU lacks)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,7 +63,8 @@ def latency_rows(bench: dict, reference: str | None = None) -> list[list[str]]:
     rows = []
     for r in sorted(results, key=lambda r: r["p50_ms"]):
         vs_floor = f"{r['p50_ms'] / floor:.2f}" if floor and r["name"].startswith("twinbert") else "—"
-        rows.append([f"`{r['name']}`", f"{r['p50_ms']:,.2f}", f"{r['p95_ms']:,.2f}",
+        ran = f" (ran {r['ran']})" if r.get("ran") else ""
+        rows.append([f"`{r['name']}`{ran}", f"{r['p50_ms']:,.2f}", f"{r['p95_ms']:,.2f}",
                      f"{r['queries']} × {r['repeats']}", f"{r['p50_ms'] / base['p50_ms']:,.1f}", vs_floor])
     return rows
 

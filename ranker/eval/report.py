@@ -118,7 +118,7 @@ def evaluate_collection(spec: CollectionSpec, measures: Sequence[str] = MEASURES
     table = result.means.copy()
     table.insert(0, "queries", [len(result.queries[s]) for s in table.index])
     timed = [_latency(_read_bench(s.bench_file) if s.bench_file else bench, s) for s in spec.systems]
-    for key in ("p50_ms", "p95_ms"):
+    for key in ("p50_ms", "p95_ms", "ran"):
         table[key] = [t.get(key) if t else None for t in timed]
     table["external"] = [s.external for s in spec.systems]
     return CollectionResult(spec, result, table, bench)
@@ -301,6 +301,7 @@ def collection_markdown(r: CollectionResult) -> str:
         cells = [f"{row[m]:.4f}{' †' if r.evaluation.significant(name, m) else ''}" for m in measures]
         label = f"{name} (external run)" if row["external"] else name
         label += " — baseline" if name == r.spec.baseline else ""
+        label += f" (timed as {row['ran']}: this CPU lacks the backend)" if row["ran"] else ""
         rows.append([label, f"{int(row['queries'])}", *cells, _ms(row["p50_ms"]), _ms(row["p95_ms"])])
     table = _md_table(["system", "queries", *measures, "p50 ms", "p95 ms"], rows, right=range(1, 6 + len(measures)))
     runs = " ".join(f"{s.run}" for s in r.spec.systems if s.name != r.spec.baseline)

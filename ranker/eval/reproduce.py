@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ranker.cpu import int8_reduce_range
 from ranker.errors import RankerError
 from ranker.eval.evaluate import evaluate
 from ranker.eval.report import MEASURES, read_spec
@@ -56,6 +57,7 @@ class System:
     needs: tuple[str, ...] = ()
     recipe: str | None = None  # full: the step that makes the run
     recorded: str | None = None  # full: the command the committed run's sidecar records
+    int8_query: bool = False  # its queries go through an int8 graph (7-bit weights on a CPU without VNNI)
 
     def matches(self, selector: str) -> bool:
         """A system is selected by its name, its run's path or its run's stem (``teacher.dl19``)."""
@@ -68,6 +70,7 @@ class Spec:
     root: Path  # the folder commands run in (the repository)
     ok: float
     close: float
+    int8_7bit: float  # close, for an int8_query system on a CPU whose int8 graphs take 7-bit weights
     stores: dict[str, str]  # profile -> what {stores} stands for
     steps: dict[str, Step]
     systems: tuple[System, ...]
@@ -119,12 +122,12 @@ def read_spec_file(path: str | Path, results: str | Path, data: str | Path) -> S
             where = f"system {s.get('name')!r} ({s.get('run')})"
             systems.append(System(s["collection"], s["name"], s["run"], s["profile"], dict(s["expected"]),
                                   tuple(s.get("commands", ())), tuple(s.get("needs", ())), s.get("recipe"),
-                                  s.get("recorded")))
+                                  s.get("recorded"), s.get("int8_query", False)))
         benchmarks = []
         for s in raw.get("benchmark", []):
             where = f"benchmark {s.get('name')!r}"
             benchmarks.append(Step(s["name"], tuple(s["commands"]), tuple(s.get("needs", ()))))
-        ok, close = raw["tolerance"]["ok"], raw["tolerance"]["close"]
+        ok, close, int8_7bit = (raw["tolerance"][k] for k in ("ok", "close", "int8_7bit"))
         stores = dict(raw["profiles"])
     except KeyError as e:
         raise RankerError(f"{path}: {where}: missing key {e}") from None
@@ -142,8 +145,8 @@ def read_spec_file(path: str | Path, results: str | Path, data: str | Path) -> S
     for s in steps.values():
         for need in s.needs:
             _need(path, s.name, need, steps, systems)
-    return Spec(path, path.resolve().parent.parent, ok, close, stores, steps, tuple(systems), tuple(benchmarks),
-                collections)
+    return Spec(path, path.resolve().parent.parent, ok, close, int8_7bit, stores, steps, tuple(systems),
+                tuple(benchmarks), collections)
 
 
 def _need(path: Path, who: str, need: str, steps: dict[str, Step], systems: Sequence[System]) -> None:
@@ -276,12 +279,14 @@ def _clock(seconds: float) -> str:
 
 def check(spec: Spec, systems: Iterable[System], values: dict[str, str]) -> list[Figure]:
     """Every selected system's run evaluated on its collection (the measures of RESULTS.md) against its expected
-    figures; a missing run fails each of its figures."""
-    figures, qrels = [], {}
+    figures; a missing run fails each of its figures. A system whose queries go through an int8 graph is close
+    within ``int8_7bit`` on a CPU whose int8 graphs take 7-bit weights (:func:`ranker.cpu.int8_reduce_range`)."""
+    figures, qrels, seven_bits = [], {}, int8_reduce_range()
     for system in systems:
+        close = spec.int8_7bit if system.int8_query and seven_bits else spec.close
         path = spec.root / fill(system.run, values)
         if not path.is_file():
-            figures += [Figure(system, m, v, None, spec.ok, spec.close) for m, v in system.expected.items()]
+            figures += [Figure(system, m, v, None, spec.ok, close) for m, v in system.expected.items()]
             continue
         qrels_path, level = spec.collections[system.collection]
         if qrels_path not in qrels:
@@ -290,7 +295,7 @@ def check(spec: Spec, systems: Iterable[System], values: dict[str, str]) -> list
                          parse_measures(list(MEASURES), level)).means.loc[system.name]
         for measure, value in system.expected.items():
             got = float(means[measure]) if measure in means else None
-            figures.append(Figure(system, measure, value, got, spec.ok, spec.close))
+            figures.append(Figure(system, measure, value, got, spec.ok, close))
     return figures
 
 
