@@ -118,6 +118,7 @@ def test_store_vectors_read_several_stores_and_name_what_is_missing(val_store, t
         StoreVectors([val_store], BiEncoder("minilm", max_length=32, progress=False))
 
 
+@pytest.mark.slow
 def test_alignment_pulls_the_query_tower_to_the_biencoder_and_resumes(data, val_store, tmp_path):
     def config(steps: int) -> AlignConfig:
         return AlignConfig(output=str(tmp_path / "run"), doc_stores=(str(val_store),), doc_encoder="minilm",
@@ -172,6 +173,7 @@ def test_agreement_is_1_for_the_biencoder_itself_and_refuses_a_symmetric_student
         agreement(TwinBert(TwinBertConfig(num_layers=1), device="cpu"), texts)
 
 
+@pytest.mark.slow
 def test_rank_agreement_counts_only_the_judged_queries(data, tmp_path):
     from .conftest import assert_input_error, rank
 
@@ -260,6 +262,7 @@ def test_teacher_scores_come_from_a_run_over_the_exported_candidates(data, dev60
     assert json.loads((tmp_path / "scores" / "ranker.json").read_text())["score_type"] == "run"
 
 
+@pytest.mark.slow
 def test_a_frozen_passage_side_trains_the_query_tower_only(data, dev600, val_store, train_store, tmp_path):
     from ranker.train.distill import distill
 

@@ -52,6 +52,7 @@ def rerank(work: Path, *options: object, output: Path | None = None):
                 FIXTURES / "docs.jsonl", *options, "--output", output or work / "out" / "never.trec", check=False)
 
 
+@pytest.mark.slow
 def test_a_model_without_its_tokenizer_is_refused_not_run_on_unknown_tokens(work, tmp_path):
     student = damaged(work / "student", tmp_path / "student", remove="doc_encoder/tokenizer.json")
     assert_input_error(rank("encode", "--model", student, "--collection", FIXTURES / "docs.jsonl", "--store",
@@ -165,6 +166,7 @@ def test_fusing_runs_over_other_candidates_names_them(work, tmp_path):
     assert not (tmp_path / "f.trec").exists()
 
 
+@pytest.mark.slow
 def test_a_store_miss_names_the_option_that_encodes_it(work, tmp_path):
     run = tmp_path / "run.trec"
     run.write_text("q1 Q0 d1 1 2.0 t\nq1 Q0 d9 2 1.0 t\n")

@@ -34,6 +34,7 @@ def served(dl19, service):  # noqa: F811
         yield f"http://127.0.0.1:{client.port}", dl19["queries"][qid], texts, want
 
 
+@pytest.mark.slow
 def test_the_cohere_sdk_v1_and_v2_clients_sync_and_async(served):
     url, query, texts, want = served
     v1 = cohere.Client(api_key="unused", base_url=url)

@@ -168,6 +168,7 @@ def test_a_scifact_only_student_is_validated_on_scifact_alone(data, tmp_path):
         "scifact.bm25.trec", "scifact.qrels.txt", "scifact.topics.tsv"]
 
 
+@pytest.mark.slow
 def test_head_warmup_leaves_the_encoder_untouched(small_data, data, tmp_path):
     from ranker.models.twinbert import TwinBert
 
@@ -211,6 +212,7 @@ def test_distill_command_scores_with_an_ensemble_teacher(data, tmp_path):
     assert first == candidates[qid][0].docno
 
 
+@pytest.mark.slow
 def test_distill_command_can_train_on_the_cache_as_it_is(small_data, data, tmp_path):
     """--cached-only never builds the teacher (here a missing folder) and trains on the queries already scored."""
     from .conftest import rank

@@ -35,6 +35,7 @@ def same_files(a, b) -> bool:
     return all((a / name).read_bytes() == (b / name).read_bytes() for name in FILES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("count", [2, 3])
 def test_merged_shards_are_the_single_store_byte_for_byte(setup, count):
     root, model, docs, single = setup
@@ -45,6 +46,7 @@ def test_merged_shards_are_the_single_store_byte_for_byte(setup, count):
     assert same_files(merged.path, single.path)
 
 
+@pytest.mark.slow
 def test_bad_merges_are_refused_and_write_nothing(setup):
     root, model, docs, single = setup
     shards = [build_store(model, docs, root / f"bad-{i}", batch_size=16, progress=False, shard=(i, 2),
@@ -126,6 +128,7 @@ def test_ray_cluster_of_two_nodes_by_address(setup, collection):
     assert same_files(folder / "cluster", folder / "single")
 
 
+@pytest.mark.slow
 def test_the_command_line_shards_and_merges(setup, tmp_path):
     from .conftest import assert_input_error, rank
 

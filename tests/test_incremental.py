@@ -336,6 +336,7 @@ def _tiny_model(tmp_path):
     return TwinBert(TwinBertConfig(num_layers=1), device="cpu").save(tmp_path / "tiny")
 
 
+@pytest.mark.slow
 def test_encode_reads_several_collections_and_adds_only_the_candidates(tmp_path):
     a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
     a.write_text("d1\tvitamin d and bone\nd2\tgene expression\n")

@@ -180,6 +180,7 @@ def test_rank_index_stopped_inside_lucene_says_so_and_leaves_nothing(data, tmp_p
     assert not index.exists() and [p.name for p in (tmp_path / "indexes").iterdir()] == [f".{index.name}.lock"]
 
 
+@pytest.mark.slow
 @pytest.mark.java
 def test_rank_run_stopped_during_bm25_search_writes_no_run(scifact_index, data, tmp_path):
     out = tmp_path / "runs" / "bm25.trec"

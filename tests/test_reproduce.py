@@ -49,6 +49,7 @@ def test_a_quick_plan_runs_needs_first_and_each_step_once(data):
     assert all(s.profile != "full" for s in plan(spec, spec.systems, "quick"))  # quick trains nothing
 
 
+@pytest.mark.slow
 def test_the_committed_runs_come_to_their_expected_figures(data):
     """The runs in runs/ (and the data's) give the figures the spec records: a re-made run committed without its
     figures, or a figure edited by hand, fails here."""

@@ -353,6 +353,7 @@ def test_a_store_from_another_model_refuses_to_start(dl19, tmp_path):
     assert result.returncode == 2 and "rank: error:" in result.stderr and "fingerprint" in result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_drains_and_exits_0_and_a_busy_port_fails_before_the_model_loads(dl19):
     import socket
     import subprocess
@@ -570,6 +571,7 @@ def test_a_load_test_refuses_other_addresses():
             loopback(url)
 
 
+@pytest.mark.slow
 def test_rank_bench_serve_reports_each_level(dl19, tmp_path):
     out = tmp_path / "bench.json"
     rank("bench-serve", "--topics", dl19["topics"], "--candidates", dl19["root"] / "candidates.trec", "--store",

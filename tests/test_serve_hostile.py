@@ -134,6 +134,7 @@ def test_bodies_costly_to_parse_are_refused_before_parsing_and_do_not_stall_othe
     assert client.call("POST", "/v1/rerank", GOOD)[0] == 200
 
 
+@pytest.mark.slow
 def test_a_trickled_body_gets_408_by_its_deadline_or_its_rate(dl19, service):  # noqa: F811
     """A body sent a byte at a time (each byte within the read timeout) is answered 408 in the one error shape: by
     the minimum rate once its grace has passed, and by the whole-body deadline."""

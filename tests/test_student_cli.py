@@ -70,6 +70,7 @@ def test_encode_then_rerank_from_the_store(tiny, data):
     assert written["p50_ratios"][f"twinbert={model}[torch]"][f"twinbert={model}[torch]"] == 1.0
 
 
+@pytest.mark.slow
 def test_candidate_missing_from_the_store(tiny, data):
     root, model = tiny
     store = root / "store-missing"
@@ -95,6 +96,7 @@ def test_encode_only_the_candidates_of_a_run(tiny):
                                                                           for d in ds)
 
 
+@pytest.mark.slow
 def test_a_query_cap_beyond_the_towers_positions_and_an_output_that_is_an_input_are_refused(tiny, data):
     root, model = tiny
     store = root / "store-cap"
@@ -110,6 +112,7 @@ def test_a_query_cap_beyond_the_towers_positions_and_an_output_that_is_an_input_
     assert (root / "cands.trec").read_bytes() == before and not (root / "capped.trec").exists()
 
 
+@pytest.mark.slow
 def test_queries_cut_to_the_cap_are_counted_and_said(tiny, data):
     root, model = tiny
     store = root / "store-cut"

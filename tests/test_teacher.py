@@ -118,6 +118,7 @@ def test_hf_sequence_classification_folder_loads_with_cls_head(tmp_path):
     assert [(d.docno, d.score) for d in ranking["q"]] == sorted(scores.items(), key=lambda x: -x[1])
 
 
+@pytest.mark.slow
 def test_train_teacher_checkpoints_and_resumes(tmp_path, data):
     config = TeacherTrainingConfig(output=str(tmp_path), data_dir=str(data), sets=("dl20",), val_fraction=0.04,
                                    val_depth=5, queries_per_step=1,

@@ -156,6 +156,7 @@ def small_disk(tmp_path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.java
 def test_a_real_full_disk_is_one_line_naming_the_path_and_keeps_store_and_index(small_disk, data, tmp_path):
     """rank index and rank store add on a disk that fills: exit 2, one line naming the path, nothing half-written;
@@ -186,6 +187,7 @@ def test_a_real_full_disk_is_one_line_naming_the_path_and_keeps_store_and_index(
     assert not leftovers(store)
 
 
+@pytest.mark.slow
 @pytest.mark.java
 def test_a_full_disk_during_an_index_edit_is_one_line_and_keeps_the_index(small_disk, data, tmp_path):
     """rank index --add and --compact on a disk that fills inside Lucene's writer: exit 2, one line naming the

@@ -185,6 +185,7 @@ def test_a_store_of_short_passages_is_the_same_with_and_without_windows(tiny, tm
     assert meta_on == meta_off and meta_on["documents"] == {"count": 5, "split": 0, "windows": 0, "cut": 0}
 
 
+@pytest.mark.slow
 def test_rank_encode_reports_split_and_cut_documents(tiny, tmp_path):
     collection = tmp_path / "docs.tsv"
     collection.write_text("".join(f"{d}\t{t}\n" for d, t in DOCS))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import output_folder, positive
+from ranker.cli.options import output_folder, positive, use_threads
 from ranker.io.datasets import DATA_DIR
 from ranker.train.config import AlignConfig
 
@@ -51,7 +51,7 @@ def align(
     seed: Annotated[int, typer.Option()] = RECIPE.loop.seed,
     val_depth: Annotated[int, typer.Option(
         min=1, help="BM25 candidates reranked per validation query.")] = RECIPE.val_depth,
-    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = RECIPE.threads,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     data: Annotated[Path, typer.Option(help="Shared data folder.")] = DATA_DIR,
     targets_only: Annotated[bool, typer.Option(
         help="Encode the bi-encoder's target vectors into --targets, then stop (no training).")] = False,
@@ -67,13 +67,14 @@ def align(
     from ranker.train.align import align as train
     from ranker.train.align import alignment_targets
 
+    use_threads(threads)
     student = dataclasses.replace(RECIPE.student, encoder=encoder, num_layers=num_layers, crossing=crossing,
                                   query_max_length=query_max_length)
     config = dataclasses.replace(
         RECIPE, output=str(output), doc_stores=tuple(str(p) for p in doc_store), doc_encoder=doc_encoder,
         proj_dim=proj_dim, freeze_embeddings=freeze_embeddings, student=student, sets=tuple(sets),
         query_sets=tuple(query_set), targets=str(targets) if targets else None, sentences=sentences,
-        batch_size=batch_size, loss=loss.value, lr=lr, data_dir=str(data), val_depth=val_depth, threads=threads,
+        batch_size=batch_size, loss=loss.value, lr=lr, data_dir=str(data), val_depth=val_depth,
         loop=dataclasses.replace(RECIPE.loop, max_steps=max_steps, eval_every=eval_every, checkpoint_every=eval_every,
                                  seed=seed, warmup_steps=min(RECIPE.loop.warmup_steps, max_steps)))
     if shard is not None and not targets_only:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import non_negative, output_folder, positive, split_spec
+from ranker.cli.options import non_negative, output_folder, positive, split_spec, use_threads
 from ranker.io.datasets import DATA_DIR, RUNS_DIR
 from ranker.rerank.registry import RerankerConfig
 from ranker.train.config import DistillConfig
@@ -80,7 +80,7 @@ def distill(
              "--doc-store; the other student options set the query tower.")] = None,
     encoder: Annotated[str | None, typer.Option(
         help="The query tower's (or both towers') start (default: the bundled all-MiniLM-L6-v2; mpnet).")] = None,
-    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = RECIPE.threads,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     reset_crossing: Annotated[bool, typer.Option(
         help="With --init: a fresh crossing of --crossing's kind on the towers of --init.")] = False,
     freeze_embeddings: Annotated[bool, typer.Option(
@@ -95,6 +95,7 @@ def distill(
     from ranker.train.distill import distill as train
     from ranker.train.scores import run_teacher_scores, teacher_scores
 
+    use_threads(threads)
     tower = dict(encoder=encoder, num_layers=num_layers, pooling=pooling, crossing=crossing, cos_scale=cos_scale)
     student = (asymmetric_config(doc_encoder, **tower) if doc_encoder else
                dataclasses.replace(RECIPE.student, proj_dim=proj_dim, shared_encoder=shared_encoder, **tower))
@@ -105,7 +106,7 @@ def distill(
         queries_per_step=queries_per_step, data_dir=str(data), val_depth=val_depth,
         loop=LoopConfig(max_steps=max_steps, max_minutes=max_minutes, eval_every=eval_every,
                         checkpoint_every=eval_every, seed=seed),
-        doc_stores=tuple(str(p) for p in doc_store or ()), reset_crossing=reset_crossing, threads=threads,
+        doc_stores=tuple(str(p) for p in doc_store or ()), reset_crossing=reset_crossing,
         freeze_embeddings=freeze_embeddings)
     if teacher_run or not cached_only:
         frame = (run_teacher_scores(scores, dict(split_spec(spec, "--teacher-run") for spec in teacher_run),

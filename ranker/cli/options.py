@@ -14,6 +14,15 @@ from ranker.io.atomic import check_writable
 from ranker.models.config import DEFAULT_QUERY_BACKEND, QUERY_BACKENDS
 
 
+def use_threads(threads: int | None) -> None:
+    """torch's CPU threads for this command (``None``: torch's default, every core). Only the command line sets
+    them: the library never changes a process-wide setting."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def output_file(path: Path | None) -> Path | None:
     """A file the command will write (``--output``, ``--per-query``…); its JSON sidecar, if any, beside it. Never
     inside an artifact's folder (a store, an index, a model): the file would replace or corrupt one of its own."""

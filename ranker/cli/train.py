@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ranker.cli.options import finite, output_folder, positive
+from ranker.cli.options import finite, output_folder, positive, use_threads
 from ranker.io.datasets import DATA_DIR
 from ranker.train.config import TeacherTrainingConfig
 
@@ -41,7 +41,7 @@ def train_teacher(
     scifact_val: Annotated[int, typer.Option(
         help="SciFact train queries held out for validation.")] = RECIPE.scifact_val,
     seed: Annotated[int, typer.Option()] = RECIPE.loop.seed,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = RECIPE.threads,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune the teacher on every labelled set; held-out validation queries pick the checkpoint.
 
@@ -53,11 +53,12 @@ def train_teacher(
     from ranker.train.config import LoopConfig
     from ranker.train.teacher import train_teacher as train
 
+    use_threads(threads)
     model = CrossEncoderConfig(head=head, layout=layout, max_length=max_length, segment_bias=segment_bias)
     final = train(dataclasses.replace(
         RECIPE, output=str(output), init=init, model=model, loss=loss, lr=lr, head_lr=head_lr,
         loop=LoopConfig(max_steps=max_steps, warmup_steps=warmup_steps, max_minutes=max_minutes,
                         eval_every=eval_every, checkpoint_every=eval_every, seed=seed),
         group_size=group_size, queries_per_step=queries_per_step, sets=tuple(sets), sparse=tuple(sparse),
-        data_dir=str(data), scifact_val=scifact_val, threads=threads))
+        data_dir=str(data), scifact_val=scifact_val))
     typer.echo(f"teacher -> {final}")

@@ -50,10 +50,8 @@ class Floor:
 
 
 def query_floor(config, tokens: int, threads: int) -> Floor:
-    """The float32 floor for an encoder ``config`` (a Hugging Face config) over ``tokens`` tokens."""
-    import torch
-
-    torch.set_num_threads(threads)
+    """The float32 floor for an encoder ``config`` (a Hugging Face config) over ``tokens`` tokens, measured on
+    the torch threads the command set (``threads`` records how many)."""
     flops = encoder_flops(tokens, config.num_hidden_layers, config.hidden_size, config.intermediate_size)
     rate = matmul_gflops()
     return Floor(tokens, config.num_hidden_layers, config.hidden_size, config.intermediate_size, flops / 1e6, rate,

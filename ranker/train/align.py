@@ -161,8 +161,6 @@ def fit_projection(model: TwinBert, texts: list[str], targets: torch.Tensor, rid
 def align(config: AlignConfig) -> Path:
     """Train the query tower on the bi-encoder's vectors; resumes from ``output/checkpoint``. Returns the fp16
     folder (``output/model``: the checkpoint with the best validation nDCG@10)."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
     run = TrainingRun(config.output, config.loop)
     trainset = validation_split(config.data_dir, config.val_fraction, config.loop.seed,
                                 scifact=any(s.startswith("scifact") for s in config.sets))

@@ -73,7 +73,6 @@ class TeacherTrainingConfig:
         val_fraction: Share of DL20/DL21 queries held out for validation.
         scifact_val: SciFact train queries held out for validation (when ``scifact-train`` is in ``sets``).
         val_depth: Candidates reranked per validation query (BM25 top-k).
-        threads: torch CPU threads (``None``: torch's default, every core).
     """
 
     output: str
@@ -93,7 +92,6 @@ class TeacherTrainingConfig:
     val_fraction: float = 0.25
     scifact_val: int = SCIFACT_VAL_QUERIES
     val_depth: int = 100
-    threads: int | None = None
 
 
 
@@ -127,7 +125,6 @@ class DistillConfig:
         data_dir: The shared data folder; validation uses the teacher's held-out DL20/DL21 queries.
         val_fraction: As the teacher's (same seed, same queries).
         val_depth: BM25 candidates reranked per validation query.
-        threads: torch CPU threads.
         doc_stores: A frozen passage side: every training and validation passage's vector is read from these
             stores (of the student's document side) and only the query side trains (:mod:`ranker.train.frozen`);
             empty: passages are encoded and the towers train end to end.
@@ -156,7 +153,6 @@ class DistillConfig:
     data_dir: str = str(DATA_DIR)
     val_fraction: float = 0.25
     val_depth: int = 50
-    threads: int | None = 2
     doc_stores: tuple[str, ...] = ()
     reset_crossing: bool = False
     freeze_embeddings: bool = False
@@ -191,7 +187,6 @@ class AlignConfig:
         data_dir: The shared data folder.
         val_fraction: As the teacher's (same seed, same validation queries).
         val_depth: BM25 candidates reranked per validation query.
-        threads: torch CPU threads.
     """
 
     output: str
@@ -213,4 +208,3 @@ class AlignConfig:
     data_dir: str = str(DATA_DIR)
     val_fraction: float = 0.25
     val_depth: int = 50
-    threads: int | None = 2

@@ -211,8 +211,6 @@ def distill(config: DistillConfig) -> Path:
     The shipped model (``output/model``) is the checkpoint with the best validation nDCG@10.
     """
     check(config)  # bad input fails before the run folder is made
-    if config.threads:
-        torch.set_num_threads(config.threads)
     targets = TeacherTargets.read(config)
     run = TrainingRun(config.output, config.loop)
     work = Distillation(config, targets, start_model(config, run))

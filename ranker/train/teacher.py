@@ -69,8 +69,6 @@ def train_teacher(config: TeacherTrainingConfig) -> Path:
     with the configuration, the training-set counts, the validation curve, pairs seen and wall time as metadata.
     The loop (log, checkpoints, resume, time budget) is :class:`ranker.train.loop.TrainingRun`.
     """
-    if config.threads:
-        torch.set_num_threads(config.threads)
     run = TrainingRun(config.output, config.loop)
     trainset = build_trainset(config.data_dir, config.sets, config.val_fraction, config.loop.seed, config.sparse,
                               scifact_val=config.scifact_val)
