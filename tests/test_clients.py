@@ -17,6 +17,9 @@ from ranker.serve.config import ServeConfig
 from .conftest import ROOT, rank
 from .test_serve import dl19, running, service  # noqa: F401  (fixtures shared with the server's tests)
 
+# every test here starts rank serve and real client SDKs: CI runs them (scripts/test.sh)
+pytestmark = pytest.mark.slow
+
 cohere = pytest.importorskip("cohere", reason="the real clients come with the 'clients' extra")
 
 
@@ -34,7 +37,6 @@ def served(dl19, service):  # noqa: F811
         yield f"http://127.0.0.1:{client.port}", dl19["queries"][qid], texts, want
 
 
-@pytest.mark.slow
 def test_the_cohere_sdk_v1_and_v2_clients_sync_and_async(served):
     url, query, texts, want = served
     v1 = cohere.Client(api_key="unused", base_url=url)

@@ -14,6 +14,9 @@ from ranker.models.config import TwinBertConfig  # noqa: E402
 from ranker.models.twinbert import TwinBert  # noqa: E402
 from ranker.store.build import build_store, merge_stores  # noqa: E402
 
+# every test here builds shards or a Ray cluster: seconds each, CI runs them (scripts/test.sh)
+pytestmark = pytest.mark.slow
+
 FILES = ("embeddings.npy", "docnos.txt", "text_hashes.npy", "windows.npy", "ranker.json")
 
 
@@ -35,7 +38,6 @@ def same_files(a, b) -> bool:
     return all((a / name).read_bytes() == (b / name).read_bytes() for name in FILES)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("count", [2, 3])
 def test_merged_shards_are_the_single_store_byte_for_byte(setup, count):
     root, model, docs, single = setup
@@ -46,7 +48,6 @@ def test_merged_shards_are_the_single_store_byte_for_byte(setup, count):
     assert same_files(merged.path, single.path)
 
 
-@pytest.mark.slow
 def test_bad_merges_are_refused_and_write_nothing(setup):
     root, model, docs, single = setup
     shards = [build_store(model, docs, root / f"bad-{i}", batch_size=16, progress=False, shard=(i, 2),
@@ -103,7 +104,6 @@ def collection(setup, tmp_path_factory):
 
 # Ray runs in a child process: a driver installs signal handlers that the in-process JVM of other tests (which
 # takes SIGSEGV for its own null checks) cannot live with.
-@pytest.mark.slow
 def test_ray_with_two_workers_makes_the_single_store(setup, collection):
     pytest.importorskip("ray")
     from .conftest import rank
@@ -115,7 +115,6 @@ def test_ray_with_two_workers_makes_the_single_store(setup, collection):
     assert same_files(folder / "ray", folder / "single")
 
 
-@pytest.mark.slow
 def test_ray_cluster_of_two_nodes_by_address(setup, collection):
     pytest.importorskip("ray")
     import subprocess
@@ -128,7 +127,6 @@ def test_ray_cluster_of_two_nodes_by_address(setup, collection):
     assert same_files(folder / "cluster", folder / "single")
 
 
-@pytest.mark.slow
 def test_the_command_line_shards_and_merges(setup, tmp_path):
     from .conftest import assert_input_error, rank
 
