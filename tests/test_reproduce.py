@@ -142,3 +142,12 @@ def test_bad_specs_and_names_are_one_line_errors(tmp_path, data):
         read_spec_file(broken, RESULTS, data)
     with pytest.raises(RankerError, match="profile must be one of quick, full"):
         plan(spec, spec.systems, "fast")
+
+
+def test_the_clone_spec_is_found_from_any_folder(tmp_path, monkeypatch):
+    from ranker.eval.reproduce import spec_paths
+
+    monkeypatch.chdir(tmp_path)  # a user's own folder: no scripts/ here
+    spec, results, _ = spec_paths(None, None, None)
+    assert spec == ROOT / "scripts" / "reproduce.toml" and results == ROOT / "scripts" / "results.toml"
+    assert spec_paths(tmp_path / "mine.toml", None, tmp_path)[1:] == (tmp_path / "results.toml", tmp_path)

@@ -29,10 +29,12 @@ def reproduce(
         help="Print the commands, in order, and how each system's run is made; run nothing.")] = False,
     no_run: Annotated[bool, typer.Option(help="Check the runs as they are; run nothing.")] = False,
     bench: Annotated[bool, typer.Option(help="Also re-run the benchmarks (measured, never checked).")] = False,
-    spec: Annotated[Path, typer.Option(help="Reproduction spec.")] = Path("scripts/reproduce.toml"),
-    results: Annotated[Path, typer.Option(
-        help="Results spec: each collection's qrels.")] = Path("scripts/results.toml"),
-    data: Annotated[Path, typer.Option(help="Data folder that {data} stands for.")] = DATA_DIR,
+    spec: Annotated[Path | None, typer.Option(
+        help="Reproduction spec (default: scripts/reproduce.toml here, else the clone's).")] = None,
+    results: Annotated[Path | None, typer.Option(
+        help="Results spec: each collection's qrels (default: results.toml beside the spec).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help=f"Data folder that {{data}} stands for (default: {DATA_DIR} here, else beside the clone).")] = None,
     work: Annotated[Path, typer.Option(help="Work folder ({work}): indexes, stores, the recipes' training runs, "
                                             "reproduce.json (what finished: rerun to resume).")] = WORK,
 ) -> None:
@@ -48,11 +50,13 @@ def reproduce(
         plan,
         read_spec_file,
         select,
+        spec_paths,
         summary,
     )
 
     if all_systems and system:
         raise RankerError("--all and --system: give one")
+    spec, results, data = spec_paths(spec, results, data)
     reproduction = read_spec_file(spec, results, data)
     chosen = select(reproduction, system or ())
     values = placeholders(reproduction, data, work, profile.value)

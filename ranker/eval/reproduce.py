@@ -29,6 +29,7 @@ from ranker.io.sources import load_qrels
 from ranker.measures import parse_measures
 
 PROFILES = ("quick", "full")
+SPEC_FILE = "scripts/reproduce.toml"
 STATE_FILE = "reproduce.json"
 VERDICTS = ("OK", "close", "FAIL")
 
@@ -147,6 +148,21 @@ def read_spec_file(path: str | Path, results: str | Path, data: str | Path) -> S
             _need(path, s.name, need, steps, systems)
     return Spec(path, path.resolve().parent.parent, ok, close, int8_7bit, stores, steps, tuple(systems),
                 tuple(benchmarks), collections)
+
+
+def spec_paths(spec: Path | None, results: Path | None, data: Path | None) -> tuple[Path, Path, Path]:
+    """The spec (``scripts/reproduce.toml`` in this folder, else the clone's beside the package), the results spec
+    beside it and the data folder (``../shared/data`` here, else beside the clone), where not given."""
+    from ranker.io.datasets import DATA_DIR
+    from ranker.models.loading import PACKAGE_MODELS
+
+    clone = PACKAGE_MODELS.parent
+    if spec is None:
+        here = Path(SPEC_FILE)
+        spec = here if here.is_file() or not (clone / SPEC_FILE).is_file() else clone / SPEC_FILE
+    if data is None:
+        data = DATA_DIR if DATA_DIR.is_dir() or not (clone / DATA_DIR).is_dir() else clone / DATA_DIR
+    return spec, results or spec.parent / "results.toml", data
 
 
 def _need(path: Path, who: str, need: str, steps: dict[str, Step], systems: Sequence[System]) -> None:
