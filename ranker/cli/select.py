@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from ranker.cli.options import split_spec
+
 
 def pick_trained(
     runs: Annotated[list[Path], typer.Argument(help="Training run folders (each holds model/training.json).")],
@@ -43,10 +45,10 @@ def pick_run(
     from ranker.io.sources import load_qrels
     from ranker.train.select import pick_by_runs
 
-    judged = dict(_pair(q, "SET=FILE") for q in qrels)
+    judged = dict(split_spec(q, "--qrels") for q in qrels)
     runs: dict[str, dict] = {}
     for spec in candidates:
-        target, path = _pair(spec, "NAME@SET=RUN")
+        target, path = split_spec(spec, "a candidate (NAME@SET=RUN)")
         name, at, collection = target.rpartition("@")
         if not at or collection not in judged:
             raise RankerError(f"{spec!r}: give NAME@SET=RUN with SET one of {', '.join(judged)}")
@@ -57,11 +59,3 @@ def pick_run(
                    + ("  <- picked" if name == chosen else ""), err=True)
     typer.echo(f"{chosen} {table[chosen]['mean']:.4f}")
 
-
-def _pair(text: str, form: str) -> tuple[str, str]:
-    from ranker.errors import RankerError
-
-    key, sep, value = text.partition("=")
-    if not sep or not key or not value:
-        raise RankerError(f"{text!r}: give {form}")
-    return key, value
